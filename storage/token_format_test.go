@@ -1,0 +1,120 @@
+package storage
+
+import (
+	"hash/crc32"
+	"strings"
+	"testing"
+)
+
+func TestNewSecretRoundTrip(t *testing.T) {
+	for _, kind := range []TokenKind{Permanent, Temporary} {
+		s := NewSecret(kind)
+		if len(s) != SecretLen {
+			t.Fatalf("len(%q) = %d, want %d", s, len(s), SecretLen)
+		}
+		got, ok := ParseSecret(s)
+		if !ok || got != kind {
+			t.Fatalf("ParseSecret(%q) = %v, %v; want %v, true", s, got, ok, kind)
+		}
+	}
+	if NewSecret(Permanent) == NewSecret(Permanent) {
+		t.Fatal("two secrets are equal")
+	}
+	if !strings.HasPrefix(NewSecret(Permanent), "caddy_pat_") || !strings.HasPrefix(NewSecret(Temporary), "caddy_tmp_") {
+		t.Fatal("secrets do not carry their kind's prefix")
+	}
+}
+
+func TestParseSecretRejectsEveryOneCharacterChange(t *testing.T) {
+	s := NewSecret(Permanent)
+	for i := range len(s) {
+		for _, c := range []byte{'0', 'a', 'Z', '_', '-', 0, 0xff} {
+			if s[i] == c {
+				continue
+			}
+			mutated := s[:i] + string([]byte{c}) + s[i+1:]
+			if _, ok := ParseSecret(mutated); ok {
+				t.Fatalf("ParseSecret accepted %q (position %d changed to %q)", mutated, i, c)
+			}
+		}
+	}
+	for _, bad := range []string{"", s[:len(s)-1], s + "0", "Bearer " + s, strings.ToUpper(s)} {
+		if _, ok := ParseSecret(bad); ok {
+			t.Fatalf("ParseSecret accepted %q", bad)
+		}
+	}
+}
+
+func TestSecretCharactersAreUniform(t *testing.T) {
+	counts := map[byte]int{}
+	const n = 2000
+	for range n {
+		s := NewSecret(Permanent)
+		for i := prefixLen; i < prefixLen+randomLen; i++ {
+			counts[s[i]]++
+		}
+	}
+	if len(counts) != 62 {
+		t.Fatalf("saw %d distinct characters, want all 62", len(counts))
+	}
+	expected := float64(n*randomLen) / 62
+	for c, k := range counts {
+		if float64(k) < expected*0.8 || float64(k) > expected*1.2 {
+			t.Errorf("character %q appears %d times, expected about %.0f", c, k, expected)
+		}
+	}
+}
+
+func TestParseAndHashDoNotAllocate(t *testing.T) {
+	s := NewSecret(Permanent)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, ok := ParseSecret(s); !ok {
+			t.Fatal("valid secret rejected")
+		}
+		_ = HashSecret(s)
+	})
+	if allocs != 0 {
+		t.Fatalf("ParseSecret+HashSecret allocate %.0f times per call, want 0", allocs)
+	}
+}
+
+func FuzzParseSecret(f *testing.F) {
+	f.Add(NewSecret(Permanent))
+	f.Add(NewSecret(Temporary))
+	f.Add("caddy_pat_")
+	f.Add("")
+	f.Add(strings.Repeat("\xff", SecretLen))
+	f.Fuzz(func(t *testing.T, s string) {
+		kind, ok := ParseSecret(s)
+		if !ok {
+			return
+		}
+		// Whatever is accepted has the exact shape and a matching checksum.
+		if len(s) != SecretLen || !strings.HasPrefix(s, prefixFor(kind)) {
+			t.Fatalf("accepted malformed %q", s)
+		}
+		var buf [SecretLen]byte
+		copy(buf[:], s)
+		putChecksum(buf[:])
+		if string(buf[:]) != s {
+			t.Fatalf("accepted %q with a wrong checksum", s)
+		}
+	})
+}
+
+func BenchmarkParseAndHashSecret(b *testing.B) {
+	s := NewSecret(Permanent)
+	b.ReportAllocs()
+	for b.Loop() {
+		ParseSecret(s)
+		HashSecret(s)
+	}
+}
+
+func TestCRCMatchesLibrary(t *testing.T) {
+	for _, s := range []string{"", "a", NewSecret(Permanent)} {
+		if got, want := crc32IEEE([]byte(s)), crc32.ChecksumIEEE([]byte(s)); got != want {
+			t.Fatalf("crc32IEEE(%q) = %x, want %x", s, got, want)
+		}
+	}
+}

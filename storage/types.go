@@ -1,0 +1,199 @@
+// Package storage owns the data model of API tokens for Caddy: users,
+// tokens, settings, notification records and the audit log, the token
+// format, and the verification of bearer secrets on the request hot path.
+//
+// Store is the interface the rest of the product uses; Badger is its one
+// implementation today.
+package storage
+
+import "time"
+
+// TokenKind tells how a token was minted and how long it may live.
+type TokenKind string
+
+const (
+	// Temporary tokens are minted by logging in and live for the session.
+	Temporary TokenKind = "temporary"
+	// Permanent tokens are created by an administrator for CI/CD and automation.
+	Permanent TokenKind = "permanent"
+)
+
+// TokenStatus is derived from a token's times when it is read.
+type TokenStatus string
+
+const (
+	StatusActive  TokenStatus = "active"
+	StatusExpired TokenStatus = "expired"
+	StatusRevoked TokenStatus = "revoked"
+)
+
+// User is an account. The password hash never leaves the storage package.
+type User struct {
+	Username  string    `json:"username"`
+	Email     string    `json:"email"`
+	Admin     bool      `json:"admin"`
+	Disabled  bool      `json:"disabled"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Token is a token's metadata. It never carries the secret or its hash.
+type Token struct {
+	ID         string      `json:"id"`
+	User       string      `json:"user"`
+	Name       string      `json:"name"`
+	Kind       TokenKind   `json:"kind"`
+	CreatedAt  time.Time   `json:"created_at"`
+	CreatedBy  string      `json:"created_by"`
+	ExpiresAt  time.Time   `json:"expires_at"`
+	LastUsedAt *time.Time  `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time  `json:"revoked_at,omitempty"`
+	Status     TokenStatus `json:"status"`
+	// RotatedTo is the ID of the token that replaced this one, if any.
+	RotatedTo string `json:"rotated_to,omitempty"`
+}
+
+// StatusAt derives a token's status at the given time: a revocation that
+// has taken effect wins over expiry.
+func (t Token) StatusAt(now time.Time) TokenStatus {
+	switch {
+	case t.RevokedAt != nil && !now.Before(*t.RevokedAt):
+		return StatusRevoked
+	case !now.Before(t.ExpiresAt):
+		return StatusExpired
+	default:
+		return StatusActive
+	}
+}
+
+// NewUser is the input to CreateUser.
+type NewUser struct {
+	Username string
+	Email    string
+	Password string
+	Admin    bool
+}
+
+// UserPatch changes only the fields that are non-nil.
+type UserPatch struct {
+	Email    *string
+	Password *string
+	Admin    *bool
+	Disabled *bool
+}
+
+// NewToken is the input to CreateToken. For permanent tokens ExpiresAt is
+// required and already validated by the caller against the lifetime limit;
+// for temporary tokens Name may be empty.
+type NewToken struct {
+	User      string
+	Name      string
+	Kind      TokenKind
+	ExpiresAt time.Time
+	CreatedBy string
+}
+
+// TokenFilter narrows ListTokens. Zero values mean "no filter".
+type TokenFilter struct {
+	// ExpiringBefore keeps tokens whose expiry is before this time.
+	ExpiringBefore time.Time
+	Kind           TokenKind
+}
+
+// Setting is one system setting, in the seed's "App Config" shape.
+type Setting struct {
+	Type  string `json:"type"`
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// AuditEntry records who did what, when. It never holds a secret.
+type AuditEntry struct {
+	Time     time.Time `json:"time"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"`
+	Target   string    `json:"target,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	ClientIP string    `json:"client_ip,omitempty"`
+}
+
+// Audit actions. They are stable strings: operators grep for them.
+const (
+	ActionLogin         = "login"
+	ActionLoginFailed   = "login_failed"
+	ActionLogout        = "logout"
+	ActionUserCreate    = "user_create"
+	ActionUserUpdate    = "user_update"
+	ActionUserDelete    = "user_delete"
+	ActionTokenCreate   = "token_create"
+	ActionTokenDelete   = "token_delete"
+	ActionTokenRotate   = "token_rotate"
+	ActionSettingPut    = "setting_put"
+	ActionSettingDelete = "setting_delete"
+)
+
+// Identity is what a successful verification tells the gateway. Its fields
+// are shared and read-only: callers must not modify Metadata.
+type Identity struct {
+	Username string
+	TokenID  string
+	Kind     TokenKind
+	Admin    bool
+	// Metadata holds the placeholders Caddy sets after authentication
+	// (token_id, token_kind, admin). It is built once per token and user
+	// state, so the hot path does not allocate it.
+	Metadata map[string]string
+}
+
+// VerifyResult classifies a verification; it is also the `result` label of
+// api_tokens_auth_requests_total.
+type VerifyResult uint8
+
+const (
+	ResultOK VerifyResult = iota
+	ResultMissing
+	ResultMalformed
+	ResultUnknown
+	ResultExpired
+	ResultRevoked
+	ResultDisabled
+	ResultForbidden
+	numVerifyResults
+)
+
+var verifyResultNames = [numVerifyResults]string{"ok", "missing", "malformed", "unknown", "expired", "revoked", "disabled", "forbidden"}
+
+// String returns the metric label value.
+func (r VerifyResult) String() string {
+	if r < numVerifyResults {
+		return verifyResultNames[r]
+	}
+	return "unknown"
+}
+
+// AllVerifyResults lists every result, for pre-creating metric series.
+func AllVerifyResults() []VerifyResult {
+	all := make([]VerifyResult, numVerifyResults)
+	for i := range all {
+		all[i] = VerifyResult(i)
+	}
+	return all
+}
+
+// Fault is an active warning that a permanent token is near expiry, or has
+// expired and is not yet deleted. The alert loop computes faults; the admin
+// API lists them and Prometheus sees them as metrics.
+type Fault struct {
+	TokenID   string    `json:"token_id"`
+	User      string    `json:"user"`
+	TokenName string    `json:"token_name"`
+	ExpiresAt time.Time `json:"expires_at"`
+	DaysLeft  int       `json:"days_left"`
+	State     string    `json:"state"` // FaultExpiring or FaultExpired
+	RaisedAt  time.Time `json:"raised_at"`
+}
+
+// Fault states.
+const (
+	FaultExpiring = "expiring"
+	FaultExpired  = "expired"
+)

@@ -1,0 +1,314 @@
+// Package admin is the admin REST API of API tokens for Caddy: logins,
+// users, tokens, settings, faults and the audit log, as a plain
+// net/http.Handler over a storage.Store. It has no Caddy dependency; the
+// caddymodule package mounts it.
+package admin
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// Config is what New needs. Zero values get the documented defaults; only
+// Store is required.
+type Config struct {
+	Store storage.Store
+	// Clock defaults to storage.SystemClock.
+	Clock storage.Clock
+	// Logger defaults to a no-op logger.
+	Logger *zap.Logger
+	// SessionTTL is how long a login's temporary token lives. Default 12h.
+	SessionTTL time.Duration
+	// PermanentTokenLifetime is the default and the maximum lifetime of a
+	// permanent token. Default 365 days.
+	PermanentTokenLifetime time.Duration
+	// Throttle counts failed logins. Pass the same one across config reloads
+	// so a reload does not reset an attacker's count. Default: a new
+	// throttle with default settings.
+	Throttle *LoginThrottle
+	// Faults returns the active faults for GET /faults; nil lists none.
+	Faults func() []storage.Fault
+	// OnSettingsChange is called after a setting is stored or deleted, so
+	// the alert loop can run at once.
+	OnSettingsChange func()
+	// ClientIP tells the caller's address for throttling and audit. Default:
+	// the host of r.RemoteAddr (behind a proxy, pass one that knows better).
+	ClientIP func(*http.Request) string
+	// UI, if set, is served at GET /ui/ with the request path unchanged.
+	UI http.Handler
+}
+
+// Defaults for Config's zero values.
+const (
+	DefaultSessionTTL             = 12 * time.Hour
+	DefaultPermanentTokenLifetime = 365 * 24 * time.Hour
+	// maxRotateGrace bounds how long a rotated token keeps working.
+	maxRotateGrace = 7 * 24 * time.Hour
+)
+
+type handler struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns the admin API handler. Paths are relative to where it is
+// mounted: /login, /users, ...
+func New(cfg Config) http.Handler {
+	h := &handler{cfg: withDefaults(cfg), mux: http.NewServeMux()}
+	h.routes()
+	return h
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.Clock == nil {
+		cfg.Clock = storage.SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.PermanentTokenLifetime <= 0 {
+		cfg.PermanentTokenLifetime = DefaultPermanentTokenLifetime
+	}
+	if cfg.Throttle == nil {
+		cfg.Throttle = NewLoginThrottle(LoginThrottleConfig{Clock: cfg.Clock})
+	}
+	if cfg.Faults == nil {
+		cfg.Faults = func() []storage.Fault { return nil }
+	}
+	if cfg.OnSettingsChange == nil {
+		cfg.OnSettingsChange = func() {}
+	}
+	if cfg.ClientIP == nil {
+		cfg.ClientIP = remoteHost
+	}
+	return cfg
+}
+
+func (h *handler) routes() {
+	m := h.mux
+	m.HandleFunc("POST /login", h.public(h.login))
+	m.HandleFunc("POST /logout", h.authed(h.logout))
+	m.HandleFunc("GET /me", h.authed(h.me))
+
+	m.HandleFunc("GET /users", h.admin(h.listUsers))
+	m.HandleFunc("POST /users", h.admin(h.createUser))
+	m.HandleFunc("GET /users/{username}", h.authed(h.getUser))
+	m.HandleFunc("PATCH /users/{username}", h.authed(h.patchUser))
+	m.HandleFunc("DELETE /users/{username}", h.admin(h.deleteUser))
+
+	m.HandleFunc("GET /users/{username}/tokens", h.authed(h.listUserTokens))
+	m.HandleFunc("POST /users/{username}/tokens", h.admin(h.createToken))
+	m.HandleFunc("DELETE /users/{username}/tokens/{id}", h.authed(h.deleteToken))
+	m.HandleFunc("POST /users/{username}/tokens/{id}/rotate", h.admin(h.rotateToken))
+	m.HandleFunc("GET /tokens", h.admin(h.listTokens))
+
+	m.HandleFunc("GET /settings", h.admin(h.listSettings))
+	m.HandleFunc("GET /settings/{key}", h.admin(h.getSetting))
+	m.HandleFunc("PUT /settings/{key}", h.admin(h.putSetting))
+	m.HandleFunc("DELETE /settings/{key}", h.admin(h.deleteSetting))
+
+	m.HandleFunc("GET /faults", h.admin(h.listFaults))
+	m.HandleFunc("GET /audit", h.admin(h.listAudit))
+
+	if h.cfg.UI != nil {
+		m.Handle("GET /ui/", h.cfg.UI)
+		// Relative, so it stays right under whatever prefix Caddy strips.
+		m.Handle("GET /ui", http.RedirectHandler("ui/", http.StatusMovedPermanently))
+	}
+}
+
+// ServeHTTP adds the security headers every answer carries, turns the mux's
+// own plain-text 404 and 405 into JSON, and keeps a panic from reaching the
+// client as a dropped connection.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hdr := w.Header()
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	defer h.recoverPanic(w, r)
+
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		w = &muxErrorWriter{ResponseWriter: w}
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *handler) recoverPanic(w http.ResponseWriter, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	h.cfg.Logger.Error("admin API handler panicked",
+		zap.String("method", r.Method), zap.String("path", r.URL.Path),
+		zap.Any("panic", v), zap.Stack("stack"))
+	writeJSON(w, http.StatusInternalServerError, errorBody{"internal error"})
+}
+
+// muxErrorWriter rewrites the ServeMux's plain-text "404 page not found" and
+// "405 method not allowed" as JSON errors, keeping the Allow header.
+type muxErrorWriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (m *muxErrorWriter) WriteHeader(status int) {
+	var msg string
+	switch status {
+	case http.StatusNotFound:
+		msg = "no such endpoint"
+	case http.StatusMethodNotAllowed:
+		msg = "method not allowed; allowed: " + m.Header().Get("Allow")
+	default:
+		m.ResponseWriter.WriteHeader(status)
+		return
+	}
+	m.swallow = true
+	m.Header().Del("Content-Length")
+	writeJSON(m.ResponseWriter, status, errorBody{msg})
+}
+
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	if m.swallow {
+		return len(b), nil
+	}
+	return m.ResponseWriter.Write(b)
+}
+
+// A handler func returns an error instead of writing it, so errors are
+// mapped in one place (writeError).
+type (
+	publicFunc func(w http.ResponseWriter, r *http.Request) error
+	authedFunc func(w http.ResponseWriter, r *http.Request, c caller) error
+)
+
+// caller is an authenticated request's who-and-from-where.
+type caller struct {
+	storage.Identity
+	ip string
+}
+
+// ctx returns the request context carrying the caller for the store's audit.
+func (c caller) ctx(r *http.Request) context.Context {
+	return storage.WithActor(r.Context(), c.Username, c.ip)
+}
+
+// isSelf reports whether the {username} in the path is the caller.
+func (c caller) isSelf(r *http.Request) bool {
+	return r.PathValue("username") == c.Username
+}
+
+func (h *handler) public(fn publicFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			h.writeError(w, r, "", err)
+		}
+	}
+}
+
+func (h *handler) authed(fn authedFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := h.authenticate(r)
+		if err == nil {
+			err = fn(w, r, c)
+		}
+		if err != nil {
+			h.writeError(w, r, c.Username, err)
+		}
+	}
+}
+
+func (h *handler) admin(fn authedFunc) http.HandlerFunc {
+	return h.authed(func(w http.ResponseWriter, r *http.Request, c caller) error {
+		if !c.Admin {
+			return errForbiddenAdmin
+		}
+		return fn(w, r, c)
+	})
+}
+
+// authenticate checks the bearer token. The token's own value is never
+// logged or echoed.
+func (h *handler) authenticate(r *http.Request) (caller, error) {
+	secret, given := bearerToken(r.Header.Get("Authorization"))
+	if !given {
+		return caller{}, unauthorized(`Bearer realm="api-tokens"`,
+			"authentication required: send Authorization: Bearer <token>")
+	}
+	id, res := h.cfg.Store.Verify(secret)
+	if res != storage.ResultOK {
+		return caller{}, unauthorized(`Bearer realm="api-tokens", error="invalid_token"`,
+			"token is "+verifyProblem(res))
+	}
+	return caller{Identity: id, ip: h.cfg.ClientIP(r)}, nil
+}
+
+// verifyProblem words a failed verification for the 401 message. It tells
+// no more than the caller can learn anyway (expired vs revoked is on their
+// side of the token).
+func verifyProblem(res storage.VerifyResult) string {
+	switch res {
+	case storage.ResultExpired:
+		return "expired"
+	case storage.ResultRevoked:
+		return "revoked"
+	case storage.ResultDisabled:
+		return "of a disabled user"
+	default:
+		return "invalid"
+	}
+}
+
+func unauthorized(challenge, msg string) *apiError {
+	e := newError(http.StatusUnauthorized, msg)
+	e.header = http.Header{"Www-Authenticate": {challenge}}
+	return e
+}
+
+// bearerToken extracts the token of an "Authorization: Bearer <token>"
+// header; the scheme is case-insensitive (RFC 7235). given is false when
+// there is no bearer credential at all.
+func bearerToken(header string) (token string, given bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", header != ""
+	}
+	return strings.TrimSpace(token), true
+}
+
+// writeError answers err as {"error": "..."}. Errors that are not the
+// client's doing are logged with context and answered with a generic 500.
+func (h *handler) writeError(w http.ResponseWriter, r *http.Request, actor string, err error) {
+	ae := clientError(err)
+	if ae == nil {
+		h.cfg.Logger.Error("admin API request failed",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.String("actor", actor), zap.Error(err))
+		ae = newError(http.StatusInternalServerError, "internal error")
+	}
+	for k, v := range ae.header {
+		w.Header()[k] = v
+	}
+	writeJSON(w, ae.status, errorBody{ae.msg})
+}
+
+// remoteHost is the default ClientIP: the address the connection comes from.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

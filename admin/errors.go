@@ -1,0 +1,63 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// apiError is an error the client can act on: it carries the HTTP status and
+// the message sent as {"error": "..."}. Handlers return it (or a storage
+// error, which statusOf maps); writeError turns it into a response once.
+type apiError struct {
+	status int
+	msg    string
+	header http.Header // extra response headers, e.g. Retry-After
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func newError(status int, msg string) *apiError { return &apiError{status: status, msg: msg} }
+
+func badRequest(msg string) *apiError { return newError(http.StatusBadRequest, msg) }
+
+var errForbiddenAdmin = newError(http.StatusForbidden, "this action needs an administrator")
+
+// storageStatuses maps the storage sentinels to HTTP statuses.
+var storageStatuses = []struct {
+	err    error
+	status int
+}{
+	{storage.ErrNotFound, http.StatusNotFound},
+	{storage.ErrConflict, http.StatusConflict},
+	{storage.ErrLastAdmin, http.StatusConflict},
+	{storage.ErrInvalid, http.StatusBadRequest},
+	{storage.ErrBadLogin, http.StatusUnauthorized},
+}
+
+// clientError converts err into the apiError the client sees, or returns
+// nil if err is not the client's doing (the caller then answers 500).
+func clientError(err error) *apiError {
+	if ae, ok := errors.AsType[*apiError](err); ok {
+		return ae
+	}
+	for _, m := range storageStatuses {
+		if errors.Is(err, m.err) {
+			return newError(m.status, storageMessage(err, m.err))
+		}
+	}
+	return nil
+}
+
+// storageMessage returns the store's message without the sentinel's own
+// text when the store wrapped it as "<sentinel>: <detail>", so a client
+// reads `unknown setting key "x"` rather than `invalid: unknown setting ...`.
+func storageMessage(err, sentinel error) string {
+	msg := err.Error()
+	if detail, ok := strings.CutPrefix(msg, sentinel.Error()+": "); ok && detail != "" {
+		return detail
+	}
+	return msg
+}

@@ -1,0 +1,161 @@
+package admin
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+type createTokenRequest struct {
+	Name string `json:"name"`
+	// ExpiresAt is RFC 3339; a string rather than time.Time so a bad value
+	// gets a message that says which format is expected.
+	ExpiresAt *string `json:"expires_at"`
+}
+
+type rotateTokenRequest struct {
+	Grace *string `json:"grace"`
+}
+
+// newTokenResponse is a token's metadata plus its secret, shown only once.
+type newTokenResponse struct {
+	Secret string `json:"token"`
+	storage.Token
+}
+
+func (h *handler) listUserTokens(w http.ResponseWriter, r *http.Request, c caller) error {
+	if !c.Admin && !c.isSelf(r) {
+		return errOnlyAdminOrSelf
+	}
+	toks, err := h.cfg.Store.ListUserTokens(r.Context(), r.PathValue("username"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, mapSlice(toks, utcToken))
+	return nil
+}
+
+// createToken creates a permanent token for a user, expiring after the
+// configured lifetime unless an earlier expires_at is asked for.
+func (h *handler) createToken(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req createTokenRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if req.Name == "" {
+		return badRequest("name is required: give the token a name that says what uses it")
+	}
+	now := h.cfg.Clock.Now()
+	expires, err := h.permanentExpiry(now, req.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	secret, tok, err := h.cfg.Store.CreateToken(c.ctx(r), storage.NewToken{
+		User:      r.PathValue("username"),
+		Name:      req.Name,
+		Kind:      storage.Permanent,
+		ExpiresAt: expires,
+		CreatedBy: c.Username,
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, newTokenResponse{Secret: secret, Token: utcToken(tok)})
+	return nil
+}
+
+// permanentExpiry checks a requested expiry against now and the lifetime
+// limit; with none requested it is now plus the lifetime.
+func (h *handler) permanentExpiry(now time.Time, requested *string) (time.Time, error) {
+	latest := now.Add(h.cfg.PermanentTokenLifetime)
+	if requested == nil {
+		return latest, nil
+	}
+	t, err := time.Parse(time.RFC3339, *requested)
+	if err != nil {
+		return time.Time{}, badRequest(fmt.Sprintf("expires_at %q is not an RFC 3339 time like 2030-01-02T15:04:05Z", *requested))
+	}
+	switch {
+	case !t.After(now):
+		return time.Time{}, badRequest("expires_at must be in the future")
+	case t.After(latest):
+		return time.Time{}, badRequest(fmt.Sprintf("expires_at must not be later than %s (permanent tokens live at most %s)",
+			latest.UTC().Format(time.RFC3339), lifetimeWords(h.cfg.PermanentTokenLifetime)))
+	}
+	return t.UTC(), nil
+}
+
+func lifetimeWords(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// deleteToken lets an administrator delete anyone's token and a user delete
+// their own.
+func (h *handler) deleteToken(w http.ResponseWriter, r *http.Request, c caller) error {
+	if !c.Admin && !c.isSelf(r) {
+		return newError(http.StatusForbidden, "only an administrator or the token's owner may delete it")
+	}
+	if err := h.cfg.Store.DeleteToken(c.ctx(r), r.PathValue("username"), r.PathValue("id")); err != nil {
+		return err
+	}
+	writeNoContent(w)
+	return nil
+}
+
+// rotateToken replaces a permanent token with a new secret of the same name
+// and a fresh expiry; the old secret keeps working for the grace period.
+func (h *handler) rotateToken(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req rotateTokenRequest
+	if err := decodeJSON(w, r, &req); err != nil && err != errEmptyBody {
+		return err
+	}
+	var grace time.Duration
+	if req.Grace != nil {
+		g, err := ParseDuration(*req.Grace)
+		if err != nil {
+			return badRequest("grace: " + err.Error())
+		}
+		if g > maxRotateGrace {
+			return badRequest("grace must be at most 7d: the old token should not outlive its replacement by long")
+		}
+		grace = g
+	}
+	expires := h.cfg.Clock.Now().Add(h.cfg.PermanentTokenLifetime)
+	secret, tok, err := h.cfg.Store.RotateToken(c.ctx(r), r.PathValue("username"), r.PathValue("id"), grace, expires)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, newTokenResponse{Secret: secret, Token: utcToken(tok)})
+	return nil
+}
+
+// listTokens lists every token, optionally only those expiring within a
+// duration (expired ones included: they need attention most) and of a kind.
+func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, _ caller) error {
+	q := r.URL.Query()
+	var f storage.TokenFilter
+	if s := q.Get("expiring_within"); s != "" {
+		d, err := ParseDuration(s)
+		if err != nil {
+			return badRequest("expiring_within: " + err.Error())
+		}
+		f.ExpiringBefore = h.cfg.Clock.Now().Add(d)
+	}
+	switch kind := storage.TokenKind(q.Get("kind")); kind {
+	case "", storage.Permanent, storage.Temporary:
+		f.Kind = kind
+	default:
+		return badRequest(fmt.Sprintf("kind must be permanent or temporary, not %q", kind))
+	}
+	toks, err := h.cfg.Store.ListTokens(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, mapSlice(toks, utcToken))
+	return nil
+}

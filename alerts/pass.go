@@ -1,0 +1,182 @@
+package alerts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+const (
+	day = 24 * time.Hour
+	// maxDigestTokens bounds one digest email (and what a pass holds in
+	// memory for it). Tokens past it stay pending and go out in the next
+	// pass's digest, which the loop runs soon after.
+	maxDigestTokens = 1000
+	// stateFlushBatch bounds the new fault records buffered during a scan.
+	stateFlushBatch = 1000
+)
+
+// settings is the alert configuration read from the store at each pass.
+type settings struct {
+	thresholds []int    // days, largest first; nil when notifications are off
+	recipients []string // nil when no emails are configured
+}
+
+func (s settings) largest() int {
+	if len(s.thresholds) == 0 {
+		return 0
+	}
+	return s.thresholds[0]
+}
+
+// notice is one token to put in the digest.
+type notice struct {
+	fault     storage.Fault
+	threshold int // the tightest threshold crossed, in days
+}
+
+// scan is the result of walking every permanent token once.
+type scan struct {
+	faults  []storage.Fault
+	expiry  *expiryTable
+	notices []notice // at most maxDigestTokens
+	overdue int      // tokens that need an email but did not fit in notices
+}
+
+// readSettings reads the two notification settings. A missing setting
+// means off. A stored value that no longer parses is reported in invalid
+// and also treated as off, so one bad value cannot stop the rest of the
+// pass; err is a storage failure that stops it.
+func readSettings(ctx context.Context, st storage.Store) (s settings, invalid, err error) {
+	read := func(key string) (string, bool, error) {
+		v, err := st.GetSetting(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("reading setting %s: %w", key, err)
+		}
+		return v, true, nil
+	}
+	var errDays, errEmails error
+	days, ok, err := read(storage.SettingNotificationDays)
+	if err != nil {
+		return s, nil, err
+	}
+	if ok {
+		s.thresholds, errDays = storage.ParseNotificationDays(days)
+	}
+	emails, ok, err := read(storage.SettingNotificationEmails)
+	if err != nil {
+		return s, nil, err
+	}
+	if ok {
+		s.recipients, errEmails = storage.ParseNotificationEmails(emails)
+	}
+	return s, errors.Join(errDays, errEmails), nil
+}
+
+// scanTokens streams the permanent tokens once: it fills the expiry table
+// with every active one, raises a fault for each inside the largest
+// threshold or expired, records when new faults were first raised, and
+// collects the tokens whose next email is due. Memory is bounded by the
+// faults (tokens inside the window), not by the number of tokens, apart from
+// the expiry table that the metric needs.
+func scanTokens(ctx context.Context, st storage.Store, now time.Time, set settings) (*scan, error) {
+	sc := &scan{expiry: &expiryTable{}}
+	raised := map[string]storage.AlertState{}
+	flush := func() error {
+		if len(raised) == 0 {
+			return nil
+		}
+		if err := st.PutAlertStates(ctx, raised); err != nil {
+			return fmt.Errorf("recording new faults: %w", err)
+		}
+		clear(raised)
+		return nil
+	}
+	err := st.ForEachPermanentToken(ctx, func(t storage.Token) error {
+		status := t.StatusAt(now)
+		if status == storage.StatusActive {
+			sc.expiry.add(t.User, t.Name, t.ID, t.ExpiresAt)
+		}
+		threshold := tightestCrossed(set.thresholds, t.ExpiresAt.Sub(now))
+		// A token already scheduled for revocation (rotated) has been dealt
+		// with: warning about it would only be noise.
+		if status == storage.StatusRevoked || t.RevokedAt != nil || threshold == 0 {
+			return nil
+		}
+		state, found, err := st.GetAlertState(ctx, t.ID)
+		if err != nil {
+			return fmt.Errorf("reading alert state of token %s: %w", t.ID, err)
+		}
+		if !found || state.RaisedAt.IsZero() {
+			state.RaisedAt = now
+			raised[t.ID] = state
+			if len(raised) >= stateFlushBatch {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		f := newFault(t, status, now, state.RaisedAt)
+		sc.faults = append(sc.faults, f)
+		if set.recipients != nil && emailDue(state, threshold) {
+			if len(sc.notices) < maxDigestTokens {
+				sc.notices = append(sc.notices, notice{f, threshold})
+			} else {
+				sc.overdue++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scanning permanent tokens: %w", err)
+	}
+	return sc, flush()
+}
+
+// tightestCrossed returns the smallest threshold (in days) that a token
+// with remaining time left is within, or 0 if it is outside them all.
+// thresholds is sorted largest first. An expired token is within all of
+// them.
+func tightestCrossed(thresholds []int, remaining time.Duration) int {
+	tightest := 0
+	for _, d := range thresholds {
+		if remaining <= time.Duration(d)*day {
+			tightest = d
+		}
+	}
+	return tightest
+}
+
+// emailDue applies the once-per-token-and-threshold rule: a token is
+// emailed when it has crossed a threshold tighter than the tightest one it
+// was already warned at. A token first seen inside several thresholds is
+// emailed once, for the tightest, and the wider ones count as sent; raising
+// the thresholds later never re-notifies a token warned at a tighter one.
+func emailDue(state storage.AlertState, threshold int) bool {
+	return threshold > 0 && (state.NotifiedDays == 0 || threshold < state.NotifiedDays)
+}
+
+func newFault(t storage.Token, status storage.TokenStatus, now, raisedAt time.Time) storage.Fault {
+	f := storage.Fault{
+		TokenID:   t.ID,
+		User:      t.User,
+		TokenName: t.Name,
+		ExpiresAt: t.ExpiresAt,
+		State:     storage.FaultExpiring,
+		RaisedAt:  raisedAt,
+	}
+	if status == storage.StatusExpired {
+		f.State = storage.FaultExpired
+	} else {
+		// Whole days left, rounded down: "0 days left" means it expires
+		// within the next 24 hours.
+		f.DaysLeft = int(t.ExpiresAt.Sub(now) / day)
+	}
+	return f
+}

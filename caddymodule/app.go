@@ -1,0 +1,354 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/mail"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Defaults and limits of the api_tokens app.
+const (
+	defaultSessionTTL             = 12 * time.Hour
+	maxTokenLifetime              = 365 * 24 * time.Hour
+	defaultPermanentTokenLifetime = maxTokenLifetime
+	defaultAlertInterval          = time.Hour
+	minAlertInterval              = time.Second
+
+	// generatedAdmin is the admin created when bootstrap_admin is not set
+	// and the store has no admin yet.
+	generatedAdmin = "admin"
+)
+
+// App is the api_tokens Caddy app. It owns the token database (one Badger
+// directory), the failed-login throttle, the expiry alert loop and its SMTP
+// settings. The api_token authentication provider and the api_token_admin
+// handler use it; when a config has neither a global `api_tokens` block nor
+// an "api_tokens" app in JSON, they get one with the defaults below.
+//
+// The database outlives config generations: `caddy reload` shares one open
+// Badger handle between the old and the new config, so no data is lost and
+// serving never stops.
+type App struct {
+	// Directory of the Badger database. Default: "api_tokens" under Caddy's
+	// data directory. Two configs pointing at the same directory share it.
+	StoragePath string `json:"storage_path,omitempty"`
+
+	// How long a temporary token from POST /login lives. Default: 12h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+
+	// The lifetime, and the maximum lifetime, of a permanent token. Default
+	// and maximum: 365d.
+	PermanentTokenLifetime caddy.Duration `json:"permanent_token_lifetime,omitempty"`
+
+	// The administrator to create at start when the store has no admin yet.
+	// Placeholders such as {env.API_TOKENS_ADMIN} are replaced. Without it
+	// (or when both values are empty after replacement), an "admin" user
+	// with a random password is created and the password logged once at
+	// WARN level.
+	BootstrapAdmin *BootstrapAdmin `json:"bootstrap_admin,omitempty"`
+
+	// How often the alert loop checks for expiring permanent tokens. It
+	// also runs at once after a setting changes. Default: 1h.
+	AlertInterval caddy.Duration `json:"alert_interval,omitempty"`
+
+	// The mail server for expiry notification emails. Without it, faults
+	// and metrics still work but no email is sent.
+	SMTP *SMTPConfig `json:"smtp,omitempty"`
+
+	shared   *sharedState
+	poolKey  string
+	logger   *zap.Logger
+	ctx      caddy.Context
+	admin    storage.NewUser // resolved bootstrap admin; empty Username means generate one
+	alerting alertSeam
+}
+
+// BootstrapAdmin names the first administrator.
+type BootstrapAdmin struct {
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+}
+
+// SMTPConfig is the mail server used for notification emails.
+// Placeholders in every string field are replaced at provisioning.
+type SMTPConfig struct {
+	Host     string `json:"host,omitempty"`
+	Port     int    `json:"port,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	// Encryption is "none", "starttls" or "tls". Default: "starttls".
+	Encryption string `json:"encryption,omitempty"`
+	// From is the sender, e.g. "API tokens <noreply@example.com>".
+	From string `json:"from,omitempty"`
+}
+
+// SMTP encryption modes.
+const (
+	EncryptionNone     = "none"
+	EncryptionSTARTTLS = "starttls"
+	EncryptionTLS      = "tls"
+)
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "api_tokens",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision fills in defaults, replaces placeholders, checks the config and
+// opens (or joins) the shared database.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	a.setDefaults()
+	if err := a.replacePlaceholders(); err != nil {
+		return err
+	}
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	key, err := filepath.Abs(a.StoragePath)
+	if err != nil {
+		return fmt.Errorf("storage_path %q: %v", a.StoragePath, err)
+	}
+	shared, err := loadShared(key, a.logger)
+	if err != nil {
+		return err
+	}
+	a.shared, a.poolKey = shared, key
+	return a.alerting.provision(a)
+}
+
+func (a *App) setDefaults() {
+	if a.StoragePath == "" {
+		a.StoragePath = filepath.Join(caddy.AppDataDir(), "api_tokens")
+	}
+	if a.SessionTTL == 0 {
+		a.SessionTTL = caddy.Duration(defaultSessionTTL)
+	}
+	if a.PermanentTokenLifetime == 0 {
+		a.PermanentTokenLifetime = caddy.Duration(defaultPermanentTokenLifetime)
+	}
+	if a.AlertInterval == 0 {
+		a.AlertInterval = caddy.Duration(defaultAlertInterval)
+	}
+	if a.SMTP != nil {
+		if a.SMTP.Encryption == "" {
+			a.SMTP.Encryption = EncryptionSTARTTLS
+		}
+		if a.SMTP.Port == 0 {
+			a.SMTP.Port = defaultSMTPPort(a.SMTP.Encryption)
+		}
+	}
+}
+
+// defaultSMTPPort is the usual port of each encryption mode.
+func defaultSMTPPort(encryption string) int {
+	switch encryption {
+	case EncryptionTLS:
+		return 465
+	case EncryptionNone:
+		return 25
+	default:
+		return 587
+	}
+}
+
+// replacePlaceholders resolves {env.*} and the other global placeholders in
+// the secrets and addresses, so they can come from the environment instead
+// of the config file.
+func (a *App) replacePlaceholders() error {
+	repl := caddy.NewReplacer()
+	a.StoragePath = repl.ReplaceKnown(a.StoragePath, "")
+	if a.BootstrapAdmin != nil {
+		user := repl.ReplaceKnown(a.BootstrapAdmin.Username, "")
+		pass := repl.ReplaceKnown(a.BootstrapAdmin.Password, "")
+		switch {
+		case user == "" && pass == "":
+			// Both unset (typically the env vars are missing): fall back to
+			// a generated admin, as if bootstrap_admin were absent.
+		case user == "":
+			return errors.New("bootstrap_admin: the username is empty (is its environment variable set?)")
+		case pass == "":
+			return fmt.Errorf("bootstrap_admin: the password for %q is empty (is its environment variable set?)", user)
+		default:
+			a.admin = storage.NewUser{Username: user, Password: pass, Admin: true}
+		}
+	}
+	if s := a.SMTP; s != nil {
+		s.Host = repl.ReplaceKnown(s.Host, "")
+		s.Username = repl.ReplaceKnown(s.Username, "")
+		s.Password = repl.ReplaceKnown(s.Password, "")
+		s.From = repl.ReplaceKnown(s.From, "")
+	}
+	return nil
+}
+
+// Validate checks the config without changing anything.
+func (a *App) Validate() error {
+	if a.StoragePath == "" {
+		return errors.New("storage_path must not be empty")
+	}
+	if err := checkDuration("session_ttl", a.SessionTTL, time.Minute, maxTokenLifetime); err != nil {
+		return err
+	}
+	if err := checkDuration("permanent_token_lifetime", a.PermanentTokenLifetime, time.Hour, maxTokenLifetime); err != nil {
+		return err
+	}
+	if err := checkDuration("alert_interval", a.AlertInterval, minAlertInterval, maxTokenLifetime); err != nil {
+		return err
+	}
+	if a.SMTP != nil {
+		return a.SMTP.validate()
+	}
+	return nil
+}
+
+func checkDuration(name string, d caddy.Duration, lo, hi time.Duration) error {
+	if time.Duration(d) < lo || time.Duration(d) > hi {
+		return fmt.Errorf("%s must be between %s and %s, got %s", name, formatDuration(lo), formatDuration(hi), formatDuration(time.Duration(d)))
+	}
+	return nil
+}
+
+// formatDuration prints whole days as "365d", the way users write them.
+func formatDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d >= day && d%day == 0 {
+		return fmt.Sprintf("%dd", d/day)
+	}
+	return d.String()
+}
+
+func (s *SMTPConfig) validate() error {
+	if s.Host == "" {
+		return errors.New("smtp: host is required")
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		return fmt.Errorf("smtp: port must be from 1 to 65535, got %d", s.Port)
+	}
+	switch s.Encryption {
+	case EncryptionNone, EncryptionSTARTTLS, EncryptionTLS:
+	default:
+		return fmt.Errorf("smtp: encryption must be none, starttls or tls, got %q", s.Encryption)
+	}
+	if s.From == "" {
+		return errors.New("smtp: from is required, e.g. \"API tokens <noreply@example.com>\"")
+	}
+	if _, err := mail.ParseAddress(s.From); err != nil {
+		return fmt.Errorf("smtp: from %q is not an email address: %v", s.From, err)
+	}
+	if (s.Username == "") != (s.Password == "") {
+		return errors.New("smtp: set both username and password, or neither")
+	}
+	return nil
+}
+
+// Start creates the first administrator if needed and starts the alert
+// loop. The admin is created here rather than in Provision so that
+// `caddy validate` and `caddy adapt` never write to the database.
+func (a *App) Start() error {
+	if err := a.ensureAdmin(); err != nil {
+		return err
+	}
+	return a.alerting.start()
+}
+
+// Stop stops this config generation's alert loop. The database stays open
+// until no config uses it (see Cleanup).
+func (a *App) Stop() error {
+	return a.alerting.stop()
+}
+
+// Cleanup releases this config generation's hold on the shared database;
+// the last one to let go closes it.
+func (a *App) Cleanup() error {
+	if a.poolKey == "" {
+		return nil
+	}
+	key := a.poolKey
+	a.poolKey = ""
+	deleted, err := sharedPool.Delete(key)
+	if deleted {
+		a.logger.Debug("closed token database", zap.String("storage_path", key))
+	}
+	if err != nil {
+		return fmt.Errorf("closing token database %s: %v", key, err)
+	}
+	return nil
+}
+
+// ensureAdmin makes sure the store has an administrator: the configured
+// bootstrap admin, or else a generated one whose password is logged once.
+func (a *App) ensureAdmin() error {
+	ctx := storage.WithActor(context.Background(), "system", "")
+	if a.admin.Username != "" {
+		created, err := a.shared.store.EnsureAdmin(ctx, a.admin)
+		if err != nil {
+			return fmt.Errorf("bootstrap_admin %q: %w", a.admin.Username, err)
+		}
+		if created {
+			a.logger.Info("created the bootstrap admin", zap.String("username", a.admin.Username))
+		}
+		return nil
+	}
+	password := rand.Text()
+	created, err := a.shared.store.EnsureAdmin(ctx, storage.NewUser{Username: generatedAdmin, Password: password, Admin: true})
+	if err != nil {
+		return fmt.Errorf("creating the first admin: %w", err)
+	}
+	if created {
+		// The spec asks for this one-time log line: it is the only way to
+		// learn the generated password. It is never logged again.
+		a.logger.Warn("no admin existed and bootstrap_admin is not set, so an admin was created with a random password; "+
+			"log in with POST /login and change it with PATCH /users/admin {\"password\": \"...\"}, "+
+			"or set bootstrap_admin before the first start",
+			zap.String("username", generatedAdmin), zap.String("password", password))
+	}
+	return nil
+}
+
+// Store returns the shared token store.
+func (a *App) Store() storage.Store { return a.shared.store }
+
+// Clock returns the clock shared by the store, the admin API and the throttle.
+func (a *App) Clock() storage.Clock { return a.shared.clock }
+
+// Throttle returns the failed-login throttle, shared across reloads.
+func (a *App) Throttle() *admin.LoginThrottle { return a.shared.throttle }
+
+// getApp returns the config's api_tokens app, creating one with defaults
+// when the config does not have it. ctx.App does exactly that: an app
+// missing from the config is loaded from empty JSON, provisioned, and then
+// started and stopped with the config like any other app.
+func getApp(ctx caddy.Context) (*App, error) {
+	mod, err := ctx.App("api_tokens")
+	if err != nil {
+		return nil, err
+	}
+	return mod.(*App), nil
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

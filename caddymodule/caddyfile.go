@@ -1,0 +1,236 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("api_tokens", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("api_token_auth", parseTokenAuth)
+	httpcaddyfile.RegisterHandlerDirective("api_token_admin", parseAdminHandler)
+	// Registered positions, so no global `order` is needed: authentication
+	// goes where basic_auth does, the admin API answers like respond.
+	httpcaddyfile.RegisterDirectiveOrder("api_token_auth", httpcaddyfile.After, "basic_auth")
+	httpcaddyfile.RegisterDirectiveOrder("api_token_admin", httpcaddyfile.Before, "respond")
+}
+
+// parseGlobalOption sets up the api_tokens app from the global option:
+//
+//	api_tokens {
+//		storage_path <dir>
+//		session_ttl <duration>
+//		permanent_token_lifetime <duration>
+//		bootstrap_admin <username> <password>
+//		alert_interval <duration>
+//		smtp {
+//			host <host>
+//			port <port>
+//			username <username>
+//			password <password>
+//			encryption none|starttls|tls
+//			from <address>
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the api_tokens global option may appear only once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "api_tokens", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile reads the api_tokens global option (see
+// parseGlobalOption for the syntax). Durations accept Caddy's forms,
+// including days: 30d.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.Errf("api_tokens takes no arguments on its first line, got %q; put its options in a block", d.Val())
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("api_tokens: %s is given more than once", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "storage_path":
+			a.StoragePath, err = oneArg(d)
+		case "session_ttl":
+			a.SessionTTL, err = durationArg(d)
+		case "permanent_token_lifetime":
+			a.PermanentTokenLifetime, err = durationArg(d)
+		case "alert_interval":
+			a.AlertInterval, err = durationArg(d)
+		case "bootstrap_admin":
+			var args [2]string
+			if !d.Args(&args[0], &args[1]) || d.NextArg() {
+				return d.Errf("bootstrap_admin needs exactly two arguments: <username> <password>")
+			}
+			a.BootstrapAdmin = &BootstrapAdmin{Username: args[0], Password: args[1]}
+		case "smtp":
+			a.SMTP = new(SMTPConfig)
+			err = a.SMTP.unmarshalCaddyfile(d)
+		default:
+			return d.Errf("api_tokens: unrecognized option %q (known: storage_path, session_ttl, permanent_token_lifetime, bootstrap_admin, alert_interval, smtp)", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *SMTPConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.Errf("smtp takes no arguments, got %q; put its options in a block", d.Val())
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("smtp: %s is given more than once", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "host":
+			s.Host, err = oneArg(d)
+		case "port":
+			s.Port, err = portArg(d)
+		case "username":
+			s.Username, err = oneArg(d)
+		case "password":
+			s.Password, err = oneArg(d)
+		case "from":
+			s.From, err = oneArg(d)
+		case "encryption":
+			s.Encryption, err = oneArg(d)
+			if err == nil && s.Encryption != EncryptionNone && s.Encryption != EncryptionSTARTTLS && s.Encryption != EncryptionTLS {
+				return d.Errf("smtp: encryption must be none, starttls or tls, got %q", s.Encryption)
+			}
+		default:
+			return d.Errf("smtp: unrecognized option %q (known: host, port, username, password, encryption, from)", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseTokenAuth sets up the api_token_auth directive:
+//
+//	api_token_auth [<matcher>] {
+//		require_admin
+//		keep_authorization
+//	}
+//
+// It is Caddy's authentication handler with the api_token provider.
+func parseTokenAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var p TokenAuth
+	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return &caddyauth.Authentication{
+		ProvidersRaw: caddy.ModuleMap{"api_token": caddyconfig.JSON(p, nil)},
+	}, nil
+}
+
+// UnmarshalCaddyfile reads the api_token_auth directive (see
+// parseTokenAuth for the syntax).
+func (p *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.Errf("api_token_auth takes no arguments, got %q; put require_admin or keep_authorization in a block", d.Val())
+	}
+	for d.NextBlock(0) {
+		name := d.Val()
+		switch name {
+		case "require_admin":
+			p.RequireAdmin = true
+		case "keep_authorization":
+			p.KeepAuthorization = true
+		default:
+			return d.Errf("api_token_auth: unrecognized option %q (known: require_admin, keep_authorization)", name)
+		}
+		if d.NextArg() {
+			return d.Errf("api_token_auth: %s takes no arguments, got %q", name, d.Val())
+		}
+	}
+	return nil
+}
+
+// parseAdminHandler sets up the api_token_admin directive, which takes no
+// arguments:
+//
+//	api_token_admin [<matcher>]
+func parseAdminHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h.Next() // the directive name
+	if h.NextArg() {
+		return nil, h.Errf("api_token_admin takes no arguments, got %q", h.Val())
+	}
+	if h.NextBlock(0) {
+		return nil, h.Errf("api_token_admin takes no block; configure the app in the global api_tokens option (got %q)", h.Val())
+	}
+	return new(AdminHandler), nil
+}
+
+// oneArg reads exactly one argument for the current option.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	name := d.Val()
+	if !d.NextArg() {
+		return "", d.Errf("%s needs a value", name)
+	}
+	val := d.Val()
+	if d.NextArg() {
+		return "", d.Errf("%s takes one value, got an extra %q", name, d.Val())
+	}
+	return val, nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
+	val, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(val)
+	if err != nil {
+		return 0, d.Errf("%s: %q is not a duration like 90m, 12h or 30d", name, val)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s must be positive, got %q", name, val)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func portArg(d *caddyfile.Dispenser) (int, error) {
+	val, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	port, err := strconv.Atoi(val)
+	if err != nil || port < 1 || port > 65535 {
+		return 0, d.Errf("smtp: port must be a number from 1 to 65535, got %q", val)
+	}
+	return port, nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*TokenAuth)(nil)
+)

@@ -1,0 +1,86 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/apitokens/caddy-api-tokens/admin"
+)
+
+func init() {
+	caddy.RegisterModule(AdminHandler{})
+}
+
+// AdminHandler serves the API tokens admin REST API: log in, manage users
+// and their tokens, settings, faults and the audit log. It answers every
+// request it gets, with paths relative to where it is mounted, so mount it
+// under a prefix that is stripped, for example:
+//
+//	handle_path /api-tokens/* {
+//		api_token_admin
+//	}
+//
+// Callers authenticate with their own bearer tokens (POST /login needs
+// none); it does not need api_token_auth in front of it.
+type AdminHandler struct {
+	api http.Handler
+}
+
+// CaddyModule returns the Caddy module information.
+func (AdminHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.api_token_admin",
+		New: func() caddy.Module { return new(AdminHandler) },
+	}
+}
+
+// Provision builds the admin API over the api_tokens app's shared state.
+func (h *AdminHandler) Provision(ctx caddy.Context) error {
+	app, err := getApp(ctx)
+	if err != nil {
+		return fmt.Errorf("api_token_admin: %v", err)
+	}
+	h.api = admin.New(admin.Config{
+		Store:                  app.Store(),
+		Clock:                  app.Clock(),
+		Logger:                 ctx.Logger(),
+		SessionTTL:             time.Duration(app.SessionTTL),
+		PermanentTokenLifetime: time.Duration(app.PermanentTokenLifetime),
+		Throttle:               app.Throttle(),
+		Faults:                 app.alerting.faults,
+		OnSettingsChange:       app.alerting.trigger,
+		ClientIP:               clientIP,
+	})
+	return nil
+}
+
+// ServeHTTP answers the request; it never calls next.
+func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.api.ServeHTTP(w, r)
+	return nil
+}
+
+// clientIP is the address Caddy determined for the client, which honors
+// the server's trusted_proxies setting, so the login throttle and the
+// audit log see the real client behind a trusted load balancer.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*AdminHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*AdminHandler)(nil)
+)

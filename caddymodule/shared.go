@@ -1,0 +1,70 @@
+package caddymodule
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// sharedPool holds one sharedState per absolute storage path. A config
+// reload provisions the new config before cleaning up the old one, so the
+// reference count never drops to zero and the new generation reuses the
+// open database (Badger cannot open one directory twice anyway).
+var sharedPool = caddy.NewUsagePool()
+
+// sharedState is everything that must outlive a config generation: the
+// open database, the failed-login throttle (a reload must not give an
+// attacker a fresh budget) and the clock they share.
+type sharedState struct {
+	store    *storage.Badger
+	throttle *admin.LoginThrottle
+	clock    storage.Clock
+}
+
+// Destruct closes the database once no config uses it; Close flushes the
+// batched last-used times first.
+func (s *sharedState) Destruct() error { return s.store.Close() }
+
+// loadShared opens the database at path, or joins the already open one.
+func loadShared(path string, logger *zap.Logger) (*sharedState, error) {
+	val, _, err := sharedPool.LoadOrNew(path, func() (caddy.Destructor, error) {
+		opts := currentStoreOptions()
+		opts.Logger = logger.Named("storage")
+		store, err := storage.OpenBadger(path, opts)
+		if err != nil {
+			return nil, fmt.Errorf("opening token database (storage_path %s): %w", path, err)
+		}
+		logger.Info("opened token database", zap.String("storage_path", path))
+		return &sharedState{
+			store:    store,
+			throttle: admin.NewLoginThrottle(admin.LoginThrottleConfig{Clock: opts.Clock}),
+			clock:    opts.Clock,
+		}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return val.(*sharedState), nil
+}
+
+// storeOptions lets tests give a newly opened database a fake clock and a
+// cheap password hash (see export_test.go). Production leaves it nil: the
+// system clock and the store's default hash cost. It is atomic because a
+// test sets it while Caddy's goroutines may be reading it.
+var storeOptions atomic.Pointer[storage.Options]
+
+func currentStoreOptions() storage.Options {
+	opts := storage.Options{Clock: storage.SystemClock{}}
+	if o := storeOptions.Load(); o != nil {
+		opts = *o
+	}
+	if opts.Clock == nil {
+		opts.Clock = storage.SystemClock{}
+	}
+	return opts
+}

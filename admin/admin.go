@@ -122,9 +122,16 @@ func (h *handler) routes() {
 
 	if h.cfg.UI != nil {
 		m.Handle("GET /ui/", h.cfg.UI)
-		// Relative, so it stays right under whatever prefix Caddy strips.
-		m.Handle("GET /ui", http.RedirectHandler("ui/", http.StatusMovedPermanently))
+		m.HandleFunc("GET /ui", redirectToUI)
 	}
+}
+
+// redirectToUI sends /ui to /ui/ with a relative Location, so the redirect
+// stays under whatever path prefix Caddy stripped (http.Redirect would make
+// it absolute and drop the prefix).
+func redirectToUI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Location", "ui/")
+	w.WriteHeader(http.StatusMovedPermanently)
 }
 
 // ServeHTTP adds the security headers every answer carries, turns the mux's

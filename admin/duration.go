@@ -3,7 +3,6 @@ package admin
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -37,16 +36,15 @@ func ParseDuration(s string) (time.Duration, error) {
 		var seg string
 		seg, rest = nextSegment(rest)
 		d, err := parseSegment(seg)
-		if err != nil {
-			if strings.HasPrefix(s, "-") {
-				return 0, fmt.Errorf("duration %q is negative; durations must be zero or more", s)
-			}
+		switch {
+		case errors.Is(err, errTooLong) || err == nil && d > maxDuration-total:
+			return 0, fmt.Errorf("duration %q is longer than 100 years", s)
+		case err != nil && strings.HasPrefix(s, "-"):
+			return 0, fmt.Errorf("duration %q is negative; durations must be zero or more", s)
+		case err != nil:
 			return 0, fmt.Errorf("invalid duration %q; use a form like 90m, 12h or 30d", s)
 		}
-		total += d // both at most maxDuration: cannot overflow
-		if total > maxDuration {
-			return 0, fmt.Errorf("duration %q is longer than 100 years", s)
-		}
+		total += d
 	}
 	return total, nil
 }
@@ -65,6 +63,8 @@ func nextSegment(s string) (seg, rest string) {
 
 func isNumberByte(c byte) bool { return c >= '0' && c <= '9' || c == '.' }
 
+var errTooLong = errors.New("longer than the maximum")
+
 // parseSegment parses one segment. Days are handled here; every other unit is
 // left to time.ParseDuration, so the forms Go accepts keep Go's meaning.
 func parseSegment(seg string) (time.Duration, error) {
@@ -73,18 +73,17 @@ func parseSegment(seg string) (time.Duration, error) {
 		if num == "" || !isNumberByte(num[0]) {
 			return 0, errors.New("segment does not start with a number")
 		}
-		d, err := time.ParseDuration(seg)
-		if err != nil || d > maxDuration {
-			return 0, errors.New("bad segment")
-		}
-		return d, nil
+		return time.ParseDuration(seg)
 	}
 	if num == "" || strings.Trim(num, "0123456789.") != "" {
 		return 0, errors.New("bad day count")
 	}
 	days, err := strconv.ParseFloat(num, 64)
-	if err != nil || math.IsNaN(days) || days*24*float64(time.Hour) > float64(maxDuration) {
-		return 0, errors.New("bad day count")
+	if err != nil {
+		return 0, err
+	}
+	if days*24*float64(time.Hour) > float64(maxDuration) {
+		return 0, errTooLong
 	}
 	return time.Duration(days * 24 * float64(time.Hour)), nil
 }

@@ -1,0 +1,201 @@
+package admin
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+func TestLogin(t *testing.T) {
+	e := newEnv(t)
+	e.addUser("alice")
+	e.addUser("bob")
+	e.must(http.StatusOK, "PATCH", "/users/bob", e.root, `{"disabled":true}`)
+
+	cases := []struct {
+		name, body string
+		status     int
+		msg        string // substring of the error message
+	}{
+		{"wrong password", `{"username":"alice","password":"nope"}`, 401, "invalid username or password"},
+		{"unknown user", `{"username":"nobody","password":"x"}`, 401, "invalid username or password"},
+		{"disabled user", `{"username":"bob","password":"` + userPassword + `"}`, 401, "invalid username or password"},
+		{"not a username", `{"username":"Alice Smith","password":"x"}`, 401, "invalid username or password"},
+		{"missing password", `{"username":"alice"}`, 400, "required"},
+		{"empty body", ``, 400, "empty"},
+		{"unknown field", `{"username":"alice","password":"x","remember":true}`, 400, `unknown field "remember"`},
+		{"wrong type", `{"username":"alice","password":1}`, 400, `field "password" must be a string`},
+		{"not JSON", `username=alice&password=x`, 400, "not valid JSON"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.do("POST", "/login", "", c.body)
+			if r.status != c.status || !strings.Contains(r.errMsg(t), c.msg) {
+				t.Fatalf("status %d %s; want %d mentioning %q", r.status, r.body, c.status, c.msg)
+			}
+		})
+	}
+
+	t.Run("success", func(t *testing.T) {
+		var out loginResponse
+		e.must(http.StatusCreated, "POST", "/login", "", `{"username":"alice","password":"`+userPassword+`"}`).decode(t, &out)
+		if _, ok := storage.ParseSecret(out.Token); !ok || !strings.HasPrefix(out.Token, storage.TemporaryPrefix) {
+			t.Errorf("token %q is not a temporary secret", out.Token)
+		}
+		if out.Kind != storage.Temporary || out.User.Username != "alice" || out.User.Email != "alice@example.com" {
+			t.Errorf("response %+v", out)
+		}
+		if want := testStart.Add(DefaultSessionTTL); !out.ExpiresAt.Equal(want) || out.ExpiresAt.Location() != time.UTC {
+			t.Errorf("expires_at = %v; want %v in UTC", out.ExpiresAt, want)
+		}
+		var me storage.User
+		e.must(http.StatusOK, "GET", "/me", out.Token, "").decode(t, &me)
+		if me.Username != "alice" {
+			t.Errorf("GET /me with the new token = %+v", me)
+		}
+		if a, ok := findAudit(e.audit(), storage.ActionLogin, out.ID); !ok || a.Actor != "alice" {
+			t.Errorf("no login audit entry by alice for %s: %+v", out.ID, a)
+		}
+	})
+
+	t.Run("failures audited without the password", func(t *testing.T) {
+		entries := e.audit()
+		a, ok := findAudit(entries, storage.ActionLoginFailed, "alice")
+		if !ok || a.Actor != "alice" || a.ClientIP == "" {
+			t.Errorf("failed login of alice audited as %+v (found %v)", a, ok)
+		}
+		a, ok = findAudit(entries, storage.ActionLoginFailed, "")
+		if !ok || a.Actor != "-" {
+			t.Errorf("failed login with an invalid username audited as %+v; want actor -", a)
+		}
+		for _, a := range entries {
+			if strings.Contains(jsonBody(a), "nope") || strings.Contains(jsonBody(a), "Alice Smith") {
+				t.Errorf("audit entry leaks login input: %+v", a)
+			}
+		}
+	})
+}
+
+func TestLoginThrottle(t *testing.T) {
+	e := newEnv(t)
+	e.addUser("alice")
+	good := `{"username":"alice","password":"` + userPassword + `"}`
+	bad := `{"username":"alice","password":"wrong"}`
+
+	t.Run("per username", func(t *testing.T) {
+		for i := range 5 { // from five addresses: the username's count alone trips
+			e.mustFrom(401, "POST", "/login", bad, "198.51.100."+string(rune('1'+i)))
+		}
+		// The right password is refused too: the throttle is checked first.
+		r := e.do("POST", "/login", "", good, ipHeader, "198.51.100.9")
+		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "900" {
+			t.Fatalf("6th attempt = %d Retry-After %q; want 429 after 900s", r.status, r.header.Get("Retry-After"))
+		}
+		if msg := r.errMsg(t); !strings.Contains(msg, "too many failed logins") {
+			t.Errorf("message %q", msg)
+		}
+		e.clock.Advance(10 * time.Minute)
+		r = e.do("POST", "/login", "", good, ipHeader, "198.51.100.9")
+		if r.status != 429 || r.header.Get("Retry-After") != "300" {
+			t.Fatalf("after 10m = %d Retry-After %q; want 429 after 300s", r.status, r.header.Get("Retry-After"))
+		}
+		e.clock.Advance(5 * time.Minute)
+		e.mustFrom(201, "POST", "/login", good, "198.51.100.9")
+	})
+
+	t.Run("success resets the username", func(t *testing.T) {
+		for range 4 {
+			e.mustFrom(401, "POST", "/login", bad, "203.0.113.1")
+		}
+		e.mustFrom(201, "POST", "/login", good, "203.0.113.2")
+		for range 4 { // a fresh budget: four more failures are still 401, not 429
+			e.mustFrom(401, "POST", "/login", bad, "203.0.113.3")
+		}
+		e.mustFrom(201, "POST", "/login", good, "203.0.113.4")
+	})
+
+	t.Run("per client IP", func(t *testing.T) {
+		for i := range 5 { // spraying different usernames from one address
+			e.mustFrom(401, "POST", "/login", `{"username":"user`+string(rune('a'+i))+`","password":"x"}`, "203.0.113.50")
+		}
+		e.mustFrom(429, "POST", "/login", good, "203.0.113.50")
+		e.mustFrom(201, "POST", "/login", good, "203.0.113.51") // alice elsewhere is fine
+	})
+}
+
+// mustFrom sends a login-style unauthenticated request from a client address.
+func (e *env) mustFrom(want int, method, path, body, ip string) {
+	e.t.Helper()
+	if r := e.do(method, path, "", body, ipHeader, ip); r.status != want {
+		e.t.Fatalf("%s %s from %s = %d %s; want %d", method, path, ip, r.status, r.body, want)
+	}
+}
+
+func TestLogout(t *testing.T) {
+	e := newEnv(t)
+	e.addUser("alice")
+	secret, _ := e.addToken("alice", "ci")
+	var session loginResponse
+	e.must(http.StatusCreated, "POST", "/login", "", `{"username":"alice","password":"`+userPassword+`"}`).decode(t, &session)
+
+	r := e.must(http.StatusBadRequest, "POST", "/logout", secret, "")
+	if msg := r.errMsg(t); !strings.Contains(msg, "DELETE /users/{username}/tokens/{id}") {
+		t.Errorf("logout with a permanent token: %q does not say how to delete it", msg)
+	}
+	e.must(http.StatusOK, "GET", "/me", secret, "") // and it still works
+
+	e.must(http.StatusNoContent, "POST", "/logout", session.Token, "")
+	e.must(http.StatusUnauthorized, "GET", "/me", session.Token, "")
+	e.must(http.StatusUnauthorized, "POST", "/logout", session.Token, "")
+	e.must(http.StatusUnauthorized, "POST", "/logout", "", "")
+	if a, ok := findAudit(e.audit(), storage.ActionLogout, session.ID); !ok || a.Actor != "alice" {
+		t.Errorf("no logout audit entry by alice for %s: %+v", session.ID, a)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newEnv(t)
+	session := e.addUser("alice")
+	disabled := e.addUser("bob")
+	e.must(http.StatusOK, "PATCH", "/users/bob", e.root, `{"disabled":true}`)
+	expiring := e.login("alice", userPassword)
+
+	cases := []struct {
+		name, header string
+		status       int
+		challenge    string
+	}{
+		{"no header", "", 401, `Bearer realm="api-tokens"`},
+		{"basic scheme", "Basic YWxpY2U6eA==", 401, `Bearer realm="api-tokens"`},
+		{"garbage token", "Bearer not-a-token", 401, `Bearer realm="api-tokens", error="invalid_token"`},
+		{"well-formed unknown token", "Bearer " + storage.NewSecret(storage.Permanent), 401, `error="invalid_token"`},
+		{"disabled user", "Bearer " + disabled, 401, `error="invalid_token"`},
+		{"lowercase scheme", "bearer " + session, 200, ""},
+		{"uppercase scheme", "BEARER " + session, 200, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.do("GET", "/me", "", "", "Authorization", c.header)
+			if r.status != c.status {
+				t.Fatalf("status %d %s; want %d", r.status, r.body, c.status)
+			}
+			if got := r.header.Get("WWW-Authenticate"); !strings.Contains(got, c.challenge) || (c.challenge == "" && got != "") {
+				t.Errorf("WWW-Authenticate %q; want %q", got, c.challenge)
+			}
+			if c.status == 401 && strings.Contains(string(r.body), "not-a-token") {
+				t.Errorf("401 body echoes the token: %s", r.body)
+			}
+		})
+	}
+
+	t.Run("expired session", func(t *testing.T) {
+		e.clock.Advance(DefaultSessionTTL)
+		r := e.must(http.StatusUnauthorized, "GET", "/me", expiring, "")
+		if msg := r.errMsg(t); !strings.Contains(msg, "expired") {
+			t.Errorf("message %q does not say the token expired", msg)
+		}
+	})
+}

@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,6 +71,7 @@ type Loop struct {
 	done   chan struct{}
 
 	warnNoSMTP sync.Once
+	passes     atomic.Int64 // finished passes, for tests
 }
 
 // NewLoop returns a Loop that is not running yet. It panics if Store or
@@ -192,6 +194,7 @@ func (l *Loop) pass(ctx context.Context) (time.Duration, error) {
 	l.cfg.Logger.Debug("alert pass finished", zap.Int("faults", len(sc.faults)),
 		zap.Int("active_permanent_tokens", sc.expiry.len()), zap.Int("emailed_tokens", len(sc.notices)))
 
+	l.passes.Add(1)
 	wait := l.cfg.Interval
 	if retryIn > 0 {
 		wait = min(wait, retryIn)

@@ -3,7 +3,6 @@ package alerts
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -122,25 +121,8 @@ func TestMailerReportsRefusal(t *testing.T) {
 // A server that accepts the connection and never answers must not hold
 // the alert loop past the timeout, nor past a cancelled context.
 func TestMailerGivesUpOnASilentServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c // hold it open, say nothing
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-
-	m, err := NewMailer(SMTPConfig{Host: "127.0.0.1", Port: port, Encryption: EncryptionNone, From: "noreply@example.com", Timeout: 200 * time.Millisecond})
+	silent := startSilentServer(t)
+	m, err := NewMailer(SMTPConfig{Host: "127.0.0.1", Port: silent.port, Encryption: EncryptionNone, From: "noreply@example.com", Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,24 +131,15 @@ func TestMailerGivesUpOnASilentServer(t *testing.T) {
 		t.Fatalf("Send = %v, want a timeout", err)
 	}
 
-	first := <-accepted
-	defer first.Close()
-
 	m.cfg.Timeout = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
-	held := make(chan net.Conn, 1)
 	go func() {
-		c := <-accepted // the second connection is up: cancel it mid-greeting
-		cancel()
-		held <- c
+		waitFor(t, "the second connection", func() bool { return silent.connections() == 2 })
+		cancel() // mid-greeting
 	}()
 	err = m.Send(ctx, []string{"ops@example.com"}, "s", "b")
 	if err == nil || !strings.Contains(err.Error(), "context canceled") {
 		t.Fatalf("Send with a cancelled context = %v", err)
-	}
-	(<-held).Close()
-	ln.Close()
-	for range accepted { // wait for the accept loop to end
 	}
 }
 

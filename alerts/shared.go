@@ -88,6 +88,9 @@ func (s *Shared) publish(snap *snapshot) {
 
 // acquire waits for the pass lock, or gives up when ctx ends.
 func (s *Shared) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err // select would pick at random when both are ready
+	}
 	select {
 	case s.pass <- struct{}{}:
 		return nil

@@ -247,3 +247,49 @@ func mailerFor(t *testing.T, s *smtpServer, encryption, user, pass string) *Mail
 	}
 	return m
 }
+
+// silentServer accepts connections and never says a word, like a
+// firewalled or hung mail server.
+type silentServer struct {
+	port  int
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startSilentServer(t *testing.T) *silentServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &silentServer{port: ln.Addr().(*net.TCPAddr).Port}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+	})
+	return s
+}
+
+func (s *silentServer) connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}

@@ -1,0 +1,161 @@
+package alerts
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// t0 is when the test world starts; tokens created then expire a year later.
+var t0 = time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+
+const year = 365 * day
+
+// world is a real Badger store in a temp dir, a fake clock, a real SMTP
+// server on loopback and the Shared that every loop of the test uses.
+type world struct {
+	t      *testing.T
+	ctx    context.Context
+	clock  *storage.FakeClock
+	dir    string
+	store  *storage.Badger
+	shared *Shared
+	smtp   *smtpServer
+	mailer *Mailer
+	log    *zap.Logger
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{
+		t:      t,
+		ctx:    context.Background(),
+		clock:  storage.NewFakeClock(t0),
+		dir:    t.TempDir(),
+		shared: NewShared(),
+		log:    zaptest.NewLogger(t),
+	}
+	w.smtp = startSMTP(t, smtpOptions{})
+	w.mailer = mailerFor(t, w.smtp, EncryptionNone, "", "")
+	w.open()
+	t.Cleanup(func() { w.store.Close() })
+	w.createUser("admin", true)
+	w.createUser("ci-bot", false)
+	return w
+}
+
+// open (re)opens the store, as a restart of the gateway would.
+func (w *world) open() {
+	w.t.Helper()
+	s, err := storage.OpenBadger(w.dir, storage.Options{Clock: w.clock, PasswordCost: bcrypt.MinCost})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.store = s
+}
+
+// restart closes the store and opens it again with a fresh Shared, as a
+// process restart does.
+func (w *world) restart() {
+	w.t.Helper()
+	if err := w.store.Close(); err != nil {
+		w.t.Fatal(err)
+	}
+	w.open()
+	w.shared = NewShared()
+}
+
+func (w *world) createUser(name string, admin bool) {
+	w.t.Helper()
+	_, err := w.store.CreateUser(w.ctx, storage.NewUser{Username: name, Email: name + "@example.com", Password: "password-" + name, Admin: admin})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// token creates a permanent token for user that expires after lifetime.
+func (w *world) token(user, name string, lifetime time.Duration) storage.Token {
+	w.t.Helper()
+	_, tok, err := w.store.CreateToken(w.ctx, storage.NewToken{
+		User: user, Name: name, Kind: storage.Permanent, ExpiresAt: w.clock.Now().Add(lifetime), CreatedBy: "admin",
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return tok
+}
+
+func (w *world) set(key, value string) {
+	w.t.Helper()
+	if _, err := w.store.PutSetting(w.ctx, key, value); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) unset(key string) {
+	w.t.Helper()
+	if err := w.store.DeleteSetting(w.ctx, key); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// loop returns a new, not started Loop on the world's store and Shared.
+func (w *world) loop() *Loop {
+	return NewLoop(Config{Store: w.store, Clock: w.clock, Logger: w.log, Interval: time.Hour, Mailer: w.mailer, Shared: w.shared})
+}
+
+// pass runs one pass of a fresh loop and fails the test on error.
+func (w *world) pass() {
+	w.t.Helper()
+	if err := w.loop().RunOnce(w.ctx); err != nil {
+		w.t.Fatalf("pass: %v", err)
+	}
+}
+
+// at moves the fake clock to d before tok expires.
+func (w *world) at(tok storage.Token, beforeExpiry time.Duration) {
+	w.clock.Set(tok.ExpiresAt.Add(-beforeExpiry))
+}
+
+func (w *world) notifiedDays(id string) int {
+	w.t.Helper()
+	st, _, err := w.store.GetAlertState(w.ctx, id)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return st.NotifiedDays
+}
+
+// faultOf returns the fault of a token from the last pass.
+func (w *world) faultOf(id string) (storage.Fault, bool) {
+	for _, f := range w.shared.Faults() {
+		if f.TokenID == id {
+			return f, true
+		}
+	}
+	return storage.Fault{}, false
+}
+
+// waitFor polls cond until it holds; it is for goroutine hand-offs, not
+// for time passing (the clock is fake).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -123,4 +123,7 @@ type Options struct {
 	// LastUsedFlushInterval is how often batched last-used times are written;
 	// it is the staleness bound of last_used_at. Default 30s.
 	LastUsedFlushInterval time.Duration
+	// PasswordCost is the bcrypt cost for new password hashes. Default
+	// bcrypt.DefaultCost; tests use bcrypt.MinCost for speed.
+	PasswordCost int
 }

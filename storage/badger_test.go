@@ -1,0 +1,174 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// readLastUsed reads the flushed last use of a token from disk.
+func (s *Badger) readLastUsed(id string) (time.Time, bool, error) {
+	var v []byte
+	var found bool
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		v, found, err = getValue(txn, lastUsedKey(id))
+		return err
+	})
+	if err != nil || !found {
+		return time.Time{}, false, err
+	}
+	return nanosTime(int64(binary.BigEndian.Uint64(v))), true, nil
+}
+
+func TestSecondOpenFailsClearly(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, NewFakeClock(t0))
+	_, err := OpenBadger(dir, Options{})
+	if err == nil || err.Error() != "storage directory "+dir+" is in use by another process" {
+		t.Fatalf("second OpenBadger = %v; want the in-use message", err)
+	}
+}
+
+func TestOpenUnwritablePath(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenBadger(filepath.Join(file, "db"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "cannot create storage directory") {
+		t.Fatalf("OpenBadger under a file = %v", err)
+	}
+}
+
+func TestReopenAfterCloseAndCloseTwice(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, NewFakeClock(t0))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+	if _, err := s.CreateUser(context.Background(), NewUser{Username: "a", Password: "x"}); !errors.Is(err, errClosed) {
+		t.Fatalf("write after Close = %v", err)
+	}
+	openTest(t, dir, NewFakeClock(t0)) // the lock was released
+}
+
+func TestEverythingSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	clock := NewFakeClock(t0)
+	s := openTest(t, dir, clock)
+	ctx := ctxAs("root")
+	mustCreateUser(t, s, "root", true)
+	mustCreateUser(t, s, "alice", false)
+	permSec, perm, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(30*24*time.Hour))
+	tmpSec, tmp, _ := mustToken(t, s, "root", "", Temporary, clock.Now().Add(12*time.Hour))
+	rotOld, rot, _ := mustToken(t, s, "alice", "rot", Permanent, clock.Now().Add(24*time.Hour))
+	rotNew, _, err := s.RotateToken(ctx, "alice", rot.ID, time.Hour, clock.Now().Add(48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutSetting(ctx, SettingNotificationDays, "30;7"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAlertStates(ctx, map[string]AlertState{perm.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.ListAudit(ctx, 1000)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTest(t, dir, clock)
+	if u, err := s.GetUser(ctx, "root"); err != nil || !u.Admin {
+		t.Fatalf("user after reopen = %+v, %v", u, err)
+	}
+	if _, err := s.CheckPassword(ctx, "alice", "pw-alice"); err != nil {
+		t.Fatalf("password after reopen: %v", err)
+	}
+	for _, c := range []struct {
+		sec  string
+		want VerifyResult
+		id   string
+	}{{permSec, ResultOK, perm.ID}, {tmpSec, ResultOK, tmp.ID}, {rotOld, ResultOK, rot.ID}, {rotNew, ResultOK, ""}} {
+		id, r := s.Verify(c.sec)
+		if r != c.want || (c.id != "" && id.TokenID != c.id) {
+			t.Fatalf("Verify after reopen = %+v, %v; want %v", id, r, c.want)
+		}
+	}
+	id, _ := s.Verify(tmpSec)
+	if !id.Admin || id.Username != "root" || id.Kind != Temporary {
+		t.Fatalf("temporary identity after reopen = %+v", id)
+	}
+	clock.Advance(time.Hour)
+	if _, r := s.Verify(rotOld); r != ResultRevoked {
+		t.Fatalf("rotated token after grace, after reopen: %v", r)
+	}
+	if v, err := s.GetSetting(ctx, SettingNotificationDays); err != nil || v != "30;7" {
+		t.Fatalf("setting after reopen = %q, %v", v, err)
+	}
+	if st, found, err := s.GetAlertState(ctx, perm.ID); err != nil || !found || st.NotifiedDays != 30 || !st.RaisedAt.Equal(t0) {
+		t.Fatalf("alert state after reopen = %+v, %v, %v", st, found, err)
+	}
+	after, _ := s.ListAudit(ctx, 1000)
+	if len(after) != len(before) || after[0] != before[0] {
+		t.Fatalf("audit after reopen: %d entries, newest %+v; before %d, %+v", len(after), after[0], len(before), before[0])
+	}
+	if n := s.CountTokens(); n[Permanent] != 2 || n[Temporary] != 1 {
+		t.Fatalf("CountTokens after reopen = %v", n)
+	}
+	// The name index survived too.
+	_, _, err = s.CreateToken(ctx, NewToken{User: "alice", Name: "ci", Kind: Permanent, ExpiresAt: clock.Now().Add(time.Hour)})
+	wantErr(t, err, ErrConflict, "already has")
+}
+
+func TestExpiredTemporaryTokenNotLoaded(t *testing.T) {
+	dir := t.TempDir()
+	clock := NewFakeClock(t0)
+	s := openTest(t, dir, clock)
+	mustCreateUser(t, s, "alice", false)
+	sec, _, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
+	s.Close()
+	clock.Advance(2 * time.Hour)
+	s = openTest(t, dir, clock)
+	if _, r := s.Verify(sec); r != ResultUnknown {
+		t.Fatalf("expired temporary token after reopen: %v", r)
+	}
+	if ts, _ := s.ListUserTokens(context.Background(), "alice"); len(ts) != 0 {
+		t.Fatalf("expired temporary token listed after reopen: %+v", ts)
+	}
+}
+
+func TestAuditSequenceSurvivesReopenWithSameTime(t *testing.T) {
+	dir := t.TempDir()
+	clock := NewFakeClock(t0) // the clock never moves: keys differ only by sequence
+	s := openTest(t, dir, clock)
+	ctx := context.Background()
+	for i := range 3 {
+		if err := s.AppendAudit(ctx, AuditEntry{Action: ActionLoginFailed, Target: string(rune('a' + i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openTest(t, dir, clock)
+	if err := s.AppendAudit(ctx, AuditEntry{Action: ActionLoginFailed, Target: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.ListAudit(ctx, 10)
+	var targets []string
+	for _, e := range a {
+		targets = append(targets, e.Target)
+	}
+	if strings.Join(targets, "") != "dcba" {
+		t.Fatalf("audit targets newest first = %v; want d c b a", targets)
+	}
+}

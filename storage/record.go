@@ -1,0 +1,148 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// tokenRecord is a token as stored under t/<id>: its metadata and the
+// SHA-256 of its secret. It never leaves the package; callers get Token.
+type tokenRecord struct {
+	Token
+	Hash SecretHash
+}
+
+// Token records are stored in a small binary form rather than JSON because
+// OpenBadger decodes every one of them to build the index, and with a
+// million tokens JSON decoding dominates the start-up time.
+//
+//	version(1) kind(1) hash(32) created(8) expires(8) revoked(8, 0 = none)
+//	then uvarint-length-prefixed: id, user, name, created_by, rotated_to
+const tokenRecordV1 = 1
+
+const (
+	kindByteTemporary = 1
+	kindBytePermanent = 2
+)
+
+var errBadRecord = errors.New("storage: corrupt token record")
+
+func (r *tokenRecord) marshal() []byte {
+	b := make([]byte, 0, 2+32+24+5*2+len(r.ID)+len(r.User)+len(r.Name)+len(r.CreatedBy)+len(r.RotatedTo))
+	b = append(b, tokenRecordV1, kindByte(r.Kind))
+	b = append(b, r.Hash[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.CreatedAt.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.ExpiresAt.UnixNano()))
+	var revoked int64
+	if r.RevokedAt != nil {
+		revoked = r.RevokedAt.UnixNano()
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(revoked))
+	for _, s := range []string{r.ID, r.User, r.Name, r.CreatedBy, r.RotatedTo} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// recordHeader is the fixed part of a record: what the index loader needs
+// without allocating the strings it does not use.
+type recordHeader struct {
+	kind                      TokenKind
+	hash                      SecretHash
+	created, expires, revoked int64
+	rest                      []byte // the length-prefixed strings
+}
+
+const headerLen = 2 + 32 + 24
+
+func parseHeader(b []byte) (recordHeader, error) {
+	var h recordHeader
+	if len(b) < headerLen || b[0] != tokenRecordV1 {
+		return h, errBadRecord
+	}
+	switch b[1] {
+	case kindByteTemporary:
+		h.kind = Temporary
+	case kindBytePermanent:
+		h.kind = Permanent
+	default:
+		return h, errBadRecord
+	}
+	copy(h.hash[:], b[2:34])
+	h.created = int64(binary.BigEndian.Uint64(b[34:]))
+	h.expires = int64(binary.BigEndian.Uint64(b[42:]))
+	h.revoked = int64(binary.BigEndian.Uint64(b[50:]))
+	h.rest = b[headerLen:]
+	return h, nil
+}
+
+// nextField returns the next length-prefixed field and what follows it.
+func nextField(b []byte) (field, rest []byte, err error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return nil, nil, errBadRecord
+	}
+	return b[k : k+int(n)], b[k+int(n):], nil
+}
+
+func unmarshalToken(b []byte) (tokenRecord, error) {
+	h, err := parseHeader(b)
+	if err != nil {
+		return tokenRecord{}, err
+	}
+	var fields [5]string
+	rest := h.rest
+	for i := range fields {
+		var f []byte
+		if f, rest, err = nextField(rest); err != nil {
+			return tokenRecord{}, err
+		}
+		fields[i] = string(f)
+	}
+	r := tokenRecord{Hash: h.hash, Token: Token{
+		ID: fields[0], User: fields[1], Name: fields[2], Kind: h.kind,
+		CreatedAt: nanosTime(h.created), CreatedBy: fields[3],
+		ExpiresAt: nanosTime(h.expires), RotatedTo: fields[4],
+	}}
+	if h.revoked != 0 {
+		t := nanosTime(h.revoked)
+		r.RevokedAt = &t
+	}
+	return r, nil
+}
+
+func kindByte(k TokenKind) byte {
+	if k == Temporary {
+		return kindByteTemporary
+	}
+	return kindBytePermanent
+}
+
+func nanosTime(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// userRecord is a user as stored under u/<name>. PasswordHash never leaves
+// the package; callers get User.
+type userRecord struct {
+	User
+	PasswordHash []byte `json:"password_hash"`
+}
+
+// be64 encodes v big-endian, so byte order is numeric order for v >= 0.
+func be64(v int64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v))
+	return string(b[:])
+}
+
+func userKey(name string) string       { return prefixUser + name }
+func tokenKey(id string) string        { return prefixToken + id }
+func userTokenKey(u, id string) string { return prefixUserToken + u + "/" + id }
+func nameKey(u, name string) string    { return prefixName + u + "/" + name }
+func expiryKey(t time.Time, id string) string {
+	return prefixExpiry + be64(t.UnixNano()) + "/" + id
+}
+func lastUsedKey(id string) string { return prefixLastUsed + id }
+func alertKey(id string) string    { return prefixAlert + id }
+func settingKey(k string) string   { return prefixSetting + k }

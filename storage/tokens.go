@@ -1,0 +1,490 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+const (
+	maxTokenNameLen = 64
+	// loginTokenName names temporary tokens created without a name.
+	loginTokenName = "login"
+	// flushChunk bounds the last-use updates written per transaction, so
+	// the write lock is released between chunks.
+	flushChunk = 1000
+)
+
+// latestExpiry keeps expiry times inside what int64 nanoseconds can hold.
+var latestExpiry = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// validateTokenName checks a permanent token's name: 1-64 printable
+// characters, no surrounding spaces.
+func validateTokenName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: token name is required", ErrInvalid)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: token name must be valid UTF-8", ErrInvalid)
+	case utf8.RuneCountInString(name) > maxTokenNameLen:
+		return fmt.Errorf("%w: token name must be at most %d characters long", ErrInvalid, maxTokenNameLen)
+	case strings.TrimSpace(name) != name:
+		return fmt.Errorf("%w: token name %q must not start or end with spaces", ErrInvalid, name)
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: token name %q contains a control or non-printable character", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+// CreateToken mints a token for an existing, enabled user and returns its
+// secret, which is shown once and never stored (only its SHA-256 is).
+func (s *Badger) CreateToken(ctx context.Context, t NewToken) (string, Token, error) {
+	if t.Kind != Permanent && t.Kind != Temporary {
+		return "", Token{}, fmt.Errorf("%w: token kind must be %q or %q", ErrInvalid, Permanent, Temporary)
+	}
+	if t.Kind == Temporary && t.Name == "" {
+		t.Name = loginTokenName
+	}
+	if err := validateTokenName(t.Name); err != nil {
+		return "", Token{}, err
+	}
+	if t.CreatedBy == "" {
+		t.CreatedBy, _ = ActorFrom(ctx)
+	}
+	secret := NewSecret(t.Kind)
+	var meta Token
+	err := s.update(func(w *writeTxn) error {
+		if err := s.checkTokenOwner(w.txn, t.User); err != nil {
+			return err
+		}
+		rec := tokenRecord{Hash: HashSecret(secret), Token: Token{
+			ID: NewTokenID(), User: t.User, Name: t.Name, Kind: t.Kind,
+			CreatedAt: w.now, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt.UTC(),
+		}}
+		if err := s.insertToken(w, &rec); err != nil {
+			return err
+		}
+		action, detail := ActionTokenCreate, fmt.Sprintf("user=%s name=%q expires_at=%s", rec.User, rec.Name, rec.ExpiresAt.Format(time.RFC3339))
+		if t.Kind == Temporary {
+			action, detail = ActionLogin, fmt.Sprintf("user=%s expires_at=%s", rec.User, rec.ExpiresAt.Format(time.RFC3339))
+		}
+		w.record(ctx, action, rec.ID, detail)
+		meta = rec.Token
+		meta.Status = rec.StatusAt(w.now)
+		return nil
+	})
+	if err != nil {
+		return "", Token{}, err
+	}
+	return secret, meta, nil
+}
+
+// checkTokenOwner refuses tokens for missing or disabled users.
+func (s *Badger) checkTokenOwner(txn *badger.Txn, name string) error {
+	u, err := getUser(txn, name)
+	if err != nil {
+		return err
+	}
+	if u.Disabled {
+		return fmt.Errorf("%w: user %q is disabled; enable the user before creating tokens", ErrInvalid, name)
+	}
+	return nil
+}
+
+// insertToken writes a new token with its index keys and schedules its
+// index entry. A permanent token's name must be free for its user.
+func (s *Badger) insertToken(w *writeTxn, rec *tokenRecord) error {
+	if !rec.ExpiresAt.After(w.now) {
+		return fmt.Errorf("%w: expires_at %s is not in the future", ErrInvalid, rec.ExpiresAt.Format(time.RFC3339))
+	}
+	if rec.ExpiresAt.After(latestExpiry) {
+		return fmt.Errorf("%w: expires_at %s is too far in the future", ErrInvalid, rec.ExpiresAt.Format(time.RFC3339))
+	}
+	if rec.Kind == Permanent {
+		taken, err := exists(w.txn, nameKey(rec.User, rec.Name))
+		if err != nil {
+			return err
+		}
+		if taken {
+			return fmt.Errorf("%w: user %q already has a token named %q", ErrConflict, rec.User, rec.Name)
+		}
+		if err := set(w.txn, nameKey(rec.User, rec.Name), []byte(rec.ID)); err != nil {
+			return err
+		}
+		if err := set(w.txn, expiryKey(rec.ExpiresAt, rec.ID), nil); err != nil {
+			return err
+		}
+	}
+	if err := s.putTokenRecord(w.txn, rec); err != nil {
+		return err
+	}
+	if err := s.setMaybeTTL(w.txn, rec, userTokenKey(rec.User, rec.ID), nil); err != nil {
+		return err
+	}
+	st := s.idx.users[rec.User]
+	e := &tokenEntry{hash: rec.Hash, id: rec.ID, kind: rec.Kind, user: st, expires: rec.ExpiresAt.UnixNano()}
+	w.then(func() { s.idx.add(e, w.now.UnixNano()) })
+	return nil
+}
+
+func (s *Badger) putTokenRecord(txn *badger.Txn, rec *tokenRecord) error {
+	return s.setMaybeTTL(txn, rec, tokenKey(rec.ID), rec.marshal())
+}
+
+// setMaybeTTL writes a key that belongs to token rec; a temporary token's
+// keys expire on disk shortly after the token does.
+func (s *Badger) setMaybeTTL(txn *badger.Txn, rec *tokenRecord, key string, val []byte) error {
+	e := badger.NewEntry([]byte(key), val)
+	if rec.Kind == Temporary {
+		e = e.WithTTL(s.ttlUntil(rec.ExpiresAt))
+	}
+	return setEntry(txn, e)
+}
+
+// getToken reads a token record. An expired temporary token counts as
+// gone, whether or not Badger has collected it yet.
+func (s *Badger) getLiveToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
+	rec, found, err := getToken(txn, id)
+	if err != nil || !found {
+		return rec, found, err
+	}
+	if rec.Kind == Temporary && !rec.ExpiresAt.After(s.clock.Now()) {
+		return tokenRecord{}, false, nil
+	}
+	return rec, true, nil
+}
+
+func getToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
+	val, found, err := getValue(txn, tokenKey(id))
+	if err != nil || !found {
+		return tokenRecord{}, found, err
+	}
+	rec, err := unmarshalToken(val)
+	if err != nil {
+		return tokenRecord{}, false, err
+	}
+	return rec, true, nil
+}
+
+func tokenNotFound(id string) error {
+	return fmt.Errorf("%w: token %q does not exist", ErrNotFound, id)
+}
+
+// deleteToken removes a token and everything keyed by its id, and
+// schedules its removal from the index.
+func (s *Badger) deleteToken(w *writeTxn, rec tokenRecord) error {
+	keys := []string{tokenKey(rec.ID), userTokenKey(rec.User, rec.ID), lastUsedKey(rec.ID), alertKey(rec.ID)}
+	if rec.Kind == Permanent {
+		keys = append(keys, expiryKey(rec.ExpiresAt, rec.ID))
+		owner, found, err := getValue(w.txn, nameKey(rec.User, rec.Name))
+		if err != nil {
+			return err
+		}
+		if found && string(owner) == rec.ID {
+			keys = append(keys, nameKey(rec.User, rec.Name))
+		}
+	}
+	for _, k := range keys {
+		if err := del(w.txn, k); err != nil {
+			return err
+		}
+	}
+	w.then(func() {
+		if e := s.idx.lookup(rec.Hash); e != nil {
+			s.idx.remove(e)
+		}
+	})
+	return nil
+}
+
+// GetToken returns a token's metadata.
+func (s *Badger) GetToken(_ context.Context, id string) (Token, error) {
+	var t Token
+	err := s.view(func(txn *badger.Txn) error {
+		rec, found, err := s.getLiveToken(txn, id)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return tokenNotFound(id)
+		}
+		t, err = s.tokenView(txn, rec, s.clock.Now())
+		return err
+	})
+	return t, err
+}
+
+// tokenView is the metadata callers see: status at now and the latest of
+// the flushed and the in-memory last use.
+func (s *Badger) tokenView(txn *badger.Txn, rec tokenRecord, now time.Time) (Token, error) {
+	t := rec.Token
+	t.Status = t.StatusAt(now)
+	var used int64
+	if val, found, err := getValue(txn, lastUsedKey(rec.ID)); err != nil {
+		return Token{}, err
+	} else if found && len(val) == 8 {
+		used = int64(binary.BigEndian.Uint64(val))
+	}
+	if e := s.idx.lookup(rec.Hash); e != nil {
+		used = max(used, e.lastUsed.Load())
+	}
+	if used != 0 {
+		lu := nanosTime(used)
+		t.LastUsedAt = &lu
+	}
+	return t, nil
+}
+
+// ListUserTokens returns a user's tokens, oldest first. Expired temporary
+// tokens are gone; expired and revoked permanent tokens are listed.
+func (s *Badger) ListUserTokens(_ context.Context, name string) ([]Token, error) {
+	tokens := []Token{}
+	err := s.view(func(txn *badger.Txn) error {
+		if _, err := getUser(txn, name); err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		prefix := prefixUserToken + name + "/"
+		return scan(txn, prefix, false, func(key, _ []byte) error {
+			return s.appendToken(txn, string(key[len(prefix):]), now, TokenFilter{}, &tokens)
+		})
+	})
+	sortTokens(tokens)
+	return tokens, err
+}
+
+// ListTokens returns every token that passes f, by user and creation time.
+func (s *Badger) ListTokens(_ context.Context, f TokenFilter) ([]Token, error) {
+	tokens := []Token{}
+	err := s.view(func(txn *badger.Txn) error {
+		now := s.clock.Now()
+		return scan(txn, prefixToken, false, func(key, _ []byte) error {
+			return s.appendToken(txn, string(key[len(prefixToken):]), now, f, &tokens)
+		})
+	})
+	sortTokens(tokens)
+	return tokens, err
+}
+
+func (s *Badger) appendToken(txn *badger.Txn, id string, now time.Time, f TokenFilter, out *[]Token) error {
+	rec, found, err := s.getLiveToken(txn, id)
+	if err != nil || !found {
+		return err
+	}
+	if f.Kind != "" && rec.Kind != f.Kind {
+		return nil
+	}
+	if !f.ExpiringBefore.IsZero() && !rec.ExpiresAt.Before(f.ExpiringBefore) {
+		return nil
+	}
+	t, err := s.tokenView(txn, rec, now)
+	if err != nil {
+		return err
+	}
+	*out = append(*out, t)
+	return nil
+}
+
+func sortTokens(ts []Token) {
+	slices.SortFunc(ts, func(a, b Token) int {
+		return cmp.Or(strings.Compare(a.User, b.User), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+}
+
+// DeleteToken deletes a token of the given user. A token of someone else
+// is reported as not found, so ids of other users' tokens are not probed.
+func (s *Badger) DeleteToken(ctx context.Context, user, id string) error {
+	return s.update(func(w *writeTxn) error {
+		rec, found, err := s.getLiveToken(w.txn, id)
+		if err != nil {
+			return err
+		}
+		if !found || rec.User != user {
+			return fmt.Errorf("%w: user %q has no token %q", ErrNotFound, user, id)
+		}
+		if err := s.deleteToken(w, rec); err != nil {
+			return err
+		}
+		w.record(ctx, ActionTokenDelete, id, fmt.Sprintf("user=%s name=%q kind=%s", rec.User, rec.Name, rec.Kind))
+		return nil
+	})
+}
+
+// Logout deletes a temporary token.
+func (s *Badger) Logout(ctx context.Context, id string) error {
+	return s.update(func(w *writeTxn) error {
+		rec, found, err := s.getLiveToken(w.txn, id)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return tokenNotFound(id)
+		}
+		if rec.Kind != Temporary {
+			return fmt.Errorf("%w: token %q is a permanent token; only login tokens can log out (delete permanent tokens instead)", ErrInvalid, id)
+		}
+		if err := s.deleteToken(w, rec); err != nil {
+			return err
+		}
+		w.record(ctx, ActionLogout, id, "user="+rec.User)
+		return nil
+	})
+}
+
+// RotateToken replaces an active permanent token with a new one of the same
+// name expiring at expiresAt; the old one is revoked after grace.
+func (s *Badger) RotateToken(ctx context.Context, user, id string, grace time.Duration, expiresAt time.Time) (string, Token, error) {
+	if grace < 0 {
+		return "", Token{}, fmt.Errorf("%w: grace must not be negative", ErrInvalid)
+	}
+	secret := NewSecret(Permanent)
+	var meta Token
+	err := s.update(func(w *writeTxn) error {
+		old, err := s.rotatable(w, user, id)
+		if err != nil {
+			return err
+		}
+		if err := s.checkTokenOwner(w.txn, user); err != nil {
+			return err
+		}
+		// Free the name for the new token; the old one keeps working until
+		// its revocation but no longer owns the name.
+		if err := del(w.txn, nameKey(user, old.Name)); err != nil {
+			return err
+		}
+		rec := tokenRecord{Hash: HashSecret(secret), Token: Token{
+			ID: NewTokenID(), User: user, Name: old.Name, Kind: Permanent,
+			CreatedAt: w.now, CreatedBy: actorOr(ctx), ExpiresAt: expiresAt.UTC(),
+		}}
+		if err := s.insertToken(w, &rec); err != nil {
+			return err
+		}
+		revokeAt := w.now.Add(grace)
+		old.RevokedAt, old.RotatedTo = &revokeAt, rec.ID
+		if err := s.putTokenRecord(w.txn, &old); err != nil {
+			return err
+		}
+		w.then(func() {
+			if e := s.idx.lookup(old.Hash); e != nil {
+				s.idx.revoke(e, revokeAt.UnixNano(), w.now.UnixNano())
+			}
+		})
+		w.record(ctx, ActionTokenRotate, id, fmt.Sprintf("user=%s name=%q new_token=%s grace=%s", user, old.Name, rec.ID, grace))
+		meta = rec.Token
+		meta.Status = rec.StatusAt(w.now)
+		return nil
+	})
+	if err != nil {
+		return "", Token{}, err
+	}
+	return secret, meta, nil
+}
+
+// rotatable returns the user's token id if it can be rotated.
+func (s *Badger) rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
+	old, found, err := s.getLiveToken(w.txn, id)
+	if err != nil {
+		return old, err
+	}
+	switch {
+	case !found || old.User != user:
+		return old, fmt.Errorf("%w: user %q has no token %q", ErrNotFound, user, id)
+	case old.Kind != Permanent:
+		return old, fmt.Errorf("%w: only permanent tokens can be rotated; log in again for a new login token", ErrInvalid)
+	case old.RotatedTo != "":
+		return old, fmt.Errorf("%w: token %q was already rotated to %q", ErrConflict, id, old.RotatedTo)
+	case old.StatusAt(w.now) != StatusActive:
+		return old, fmt.Errorf("%w: token %q is %s; create a new token instead", ErrInvalid, id, old.StatusAt(w.now))
+	}
+	return old, nil
+}
+
+func actorOr(ctx context.Context) string {
+	a, _ := ActorFrom(ctx)
+	return a
+}
+
+// ForEachPermanentToken walks the permanent tokens in expiry order inside
+// one read transaction, so memory stays bounded by one token.
+func (s *Badger) ForEachPermanentToken(ctx context.Context, fn func(Token) error) error {
+	return s.view(func(txn *badger.Txn) error {
+		now := s.clock.Now()
+		return scan(txn, prefixExpiry, false, func(key, _ []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			id := string(key[len(prefixExpiry)+8+1:])
+			rec, found, err := getToken(txn, id)
+			if err != nil || !found {
+				return err
+			}
+			t, err := s.tokenView(txn, rec, now)
+			if err != nil {
+				return err
+			}
+			return fn(t)
+		})
+	})
+}
+
+// CountTokens counts active tokens by kind from memory.
+func (s *Badger) CountTokens() map[TokenKind]int {
+	return s.idx.counts(s.clock.Now())
+}
+
+// flushLastUsed writes the batched last-use times, a chunk per transaction.
+// A token deleted meanwhile is skipped (the check and the write happen
+// under the write lock, so no orphan lu/ key is left behind).
+func (s *Badger) flushLastUsed() {
+	dirty := s.idx.takeDirty()
+	for len(dirty) > 0 {
+		n := min(len(dirty), flushChunk)
+		if err := s.flushChunk(dirty[:n]); err != nil {
+			s.log.Warn("could not save last-used times; will retry", zap.Int("tokens", n), zap.Error(err))
+			s.idx.requeue(dirty)
+			return
+		}
+		dirty = dirty[n:]
+	}
+}
+
+func (s *Badger) flushChunk(entries []*tokenEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, e := range entries {
+		e.dirty.Store(false) // before reading, so a later use re-queues it
+		if e.removed.Load() {
+			continue
+		}
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], uint64(e.lastUsed.Load()))
+		be := badger.NewEntry([]byte(lastUsedKey(e.id)), v[:])
+		if e.kind == Temporary {
+			be = be.WithTTL(s.ttlUntil(time.Unix(0, e.expires)))
+		}
+		if err := setEntry(txn, be); err != nil {
+			return err
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("storage: commit last-used times: %w", err)
+	}
+	return nil
+}

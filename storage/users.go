@@ -1,0 +1,410 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/mail"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/crypto/bcrypt"
+)
+
+const (
+	maxUsernameLen = 64
+	maxPasswordLen = 72 // bcrypt ignores anything longer, so refuse it
+	maxEmailLen    = 254
+)
+
+// ValidateUsername checks the username rule: 1-64 characters of a-z, 0-9,
+// '.', '_' and '-', starting with a letter or digit.
+func ValidateUsername(name string) error {
+	if name == "" || len(name) > maxUsernameLen {
+		return fmt.Errorf("%w: username must be 1 to %d characters long", ErrInvalid, maxUsernameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if i == 0 && !alnum {
+			return fmt.Errorf("%w: username %q must start with a lowercase letter or a digit", ErrInvalid, name)
+		}
+		if !alnum && c != '.' && c != '_' && c != '-' {
+			return fmt.Errorf("%w: username %q may only contain lowercase letters, digits, '.', '_' and '-'", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+// validateEmail accepts an empty email (a bootstrap admin has none) or one
+// plain address like ops@example.com.
+func validateEmail(email string) error {
+	if email == "" {
+		return nil
+	}
+	a, err := mail.ParseAddress(email)
+	if err != nil || a.Name != "" || a.Address != email || len(email) > maxEmailLen {
+		return fmt.Errorf("%w: email %q is not a plain address like ops@example.com", ErrInvalid, email)
+	}
+	return nil
+}
+
+func validatePassword(pw string) error {
+	switch {
+	case pw == "":
+		return fmt.Errorf("%w: password must not be empty", ErrInvalid)
+	case len(pw) > maxPasswordLen:
+		return fmt.Errorf("%w: password must be at most %d bytes long", ErrInvalid, maxPasswordLen)
+	}
+	return nil
+}
+
+// newUserRecord validates u and hashes its password. It runs before the
+// write lock is taken, so a slow bcrypt never holds up other writers.
+func (s *Badger) newUserRecord(u NewUser) (userRecord, error) {
+	if err := ValidateUsername(u.Username); err != nil {
+		return userRecord{}, err
+	}
+	if err := validateEmail(u.Email); err != nil {
+		return userRecord{}, err
+	}
+	if err := validatePassword(u.Password); err != nil {
+		return userRecord{}, err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(u.Password), s.cost)
+	if err != nil {
+		return userRecord{}, fmt.Errorf("storage: hash password: %w", err)
+	}
+	return userRecord{User: User{Username: u.Username, Email: u.Email, Admin: u.Admin}, PasswordHash: hash}, nil
+}
+
+// CreateUser adds a user; ErrConflict if the name is taken.
+func (s *Badger) CreateUser(ctx context.Context, u NewUser) (User, error) {
+	rec, err := s.newUserRecord(u)
+	if err != nil {
+		return User{}, err
+	}
+	err = s.update(func(w *writeTxn) error {
+		return s.insertUser(ctx, w, &rec)
+	})
+	if err != nil {
+		return User{}, err
+	}
+	return rec.User, nil
+}
+
+// insertUser writes a new user and its audit entry; the caller holds the lock.
+func (s *Badger) insertUser(ctx context.Context, w *writeTxn, rec *userRecord) error {
+	taken, err := exists(w.txn, userKey(rec.Username))
+	if err != nil {
+		return err
+	}
+	if taken {
+		return fmt.Errorf("%w: user %q already exists", ErrConflict, rec.Username)
+	}
+	rec.CreatedAt = w.now
+	if err := putUser(w.txn, rec); err != nil {
+		return err
+	}
+	w.record(ctx, ActionUserCreate, rec.Username, fmt.Sprintf("admin=%t", rec.Admin))
+	st := newUserState(rec.User)
+	w.then(func() { s.idx.users[rec.Username] = st })
+	return nil
+}
+
+// EnsureAdmin creates u as an admin if no enabled admin exists.
+func (s *Badger) EnsureAdmin(ctx context.Context, u NewUser) (bool, error) {
+	u.Admin = true
+	rec, err := s.newUserRecord(u)
+	if err != nil {
+		return false, err
+	}
+	created := false
+	err = s.update(func(w *writeTxn) error {
+		admins, err := enabledAdmins(w.txn)
+		if err != nil || len(admins) > 0 {
+			return err
+		}
+		if err := s.insertUser(ctx, w, &rec); err != nil {
+			return err
+		}
+		created = true
+		return nil
+	})
+	return created, err
+}
+
+func putUser(txn *badger.Txn, rec *userRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("storage: encode user: %w", err)
+	}
+	return set(txn, userKey(rec.Username), b)
+}
+
+func getUser(txn *badger.Txn, name string) (userRecord, error) {
+	val, found, err := getValue(txn, userKey(name))
+	if err != nil {
+		return userRecord{}, err
+	}
+	if !found {
+		return userRecord{}, fmt.Errorf("%w: user %q does not exist", ErrNotFound, name)
+	}
+	var rec userRecord
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return userRecord{}, fmt.Errorf("storage: corrupt user record: %w", err)
+	}
+	return rec, nil
+}
+
+// enabledAdmins lists the usernames of admins who are not disabled.
+func enabledAdmins(txn *badger.Txn) ([]string, error) {
+	var names []string
+	err := scan(txn, prefixUser, true, func(_, val []byte) error {
+		var u User
+		if err := json.Unmarshal(val, &u); err != nil {
+			return fmt.Errorf("storage: corrupt user record: %w", err)
+		}
+		if u.Admin && !u.Disabled {
+			names = append(names, u.Username)
+		}
+		return nil
+	})
+	return names, err
+}
+
+// GetUser returns a user or ErrNotFound.
+func (s *Badger) GetUser(_ context.Context, name string) (User, error) {
+	var rec userRecord
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		rec, err = getUser(txn, name)
+		return err
+	})
+	return rec.User, err
+}
+
+// ListUsers returns every user, ordered by username.
+func (s *Badger) ListUsers(context.Context) ([]User, error) {
+	users := []User{}
+	err := s.view(func(txn *badger.Txn) error {
+		return scan(txn, prefixUser, true, func(_, val []byte) error {
+			var u User
+			if err := json.Unmarshal(val, &u); err != nil {
+				return fmt.Errorf("storage: corrupt user record: %w", err)
+			}
+			users = append(users, u)
+			return nil
+		})
+	})
+	return users, err
+}
+
+// UpdateUser changes the fields set in p. Demoting or disabling the last
+// enabled admin is refused with ErrLastAdmin. Disabling a user ends their
+// login sessions (temporary tokens); permanent tokens stop working until
+// the user is enabled again.
+func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User, error) {
+	var newHash []byte
+	if p.Email != nil {
+		if err := validateEmail(*p.Email); err != nil {
+			return User{}, err
+		}
+	}
+	if p.Password != nil {
+		if err := validatePassword(*p.Password); err != nil {
+			return User{}, err
+		}
+		h, err := bcrypt.GenerateFromPassword([]byte(*p.Password), s.cost)
+		if err != nil {
+			return User{}, fmt.Errorf("storage: hash password: %w", err)
+		}
+		newHash = h
+	}
+	var out User
+	err := s.update(func(w *writeTxn) error {
+		rec, err := getUser(w.txn, name)
+		if err != nil {
+			return err
+		}
+		wasAdmin := rec.Admin && !rec.Disabled
+		changed := applyPatch(&rec, p, newHash)
+		out = rec.User
+		if len(changed) == 0 {
+			return nil
+		}
+		if wasAdmin && (!rec.Admin || rec.Disabled) {
+			if err := checkNotLastAdmin(w.txn, name, "demote or disable"); err != nil {
+				return err
+			}
+		}
+		if err := putUser(w.txn, &rec); err != nil {
+			return err
+		}
+		if rec.Disabled && slices.Contains(changed, "disabled=true") {
+			ended, err := s.deleteUserTokens(w, name, Temporary)
+			if err != nil {
+				return err
+			}
+			if ended > 0 {
+				changed = append(changed, fmt.Sprintf("%d login sessions ended", ended))
+			}
+		}
+		w.record(ctx, ActionUserUpdate, name, "changed "+strings.Join(changed, ", "))
+		flags := userFlags(rec.User)
+		w.then(func() {
+			if st := s.idx.users[name]; st != nil {
+				st.flags.Store(flags)
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return User{}, err
+	}
+	return out, nil
+}
+
+// applyPatch changes rec and returns a description of each changed field,
+// naming the password but never showing it.
+func applyPatch(rec *userRecord, p UserPatch, newHash []byte) []string {
+	var changed []string
+	if p.Email != nil && *p.Email != rec.Email {
+		rec.Email = *p.Email
+		changed = append(changed, "email")
+	}
+	if newHash != nil {
+		rec.PasswordHash = newHash
+		changed = append(changed, "password")
+	}
+	if p.Admin != nil && *p.Admin != rec.Admin {
+		rec.Admin = *p.Admin
+		changed = append(changed, fmt.Sprintf("admin=%t", rec.Admin))
+	}
+	if p.Disabled != nil && *p.Disabled != rec.Disabled {
+		rec.Disabled = *p.Disabled
+		changed = append(changed, fmt.Sprintf("disabled=%t", rec.Disabled))
+	}
+	return changed
+}
+
+// checkNotLastAdmin refuses to take away the admin rights of name if no
+// other enabled admin would remain.
+func checkNotLastAdmin(txn *badger.Txn, name, verb string) error {
+	admins, err := enabledAdmins(txn)
+	if err != nil {
+		return err
+	}
+	for _, a := range admins {
+		if a != name {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: cannot %s %q, the last admin; make another user admin first", ErrLastAdmin, verb, name)
+}
+
+// DeleteUser removes the user and all their tokens, with their alert
+// states and last-use records, in one transaction.
+func (s *Badger) DeleteUser(ctx context.Context, name string) error {
+	return s.update(func(w *writeTxn) error {
+		rec, err := getUser(w.txn, name)
+		if err != nil {
+			return err
+		}
+		if rec.Admin && !rec.Disabled {
+			if err := checkNotLastAdmin(w.txn, name, "delete"); err != nil {
+				return err
+			}
+		}
+		n, err := s.deleteUserTokens(w, name, "")
+		if err != nil {
+			return err
+		}
+		if err := del(w.txn, userKey(name)); err != nil {
+			return err
+		}
+		w.record(ctx, ActionUserDelete, name, fmt.Sprintf("%d tokens deleted", n))
+		w.then(func() {
+			if st := s.idx.users[name]; st != nil {
+				st.flags.Store(flagDisabled) // belt and braces: entries are removed anyway
+				delete(s.idx.users, name)
+			}
+		})
+		return nil
+	})
+}
+
+// deleteUserTokens deletes the user's tokens of one kind ("" = all) and
+// returns how many.
+func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind) (int, error) {
+	var ids []string
+	err := scan(w.txn, prefixUserToken+name+"/", false, func(key, _ []byte) error {
+		ids = append(ids, string(key[len(prefixUserToken)+len(name)+1:]))
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		rec, found, err := getToken(w.txn, id)
+		if err != nil {
+			return 0, err
+		}
+		if !found || (kind != "" && rec.Kind != kind) {
+			continue
+		}
+		if err := s.deleteToken(w, rec); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// dummyBcrypt returns a hash at the store's cost, made once, that
+// CheckPassword compares against for unknown users so they take as long as
+// known ones (the same defence as caddyauth's basic_auth).
+func (s *Badger) dummyBcrypt() []byte {
+	s.dummyOnce.Do(func() {
+		h, err := bcrypt.GenerateFromPassword([]byte("not a real password, only for timing"), s.cost)
+		if err != nil {
+			panic(err) // only fails for an invalid cost, which GenerateFromPassword clamps
+		}
+		s.dummyHash = h
+	})
+	return s.dummyHash
+}
+
+// CheckPassword verifies a login. Every failure is the same ErrBadLogin,
+// after the same bcrypt work.
+func (s *Badger) CheckPassword(_ context.Context, name, password string) (User, error) {
+	var rec userRecord
+	found := false
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		rec, err = getUser(txn, name)
+		switch {
+		case err == nil:
+			found = true
+		case errors.Is(err, ErrNotFound):
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
+		return User{}, err
+	}
+	hash := rec.PasswordHash
+	if !found {
+		hash = s.dummyBcrypt()
+	}
+	// CompareHashAndPassword compares in constant time.
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
+	if !found || !ok || rec.Disabled {
+		return User{}, fmt.Errorf("%w: wrong username or password, or the account is disabled", ErrBadLogin)
+	}
+	return rec.User, nil
+}

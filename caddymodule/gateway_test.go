@@ -1,0 +1,214 @@
+package caddymodule_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// TestGatewayAuthentication walks every rule of api_token_auth (spec
+// section 2) through a real Caddy: a gateway that proxies to an upstream
+// echoing what it received.
+func TestGatewayAuthentication(t *testing.T) {
+	clock := useFakeClock(t)
+	dataDir, logDir := t.TempDir(), t.TempDir()
+	accessLog := filepath.Join(logDir, "access.log")
+	loadCaddy(t, fmt.Sprintf(`{
+%s
+	api_tokens {
+		storage_path %s
+		bootstrap_admin root root-password-1
+	}
+}
+%s
+http://localhost:9101 {
+	handle_path /api-tokens/* {
+		api_token_admin
+	}
+	handle {
+		api_token_auth
+		%s
+	}
+}
+http://localhost:9102 {
+	log {
+		output file %s
+	}
+	api_token_auth {
+		require_admin
+	}
+	respond "admin area" 200
+}
+http://localhost:9103 {
+	api_token_auth {
+		keep_authorization
+	}
+	%s
+}
+`, globalOptions, dataDir, echoSite(9100), proxyWithPlaceholders(9100), accessLog, proxyWithPlaceholders(9100)))
+
+	const (
+		gateway   = "http://localhost:9101/some/path"
+		adminOnly = "http://localhost:9102/"
+		keepAuth  = "http://localhost:9103/"
+		adminAPI  = "http://localhost:9101/api-tokens"
+	)
+	root := login(t, adminAPI, "root", "root-password-1")
+	alice := createUserWithToken(t, adminAPI, root, "alice", "ci")
+	bearer := "Bearer " + alice.Token
+	before := authCounts(t)
+
+	t.Run("no Authorization header is 401 with a plain challenge", func(t *testing.T) {
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "", nil), false)
+	})
+	t.Run("another scheme is 401 with a plain challenge", func(t *testing.T) {
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Basic YWxpY2U6c2VjcmV0", nil), false)
+	})
+	t.Run("an empty bearer token is 401 with a plain challenge", func(t *testing.T) {
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer ", nil), false)
+	})
+	t.Run("malformed token is 401 invalid_token", func(t *testing.T) {
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer not-a-token", nil), true)
+		// The right shape with one character changed fails the checksum.
+		broken := []byte(alice.Token)
+		broken[len(broken)-1] ^= 1
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer "+string(broken), nil), true)
+	})
+	t.Run("well-formed unknown token is 401 invalid_token", func(t *testing.T) {
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer "+storage.NewSecret(storage.Permanent), nil), true)
+	})
+	t.Run("valid token passes; identity placeholders reach the upstream; Authorization is removed", func(t *testing.T) {
+		got := echoed(t, send(t, http.MethodGet, gateway, bearer, nil))
+		want := map[string]string{"user": "alice", "token_id": alice.ID, "token_kind": "permanent", "admin": "false", "authorization": ""}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("upstream saw %s=%q, want %q", k, got[k], v)
+			}
+		}
+	})
+	t.Run("the scheme name is case-insensitive", func(t *testing.T) {
+		for _, scheme := range []string{"bearer", "BEARER", "bEaReR"} {
+			if got := echoed(t, send(t, http.MethodGet, gateway, scheme+" "+alice.Token, nil)); got["user"] != "alice" {
+				t.Errorf("scheme %q: upstream saw user %q", scheme, got["user"])
+			}
+		}
+	})
+	t.Run("keep_authorization passes the header to the upstream", func(t *testing.T) {
+		got := echoed(t, send(t, http.MethodGet, keepAuth, bearer, nil))
+		if got["authorization"] != bearer || got["user"] != "alice" {
+			t.Errorf("upstream saw authorization=%q user=%q, want the caller's header and alice", got["authorization"], got["user"])
+		}
+	})
+	t.Run("a login's temporary token passes with kind temporary", func(t *testing.T) {
+		temp := login(t, adminAPI, "alice", "password-of-alice")
+		got := echoed(t, send(t, http.MethodGet, gateway, "Bearer "+temp, nil))
+		if got["user"] != "alice" || got["token_kind"] != "temporary" {
+			t.Errorf("upstream saw user=%q token_kind=%q", got["user"], got["token_kind"])
+		}
+	})
+	t.Run("require_admin answers 403 to a non-admin, and only 403", func(t *testing.T) {
+		resp := send(t, http.MethodGet, adminOnly, bearer, nil)
+		if resp.status != http.StatusForbidden {
+			t.Fatalf("status %d, want 403; body %s", resp.status, resp.body)
+		}
+		var body struct{ Error string }
+		if err := json.Unmarshal(resp.body, &body); err != nil || body.Error == "" {
+			t.Errorf("body %q is not one JSON error object: %v", resp.body, err)
+		}
+		if ct := resp.header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type = %q", ct)
+		}
+		if c := resp.header.Get("WWW-Authenticate"); c != "" {
+			t.Errorf("403 carries a challenge %q: the token is valid, asking for another is wrong", c)
+		}
+		// The site's first request, so the log's first entry.
+		if got := firstAccessLogStatus(t, accessLog); got != http.StatusForbidden {
+			t.Errorf("access log recorded status %d, want 403", got)
+		}
+
+		if resp := send(t, http.MethodGet, adminOnly, "Bearer "+root, nil); resp.status != http.StatusOK || string(resp.body) != "admin area" {
+			t.Errorf("admin's token: %d %q, want 200 \"admin area\"", resp.status, resp.body)
+		}
+		wantUnauthorized(t, send(t, http.MethodGet, adminOnly, "", nil), false)
+	})
+	t.Run("expired token is 401 invalid_token", func(t *testing.T) {
+		var short newToken
+		api(t, adminAPI, root, http.MethodPost, "/users/alice/tokens", map[string]string{
+			"name": "short-lived", "expires_at": clock.Now().Add(time.Hour).Format(time.RFC3339),
+		}, http.StatusCreated, &short)
+		echoed(t, send(t, http.MethodGet, gateway, "Bearer "+short.Token, nil))
+		clock.Advance(2 * time.Hour)
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer "+short.Token, nil), true)
+	})
+	t.Run("deleted token is 401 on the very next request", func(t *testing.T) {
+		var doomed newToken
+		api(t, adminAPI, root, http.MethodPost, "/users/alice/tokens", map[string]string{"name": "doomed"}, http.StatusCreated, &doomed)
+		echoed(t, send(t, http.MethodGet, gateway, "Bearer "+doomed.Token, nil))
+		api(t, adminAPI, root, http.MethodDelete, "/users/alice/tokens/"+doomed.ID, nil, http.StatusNoContent, nil)
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer "+doomed.Token, nil), true)
+	})
+	t.Run("disabled user's token is 401", func(t *testing.T) {
+		api(t, adminAPI, root, http.MethodPatch, "/users/alice", map[string]bool{"disabled": true}, http.StatusOK, nil)
+		wantUnauthorized(t, send(t, http.MethodGet, gateway, bearer, nil), true)
+	})
+	t.Run("every decision is counted on Caddy's /metrics", func(t *testing.T) {
+		after := authCounts(t)
+		// Deleting a token may count as unknown or revoked depending on
+		// whether the store keeps a tombstone; together they are one.
+		deltas := map[string]float64{
+			"missing":           4, // none, Basic, empty, none at require_admin
+			"malformed":         2,
+			"ok":                1 + 3 + 1 + 1 + 1 + 1 + 1, // valid, 3 schemes, keep, temporary, admin 200, short-lived, doomed
+			"forbidden":         1,
+			"expired":           1,
+			"disabled":          1,
+			"unknown + revoked": 2, // the unknown secret, the deleted token
+		}
+		got := func(r string) float64 { return after[r] - before[r] }
+		for result, want := range deltas {
+			var d float64
+			if result == "unknown + revoked" {
+				d = got("unknown") + got("revoked")
+			} else {
+				d = got(result)
+			}
+			if d != want {
+				t.Errorf("api_tokens_auth_requests_total{result=%q} rose by %v, want %v", result, d, want)
+			}
+		}
+	})
+}
+
+// firstAccessLogStatus waits (bounded) for the first entry of Caddy's
+// access log and returns its status: the entry is written right after the
+// response, so it can trail the client by a moment.
+func firstAccessLogStatus(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if f, err := os.Open(path); err == nil {
+			line, _ := bufio.NewReader(f).ReadBytes('\n')
+			f.Close()
+			var entry struct {
+				Status int `json:"status"`
+			}
+			if len(line) > 0 && line[len(line)-1] == '\n' {
+				if err := json.Unmarshal(line, &entry); err != nil {
+					t.Fatalf("access log entry %q: %v", line, err)
+				}
+				return entry.Status
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no access log entry in %s after 5s", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,253 @@
+package caddymodule_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/caddymodule"
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// adminEndpoint is where the in-process Caddy of caddytest listens; every
+// config a test loads keeps it.
+const adminEndpoint = "localhost:2999"
+
+// globalOptions starts every test config: the admin endpoint caddytest
+// expects, plain HTTP only, nothing written outside the test's dirs.
+const globalOptions = `
+	admin ` + adminEndpoint + `
+	auto_https off
+	persist_config off
+`
+
+// echoSite is an upstream that answers with what it received, one
+// "name=value" per line, so a test sees what reached the backend.
+func echoSite(port int) string {
+	return fmt.Sprintf("http://localhost:%d {\n\trespond `"+
+		"user={http.request.header.X-Auth-User}\n"+
+		"token_id={http.request.header.X-Token-Id}\n"+
+		"token_kind={http.request.header.X-Token-Kind}\n"+
+		"admin={http.request.header.X-Admin}\n"+
+		"authorization={http.request.header.Authorization}\n"+
+		"` 200\n}\n", port)
+}
+
+// proxyWithPlaceholders forwards to the echo upstream, passing the
+// identity placeholders the provider sets.
+func proxyWithPlaceholders(upstreamPort int) string {
+	return fmt.Sprintf(`reverse_proxy localhost:%d {
+			header_up X-Auth-User {http.auth.user.id}
+			header_up X-Token-Id {http.auth.user.token_id}
+			header_up X-Token-Kind {http.auth.user.token_kind}
+			header_up X-Admin {http.auth.user.admin}
+		}`, upstreamPort)
+}
+
+// useFakeClock makes the databases that Caddy opens during this test use
+// a fake clock (so expiry is tested without waiting) and the cheapest
+// password hash. Call it before loading the config.
+func useFakeClock(t *testing.T) *storage.FakeClock {
+	t.Helper()
+	clock := storage.NewFakeClock(time.Now().UTC().Truncate(time.Second))
+	restore := caddymodule.SetStoreOptions(storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	t.Cleanup(restore)
+	return clock
+}
+
+// loadCaddy starts (once per test binary) the in-process Caddy and loads
+// caddyfile. At the end of the test an empty config is loaded, which
+// closes the test's database before t.TempDir is removed.
+func loadCaddy(t *testing.T, caddyfile string) {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(func() {
+		status, body := postConfig(t, "application/json", `{"admin":{"listen":"`+adminEndpoint+`"}}`)
+		if status != http.StatusOK {
+			t.Errorf("unloading the test config: %d %s", status, body)
+		}
+	})
+}
+
+// postConfig replaces Caddy's running config through its admin API, the
+// way `caddy reload` does.
+func postConfig(t *testing.T, contentType, config string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+adminEndpoint+"/load", strings.NewReader(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /load: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// response is what a test checks of an HTTP answer.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// send makes one request; token, if not empty, goes in the Authorization
+// header as is (so tests can send odd schemes).
+func send(t *testing.T, method, url, authorization string, body any) response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// api calls the admin REST API at base with a bearer token, checks the
+// status and decodes the JSON answer into out (when not nil).
+func api(t *testing.T, base, token, method, path string, body any, wantStatus int, out any) {
+	t.Helper()
+	auth := ""
+	if token != "" {
+		auth = "Bearer " + token
+	}
+	resp := send(t, method, base+path, auth, body)
+	if resp.status != wantStatus {
+		t.Fatalf("%s %s: status %d, want %d; body: %s", method, path, resp.status, wantStatus, resp.body)
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp.body, out); err != nil {
+			t.Fatalf("%s %s: decoding %s: %v", method, path, resp.body, err)
+		}
+	}
+}
+
+// login returns a temporary token for the user.
+func login(t *testing.T, base, username, password string) string {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
+		Kind  string `json:"kind"`
+	}
+	api(t, base, "", http.MethodPost, "/login", map[string]string{"username": username, "password": password}, http.StatusCreated, &out)
+	if out.Token == "" || out.Kind != "temporary" {
+		t.Fatalf("login as %s: got token %q of kind %q", username, out.Token, out.Kind)
+	}
+	return out.Token
+}
+
+// newToken is the answer to creating or rotating a permanent token.
+type newToken struct {
+	Token     string    `json:"token"`
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Kind      string    `json:"kind"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// createUserWithToken creates a non-admin user and a permanent token for it.
+func createUserWithToken(t *testing.T, base, adminToken, username, tokenName string) newToken {
+	t.Helper()
+	api(t, base, adminToken, http.MethodPost, "/users", map[string]any{
+		"username": username, "email": username + "@example.com", "password": "password-of-" + username,
+	}, http.StatusCreated, nil)
+	var tok newToken
+	api(t, base, adminToken, http.MethodPost, "/users/"+username+"/tokens", map[string]string{"name": tokenName}, http.StatusCreated, &tok)
+	if tok.Token == "" || tok.Kind != "permanent" {
+		t.Fatalf("creating token %s for %s: got %+v", tokenName, username, tok)
+	}
+	return tok
+}
+
+// echoed parses the echo upstream's answer.
+func echoed(t *testing.T, resp response) map[string]string {
+	t.Helper()
+	if resp.status != http.StatusOK {
+		t.Fatalf("gateway answered %d, want 200; body: %s", resp.status, resp.body)
+	}
+	got := map[string]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(string(resp.body)), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		got[k] = v
+	}
+	return got
+}
+
+// wantUnauthorized checks a 401 and its RFC 6750 challenge.
+func wantUnauthorized(t *testing.T, resp response, tokenGiven bool) {
+	t.Helper()
+	if resp.status != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401; body: %s", resp.status, resp.body)
+	}
+	want := `Bearer realm="api_tokens"`
+	if tokenGiven {
+		want += `, error="invalid_token"`
+	}
+	if got := resp.header.Get("WWW-Authenticate"); got != want {
+		t.Errorf("WWW-Authenticate = %q, want %q", got, want)
+	}
+}
+
+// authCounts reads api_tokens_auth_requests_total from Caddy's /metrics,
+// by result.
+func authCounts(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp := send(t, http.MethodGet, "http://"+adminEndpoint+"/metrics", "", nil)
+	if resp.status != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", resp.status, resp.body)
+	}
+	counts := map[string]float64{}
+	const prefix = `api_tokens_auth_requests_total{result="`
+	for line := range strings.SplitSeq(string(resp.body), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		result, value, _ := strings.Cut(rest, `"} `)
+		var v float64
+		if _, err := fmt.Sscan(value, &v); err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		counts[result] = v
+	}
+	return counts
+}

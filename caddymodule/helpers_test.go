@@ -22,11 +22,13 @@ import (
 const adminEndpoint = "localhost:2999"
 
 // globalOptions starts every test config: the admin endpoint caddytest
-// expects, plain HTTP only, nothing written outside the test's dirs.
+// expects, plain HTTP on loopback only, nothing written outside the
+// test's dirs.
 const globalOptions = `
 	admin ` + adminEndpoint + `
 	auto_https off
 	persist_config off
+	default_bind 127.0.0.1
 `
 
 // echoSite is an upstream that answers with what it received, one

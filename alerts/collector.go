@@ -107,6 +107,18 @@ func (t *expiryTable) add(user, name, id string, expires time.Time) {
 	t.rows = append(t.rows, expiryRow{userEnd, nameEnd, uint32(len(t.labels)), expires.Unix()})
 }
 
+// sizedLike returns an empty table with room for a little more than t
+// holds.
+func (t *expiryTable) sizedLike() *expiryTable {
+	if t == nil {
+		return &expiryTable{}
+	}
+	return &expiryTable{
+		labels: make([]byte, 0, len(t.labels)+len(t.labels)/16),
+		rows:   make([]expiryRow, 0, len(t.rows)+len(t.rows)/16),
+	}
+}
+
 func (t *expiryTable) len() int {
 	if t == nil {
 		return 0

@@ -178,7 +178,11 @@ func (l *Loop) pass(ctx context.Context) (time.Duration, error) {
 	if invalid != nil {
 		l.cfg.Logger.Error("ignoring an invalid notification setting; fix it with PUT /settings/{key}", zap.Error(invalid))
 	}
-	sc, err := scanTokens(ctx, l.cfg.Store, now, set)
+	var prev *expiryTable
+	if last := sh.current(); last != nil {
+		prev = last.expiry
+	}
+	sc, err := scanTokens(ctx, l.cfg.Store, now, set, prev)
 	if err != nil {
 		return min(l.cfg.Interval, errorWait), err
 	}

@@ -85,8 +85,11 @@ func readSettings(ctx context.Context, st storage.Store) (s settings, invalid, e
 // collects the tokens whose next email is due. Memory is bounded by the
 // faults (tokens inside the window), not by the number of tokens, apart from
 // the expiry table that the metric needs.
-func scanTokens(ctx context.Context, st storage.Store, now time.Time, set settings) (*scan, error) {
-	sc := &scan{expiry: &expiryTable{}}
+//
+// prev, the last pass's table (or nil), sizes the new one, so that building
+// it does not copy a growing million-row slice over and over.
+func scanTokens(ctx context.Context, st storage.Store, now time.Time, set settings, prev *expiryTable) (*scan, error) {
+	sc := &scan{expiry: prev.sizedLike()}
 	raised := map[string]storage.AlertState{}
 	flush := func() error {
 		if len(raised) == 0 {

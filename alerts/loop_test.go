@@ -2,10 +2,14 @@ package alerts
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
@@ -510,5 +514,76 @@ func TestTightestCrossed(t *testing.T) {
 	}
 	if got := tightestCrossed(nil, -day); got != 0 {
 		t.Errorf("with notifications off, an expired token crossed %d", got)
+	}
+}
+
+// A digest longer than the cap goes out in parts, soon one after the
+// other, and every token is warned exactly once.
+func TestLongDigestIsSplitAcrossPasses(t *testing.T) {
+	defer func(n int) { maxDigestTokens = n }(maxDigestTokens)
+	maxDigestTokens = 2
+	w := newWorld(t)
+	var ids []string
+	for _, name := range []string{"a", "b", "c"} {
+		ids = append(ids, w.token("ci-bot", name, 5*day).ID)
+	}
+	w.set(storage.SettingNotificationDays, "7")
+	w.set(storage.SettingNotificationEmails, ops)
+
+	wait, err := w.loop().pass(w.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait != retryBase {
+		t.Errorf("next pass in %s after a partial digest, want %s", wait, retryBase)
+	}
+	w.pass()
+	w.pass()
+	msgs := w.smtp.Messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d emails, want 2", len(msgs))
+	}
+	first := msgs[0].Body(t)
+	if got := msgs[0].Subject(t); got != "[API tokens] 3 permanent tokens expire soon" || !strings.Contains(first, "1 more tokens are due a warning") {
+		t.Errorf("first part: subject %q, body:\n%s", got, first)
+	}
+	all := first + msgs[1].Body(t)
+	for _, id := range ids {
+		if strings.Count(all, "(id "+id+")") != 1 {
+			t.Errorf("token %s is listed %d times, want once", id, strings.Count(all, "(id "+id+")"))
+		}
+		if w.notifiedDays(id) != 7 {
+			t.Errorf("token %s: notified_days %d, want 7", id, w.notifiedDays(id))
+		}
+	}
+}
+
+// The loop logs SMTP failures without the SMTP password.
+func TestLoopLogsFailuresWithoutSecrets(t *testing.T) {
+	w := newWorld(t)
+	core, logs := observer.New(zap.DebugLevel)
+	w.log = zap.New(core)
+	authSMTP := startSMTP(t, smtpOptions{user: "gateway", pass: "the-right-one"})
+	w.mailer = mailerFor(t, authSMTP, EncryptionNone, "gateway", "Wr0ng-Secret-pw")
+	w.token("ci-bot", "deploy", 5*day)
+	w.set(storage.SettingNotificationDays, "7")
+	w.set(storage.SettingNotificationEmails, ops)
+
+	l := w.loop()
+	l.Start()
+	waitFor(t, "a failed email", func() bool { return w.shared.EmailsFailed() == 1 })
+	l.Stop()
+	failures := logs.FilterMessage("alert pass failed").All()
+	if len(failures) != 1 {
+		t.Fatalf("%d failure logs, want 1", len(failures))
+	}
+	for _, e := range logs.All() {
+		line := e.Message + fmt.Sprint(e.ContextMap())
+		if strings.Contains(line, "Wr0ng-Secret-pw") {
+			t.Fatalf("log shows the SMTP password: %s", line)
+		}
+	}
+	if msg := fmt.Sprint(failures[0].ContextMap()["error"]); !strings.Contains(msg, "535") || !strings.Contains(msg, "retrying in 10s") {
+		t.Errorf("failure log does not say what failed and when it retries: %s", msg)
 	}
 }

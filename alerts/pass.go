@@ -11,13 +11,14 @@ import (
 
 const (
 	day = 24 * time.Hour
-	// maxDigestTokens bounds one digest email (and what a pass holds in
-	// memory for it). Tokens past it stay pending and go out in the next
-	// pass's digest, which the loop runs soon after.
-	maxDigestTokens = 1000
 	// stateFlushBatch bounds the new fault records buffered during a scan.
 	stateFlushBatch = 1000
 )
+
+// maxDigestTokens bounds one digest email (and what a pass holds in memory
+// for it). Tokens past it stay pending and go out in the next digest, which
+// the loop sends soon after. A variable so tests can lower it.
+var maxDigestTokens = 1000
 
 // settings is the alert configuration read from the store at each pass.
 type settings struct {

@@ -240,7 +240,9 @@ func (l *Loop) notify(ctx context.Context, now time.Time, recipients []string, s
 	}
 	l.cfg.Shared.sent.Add(1)
 	*r = retryState{}
-	if err := l.cfg.Store.PutAlertStates(ctx, notifiedStates(sc.notices)); err != nil {
+	// Record even if Stop was called meanwhile: the email is out, and a
+	// missing record would send it again after the reload.
+	if err := l.cfg.Store.PutAlertStates(context.WithoutCancel(ctx), notifiedStates(sc.notices)); err != nil {
 		return 0, fmt.Errorf("the expiry email was sent but recording it failed, so it may be sent again: %w", err)
 	}
 	l.cfg.Logger.Info("sent token expiry email", zap.Int("tokens", len(sc.notices)), zap.Int("recipients", len(recipients)))

@@ -70,8 +70,12 @@ func (s *Shared) Faults() []storage.Fault {
 	return slices.Clone(s.snap.faults)
 }
 
-// EmailsSent and EmailsFailed count digest emails since the Shared was made.
-func (s *Shared) EmailsSent() uint64   { return s.sent.Load() }
+// EmailsSent counts the digest emails the SMTP server accepted since the
+// Shared was made.
+func (s *Shared) EmailsSent() uint64 { return s.sent.Load() }
+
+// EmailsFailed counts the digest emails that failed since the Shared was
+// made (each failed attempt counts once; retries are new attempts).
 func (s *Shared) EmailsFailed() uint64 { return s.failed.Load() }
 
 func (s *Shared) current() *snapshot {

@@ -1,0 +1,150 @@
+package storage
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// Benchmarks of the hot path and of start-up. The 1M cases only run when
+// -bench selects them, e.g.
+//
+//	go test -run '^$' -bench 'BenchmarkVerify' -benchmem ./storage
+//	go test -run '^$' -bench 'BenchmarkOpen1M' -benchtime 3x ./storage
+
+// benchRecord is a synthetic token record for user bench; the filler
+// hashes are not hashes of any secret, which does not matter to a lookup.
+func benchRecord(i int, hash SecretHash, kind TokenKind, expires time.Time) tokenRecord {
+	return tokenRecord{Hash: hash, Token: Token{
+		ID: fmt.Sprintf("tok_%020x", i), User: "bench", Name: fmt.Sprintf("token %d", i), Kind: kind,
+		CreatedAt: t0, CreatedBy: "bench", ExpiresAt: expires,
+	}}
+}
+
+func fillerHash(i int) SecretHash {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(i))
+	return sha256.Sum256(b[:])
+}
+
+// seedIndex puts n tokens into the index through the loader's own path
+// (decode a stored record, add it, order the heap), without the disk.
+// It returns live secrets (the last few tokens) and one expired secret.
+func seedIndex(tb testing.TB, s *Badger, n int) (live []string, expired string) {
+	tb.Helper()
+	now := time.Now()
+	const real = 64
+	add := func(rec tokenRecord) {
+		e, err := s.entryFromRecord(rec.marshal(), now.UnixNano())
+		if err != nil || e == nil {
+			tb.Fatalf("entryFromRecord: %v, %v", e, err)
+		}
+		s.idx.addLoaded(e, now.UnixNano())
+	}
+	for i := range n - real - 1 {
+		add(benchRecord(i, fillerHash(i), Permanent, now.Add(365*24*time.Hour)))
+	}
+	for i := range real {
+		sec := NewSecret(Permanent)
+		live = append(live, sec)
+		add(benchRecord(n-real-1+i, HashSecret(sec), Permanent, now.Add(365*24*time.Hour)))
+	}
+	expired = NewSecret(Permanent)
+	add(benchRecord(n-1, HashSecret(expired), Permanent, now.Add(-time.Hour)))
+	s.idx.ends.init()
+	return live, expired
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1k", 1_000}, {"1M", 1_000_000}} {
+		b.Run(size.name, func(b *testing.B) {
+			s := openTest(b, b.TempDir(), SystemClock{})
+			mustCreateUser(b, s, "bench", false)
+			before := heapInUse()
+			live, expired := seedIndex(b, s, size.n)
+			indexMB := float64(heapInUse()-before) / (1 << 20)
+			unknown := NewSecret(Permanent)
+			bad := unknown[:len(unknown)-1] + "!"
+			run := func(name string, want VerifyResult, secrets ...string) {
+				b.Run(name, func(b *testing.B) {
+					b.ReportAllocs()
+					i := 0
+					for b.Loop() {
+						if _, r := s.Verify(secrets[i%len(secrets)]); r != want {
+							b.Fatalf("Verify = %v; want %v", r, want)
+						}
+						i++
+					}
+					b.ReportMetric(indexMB, "index-MB") // after the loop, which resets metrics
+				})
+			}
+			run("warm_hit", ResultOK, live...)
+			run("unknown", ResultUnknown, unknown)
+			run("bad_checksum", ResultMalformed, bad)
+			run("expired", ResultExpired, expired)
+			b.Run("warm_hit_parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					i := 0
+					for pb.Next() {
+						if _, r := s.Verify(live[i%len(live)]); r != ResultOK {
+							b.Errorf("Verify = %v", r)
+							return
+						}
+						i++
+					}
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkOpen1M measures OpenBadger on a directory holding a million
+// token records: the time to stream them into the index, and the heap the
+// open store holds afterwards.
+func BenchmarkOpen1M(b *testing.B) {
+	const n = 1_000_000
+	dir := b.TempDir()
+	clock := NewFakeClock(t0)
+	s := openTest(b, dir, clock)
+	mustCreateUser(b, s, "bench", false)
+	wb := s.db.NewWriteBatch()
+	for i := range n {
+		rec := benchRecord(i, fillerHash(i), Permanent, t0.Add(365*24*time.Hour))
+		if err := wb.Set([]byte(tokenKey(rec.ID)), rec.marshal()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var heapMB float64
+	for b.Loop() {
+		before := heapInUse()
+		s := openTest(b, dir, clock)
+		b.StopTimer()
+		heapMB = float64(heapInUse()-before) / (1 << 20)
+		if got := s.CountTokens()[Permanent]; got != n {
+			b.Fatalf("loaded %d tokens; want %d", got, n)
+		}
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(heapMB, "heap-MB")
+}

@@ -1,0 +1,94 @@
+package storage
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+const crashDirEnv = "STORAGE_CRASH_TEST_DIR"
+
+// TestMutationsSurviveKill9 runs the mutations in a child process, kills it
+// with SIGKILL right after they return (no Close, no flush), and checks
+// that a fresh open sees every one of them.
+func TestMutationsSurviveKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9Child$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var secret, tokenID string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "READY" {
+			secret, tokenID = f[1], f[2]
+			break
+		}
+	}
+	if secret == "" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("child did not report its mutations")
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL: nothing runs after this
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	s := openTest(t, dir, NewFakeClock(t0))
+	ctx := context.Background()
+	if _, err := s.CheckPassword(ctx, "alice", "pw-alice"); err != nil {
+		t.Fatalf("user lost after kill -9: %v", err)
+	}
+	if id, r := s.Verify(secret); r != ResultOK || id.TokenID != tokenID {
+		t.Fatalf("token lost after kill -9: %+v, %v", id, r)
+	}
+	if v, err := s.GetSetting(ctx, SettingNotificationDays); err != nil || v != "14" {
+		t.Fatalf("setting lost after kill -9: %q, %v", v, err)
+	}
+	if a, _ := s.ListAudit(ctx, 1); len(a) != 1 || a[0].Action != ActionSettingPut {
+		t.Fatalf("audit lost after kill -9: %+v", a)
+	}
+}
+
+// TestKill9Child is the child half of TestMutationsSurviveKill9; it does
+// nothing in a normal run.
+func TestKill9Child(t *testing.T) {
+	dir := os.Getenv(crashDirEnv)
+	if dir == "" {
+		t.Skip("only runs as the child of TestMutationsSurviveKill9")
+	}
+	s, err := OpenBadger(dir, Options{Clock: NewFakeClock(t0), PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.CreateUser(ctx, NewUser{Username: "alice", Password: "pw-alice"}); err != nil {
+		t.Fatal(err)
+	}
+	sec, meta, err := s.CreateToken(ctx, NewToken{User: "alice", Name: "ci", Kind: Permanent, ExpiresAt: t0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutSetting(ctx, SettingNotificationDays, "14"); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("READY %s %s\n", sec, meta.ID)
+	time.Sleep(time.Minute) // killed long before this ends
+}

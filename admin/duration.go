@@ -70,8 +70,10 @@ var errTooLong = errors.New("longer than the maximum")
 func parseSegment(seg string) (time.Duration, error) {
 	num, isDays := strings.CutSuffix(seg, "d")
 	if !isDays {
-		if num == "" || !isNumberByte(num[0]) {
-			return 0, errors.New("segment does not start with a number")
+		// Each segment needs a unit: Go takes a bare "0" only as the whole
+		// input (handled above), never inside "0m0".
+		if num == "" || !isNumberByte(num[0]) || isNumberByte(num[len(num)-1]) {
+			return 0, errors.New("segment needs a number and a unit")
 		}
 		return time.ParseDuration(seg)
 	}

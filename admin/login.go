@@ -43,7 +43,7 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 	// A string that cannot be a username is counted against the IP only and
 	// never stored: it may be anything, even a pasted password.
 	username := ""
-	if validUsername(req.Username) {
+	if storage.ValidateUsername(req.Username) == nil {
 		username = req.Username
 	}
 	if wait, ok := h.cfg.Throttle.begin(username, ip); !ok {
@@ -128,20 +128,4 @@ func (h *handler) me(w http.ResponseWriter, r *http.Request, c caller) error {
 	}
 	writeJSON(w, http.StatusOK, utcUser(u))
 	return nil
-}
-
-// validUsername reports whether s is a syntactically valid username: 1-64
-// characters of a-z 0-9 . _ -, starting with a letter or digit.
-func validUsername(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return false
-		}
-	}
-	return true
 }

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"container/list"
-	"strings"
 	"sync"
 	"time"
 
@@ -187,5 +186,5 @@ func throttleKeys(username, ip string) []string {
 	return []string{userKey(username), ipKey(ip)}
 }
 
-func userKey(username string) string { return "u:" + strings.ToLower(username) }
+func userKey(username string) string { return "u:" + username }
 func ipKey(ip string) string         { return "ip:" + ip }

@@ -1,6 +1,9 @@
 package admin
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,5 +46,26 @@ func TestThrottleCountsAttemptsInFlight(t *testing.T) {
 	th.end("alice", "192.0.2.1", true) // one succeeds: alice's count is cleared
 	if _, ok := th.begin("alice", "192.0.2.2"); !ok {
 		t.Error("attempt after a success refused")
+	}
+}
+
+// TestThrottleSurvivesReload: a config reload builds a new handler with the
+// same throttle, and must not hand an attacker a fresh budget.
+func TestThrottleSurvivesReload(t *testing.T) {
+	var cfg Config
+	e := newEnv(t, func(c *Config) { cfg = *c })
+	bad := `{"username":"root","password":"wrong"}`
+	for range 5 {
+		e.must(http.StatusUnauthorized, "POST", "/login", "", bad)
+	}
+	reloaded := httptest.NewServer(New(cfg))
+	defer reloaded.Close()
+	res, err := http.Post(reloaded.URL+"/login", "application/json", strings.NewReader(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after a reload = %d; want 429", res.StatusCode)
 	}
 }

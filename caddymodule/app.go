@@ -227,13 +227,20 @@ func checkDuration(name string, d caddy.Duration, lo, hi time.Duration) error {
 	return nil
 }
 
-// formatDuration prints whole days as "365d", the way users write them.
+// formatDuration prints durations the way users write them: whole days as
+// "365d", and "1h" or "1m" rather than Go's "1h0m0s" or "1m0s".
 func formatDuration(d time.Duration) string {
 	const day = 24 * time.Hour
-	if d >= day && d%day == 0 {
+	switch {
+	case d >= day && d%day == 0:
 		return fmt.Sprintf("%dd", d/day)
+	case d >= time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d >= time.Minute && d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	default:
+		return d.String()
 	}
-	return d.String()
 }
 
 func (s *SMTPConfig) validate() error {

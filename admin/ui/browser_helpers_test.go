@@ -385,6 +385,18 @@ func (p *page) waitText(selector, want string) {
 	}
 }
 
+// waitFor waits until ok reports true.
+func (p *page) waitFor(what string, ok func() bool) {
+	p.t.Helper()
+	deadline := time.Now().Add(findTimeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // rows returns the rendered text of each cell of the table body with this
 // id, which is what a person reads.
 func (p *page) rows(tbodyID string) [][]string {

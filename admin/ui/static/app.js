@@ -8,8 +8,10 @@
 // mounts the admin handler (e.g. handle_path /api-tokens/*).
 const API_BASE = location.pathname.slice(0, location.pathname.lastIndexOf('/ui/') + 1);
 
-// The login's temporary token lives only as long as the browser tab.
+// The login's temporary token lives only as long as the browser tab. Its
+// id (not secret) marks this session in the token list.
 const TOKEN_KEY = 'api-tokens.token';
+const SESSION_ID_KEY = 'api-tokens.session-id';
 
 const SETTING_LABELS = {
   EnableUserTokenNotification: 'Enable User Token Notification',
@@ -216,6 +218,7 @@ async function login(event) {
       password: form.password.value,
     });
     sessionStorage.setItem(TOKEN_KEY, res.token);
+    sessionStorage.setItem(SESSION_ID_KEY, res.id);
     me = res.user;
     form.reset();
     startSession();
@@ -246,6 +249,7 @@ function startSession() {
 // endSession forgets the token and shows the login form with a message.
 function endSession(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(SESSION_ID_KEY);
   me = null;
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   $('session').hidden = true;
@@ -379,6 +383,8 @@ async function showUser(username, tab) {
   $('token-add').hidden = !me.admin; // only administrators create permanent tokens
   renderProfile(user);
   renderTokens(tokens);
+  // Users change their own password; administrators anyone's.
+  $('password-form').hidden = !(self || me.admin);
   showView('user');
   selectTab($(tab === 'tokens' ? 'tab-tokens' : 'tab-profile'), false);
   focusHeading('user-title');
@@ -405,11 +411,17 @@ function tokenStatus(t) {
   return h('span', { class: 'badge ' + (t.status === 'active' ? 'ok' : 'off'), text });
 }
 
+// tokenLabel names a token, and marks the login session this page uses.
+function tokenLabel(t) {
+  if (t.kind === 'temporary' && t.id === sessionStorage.getItem(SESSION_ID_KEY)) return 'This session';
+  return t.name || 'Login session';
+}
+
 function renderTokens(tokens) {
   const body = $('tokens-body');
   if (!tokens.length) return emptyRow(body, 7, 'No tokens yet.');
   body.replaceChildren(...tokens.map((t) => {
-    const label = t.name || t.kind + ' token';
+    const label = tokenLabel(t);
     const actions = [];
     if (me.admin && t.kind === 'permanent' && t.status === 'active' && !t.rotated_to) {
       actions.push(button('Rotate', () => rotateToken(t), { class: 'secondary small', 'aria-label': 'Rotate ' + label }));
@@ -418,7 +430,7 @@ function renderTokens(tokens) {
     actions.push(button('Revoke', () => revokeToken(t),
       { class: 'danger small', 'aria-label': 'Revoke ' + label + ', expires ' + fmtTime(t.expires_at) }));
     return h('tr', {},
-      h('th', { scope: 'row', text: t.name || '—' }),
+      h('th', { scope: 'row', text: label }),
       h('td', { text: capitalize(t.kind) }),
       h('td', { text: fmtTime(t.created_at) }),
       h('td', { text: fmtTime(t.expires_at) }),
@@ -459,14 +471,31 @@ function rotateToken(t) {
 }
 
 async function revokeToken(t) {
-  const label = t.name || 'this ' + t.kind + ' token';
-  const sure = await confirmAction('Revoke ' + label + '? Anything using it is refused at once.', 'Revoke');
-  if (!sure) return;
+  const label = tokenLabel(t);
+  const current = t.id === sessionStorage.getItem(SESSION_ID_KEY);
+  const question = current ? 'Revoke this session? You will be logged out.'
+    : 'Revoke ' + label + '? Anything using it is refused at once.';
+  if (!(await confirmAction(question, 'Revoke'))) return;
   await guard(async () => {
     await api('DELETE', 'users/' + enc(shown.username) + '/tokens/' + enc(t.id));
+    if (current) return endSession('You are logged out.');
     showStatus('Token ' + label + ' revoked.');
     await reloadTokens();
   });
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const form = event.target;
+  const error = form.querySelector('.error');
+  error.textContent = '';
+  try {
+    await api('PATCH', 'users/' + enc(shown.username), { password: $('new-password').value });
+    form.reset();
+    showStatus('Password of ' + shown.username + ' changed.');
+  } catch (err) {
+    if (err.status !== 401) error.textContent = err.message;
+  }
 }
 
 // ---- Tabs (WAI-ARIA tabs pattern: arrow keys move between tabs) --------
@@ -582,6 +611,7 @@ async function showFaults() {
 
 async function start() {
   $('login-form').addEventListener('submit', login);
+  $('password-form').addEventListener('submit', changePassword);
   $('logout').addEventListener('click', logout);
   $('user-add').addEventListener('click', addUser);
   $('token-add').addEventListener('click', addToken);

@@ -87,7 +87,7 @@ func TestFaults(t *testing.T) {
 
 func TestAuditList(t *testing.T) {
 	e := newEnv(t)
-	e.addUser("alice")
+	alice := e.addUser("alice")
 	e.must(http.StatusOK, "PUT", "/settings/"+storage.SettingNotificationDays, e.root, `{"value":"30"}`)
 	var entries []storage.AuditEntry
 	e.must(http.StatusOK, "GET", "/audit", e.root, "").decode(t, &entries)
@@ -98,9 +98,10 @@ func TestAuditList(t *testing.T) {
 	if len(entries) != 1 || entries[0].Action != storage.ActionSettingPut {
 		t.Errorf("limit=1 gave %+v", entries)
 	}
-	e.run(t, map[string]string{"root": e.root}, []call{
+	e.run(t, map[string]string{"root": e.root, "alice": alice}, []call{
 		{"limit zero", "GET", "/audit?limit=0", "root", "", 400, "1 to 1000"},
 		{"limit too big", "GET", "/audit?limit=1001", "root", "", 400, "1 to 1000"},
 		{"limit words", "GET", "/audit?limit=all", "root", "", 400, "1 to 1000"},
+		{"as non-admin", "GET", "/audit", "alice", "", 403, "administrator"},
 	})
 }

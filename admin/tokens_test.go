@@ -13,6 +13,7 @@ import (
 func TestCreateToken(t *testing.T) {
 	e := newEnv(t)
 	alice := e.addUser("alice")
+	e.addUser("bob")
 	soon := testStart.Add(30 * 24 * time.Hour).Format(time.RFC3339)
 	e.run(t, map[string]string{"root": e.root, "alice": alice}, []call{
 		{"duplicate name", "POST", "/users/alice/tokens", "root", `{"name":"deploy"}`, 201, ""},
@@ -27,6 +28,8 @@ func TestCreateToken(t *testing.T) {
 		{"expiry wrong type", "POST", "/users/alice/tokens", "root", `{"name":"x","expires_at":5}`, 400, `field "expires_at" must be a string`},
 		{"control char name", "POST", "/users/alice/tokens", "root", `{"name":"a\u0007b"}`, 400, "name"},
 		{"unknown user", "POST", "/users/nobody/tokens", "root", `{"name":"x"}`, 404, ""},
+		{"disable bob", "PATCH", "/users/bob", "root", `{"disabled":true}`, 200, ""},
+		{"disabled user", "POST", "/users/bob/tokens", "root", `{"name":"x"}`, 400, "disabled"},
 		{"non-admin for self", "POST", "/users/alice/tokens", "alice", `{"name":"mine"}`, 403, "administrator"},
 	})
 
@@ -89,6 +92,7 @@ func TestListAndDeleteTokens(t *testing.T) {
 		{"list own", "GET", "/users/alice/tokens", "alice", "", 200, ""},
 		{"list other's", "GET", "/users/bob/tokens", "alice", "", 403, ""},
 		{"list as admin", "GET", "/users/bob/tokens", "root", "", 200, ""},
+		{"list missing user's", "GET", "/users/nobody/tokens", "root", "", 404, "nobody"},
 		{"all tokens as non-admin", "GET", "/tokens", "alice", "", 403, ""},
 		{"delete other's", "DELETE", bobURL, "alice", "", 403, "owner"},
 		{"delete other's under own name", "DELETE", "/users/alice/tokens/" + bobTok.ID, "alice", "", 404, ""},

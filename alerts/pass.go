@@ -90,57 +90,78 @@ func readSettings(ctx context.Context, st storage.Store) (s settings, invalid, e
 // prev, the last pass's table (or nil), sizes the new one, so that building
 // it does not copy a growing million-row slice over and over.
 func scanTokens(ctx context.Context, st storage.Store, now time.Time, set settings, prev *expiryTable) (*scan, error) {
-	sc := &scan{expiry: prev.sizedLike()}
-	raised := map[string]storage.AlertState{}
-	flush := func() error {
-		if len(raised) == 0 {
-			return nil
-		}
-		if err := st.PutAlertStates(ctx, raised); err != nil {
-			return fmt.Errorf("recording new faults: %w", err)
-		}
-		clear(raised)
-		return nil
-	}
-	err := st.ForEachPermanentToken(ctx, func(t storage.Token) error {
-		status := t.StatusAt(now)
-		if status == storage.StatusActive {
-			sc.expiry.add(t.User, t.Name, t.ID, t.ExpiresAt)
-		}
-		threshold := tightestCrossed(set.thresholds, t.ExpiresAt.Sub(now))
-		// A token already scheduled for revocation (rotated) has been dealt
-		// with: warning about it would only be noise.
-		if status == storage.StatusRevoked || t.RevokedAt != nil || threshold == 0 {
-			return nil
-		}
-		state, found, err := st.GetAlertState(ctx, t.ID)
-		if err != nil {
-			return fmt.Errorf("reading alert state of token %s: %w", t.ID, err)
-		}
-		if !found || state.RaisedAt.IsZero() {
-			state.RaisedAt = now
-			raised[t.ID] = state
-			if len(raised) >= stateFlushBatch {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-		f := newFault(t, status, now, state.RaisedAt)
-		sc.faults = append(sc.faults, f)
-		if set.recipients != nil && emailDue(state, threshold) {
-			if len(sc.notices) < maxDigestTokens {
-				sc.notices = append(sc.notices, notice{f, threshold})
-			} else {
-				sc.overdue++
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	s := &scanner{ctx: ctx, st: st, now: now, set: set,
+		raised: map[string]storage.AlertState{}, out: &scan{expiry: prev.sizedLike()}}
+	if err := st.ForEachPermanentToken(ctx, s.visit); err != nil {
 		return nil, fmt.Errorf("scanning permanent tokens: %w", err)
 	}
-	return sc, flush()
+	return s.out, s.flush()
+}
+
+// scanner is the state of one scanTokens walk.
+type scanner struct {
+	ctx    context.Context
+	st     storage.Store
+	now    time.Time
+	set    settings
+	raised map[string]storage.AlertState // new faults not yet recorded
+	out    *scan
+}
+
+func (s *scanner) visit(t storage.Token) error {
+	status := t.StatusAt(s.now)
+	if status == storage.StatusActive {
+		s.out.expiry.add(t.User, t.Name, t.ID, t.ExpiresAt)
+	}
+	threshold := tightestCrossed(s.set.thresholds, t.ExpiresAt.Sub(s.now))
+	// A revoked token, or one already scheduled for revocation because it
+	// was rotated, has been dealt with: warning about it would be noise.
+	if threshold == 0 || t.RevokedAt != nil {
+		return nil
+	}
+	state, err := s.alertState(t.ID)
+	if err != nil {
+		return err
+	}
+	f := newFault(t, status, s.now, state.RaisedAt)
+	s.out.faults = append(s.out.faults, f)
+	if s.set.recipients != nil && emailDue(state, threshold) {
+		if len(s.out.notices) < maxDigestTokens {
+			s.out.notices = append(s.out.notices, notice{f, threshold})
+		} else {
+			s.out.overdue++
+		}
+	}
+	return nil
+}
+
+// alertState reads what the loop stored for a token; for a new fault it
+// records now as the time the fault was first raised (in batches).
+func (s *scanner) alertState(id string) (storage.AlertState, error) {
+	state, found, err := s.st.GetAlertState(s.ctx, id)
+	if err != nil {
+		return state, fmt.Errorf("reading alert state of token %s: %w", id, err)
+	}
+	if found && !state.RaisedAt.IsZero() {
+		return state, nil
+	}
+	state.RaisedAt = s.now
+	s.raised[id] = state
+	if len(s.raised) >= stateFlushBatch {
+		return state, s.flush()
+	}
+	return state, nil
+}
+
+func (s *scanner) flush() error {
+	if len(s.raised) == 0 {
+		return nil
+	}
+	if err := s.st.PutAlertStates(s.ctx, s.raised); err != nil {
+		return fmt.Errorf("recording new faults: %w", err)
+	}
+	clear(s.raised)
+	return nil
 }
 
 // tightestCrossed returns the smallest threshold (in days) that a token

@@ -22,7 +22,7 @@ func (h *handler) listSettings(w http.ResponseWriter, r *http.Request, _ caller)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, mapSlice(settings, func(s storage.Setting) storage.Setting { return s }))
+	writeJSON(w, http.StatusOK, orEmpty(settings))
 	return nil
 }
 

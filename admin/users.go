@@ -140,3 +140,11 @@ func mapSlice[T any](in []T, f func(T) T) []T {
 	}
 	return out
 }
+
+// orEmpty returns s, or an empty slice for nil, so JSON says [] not null.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

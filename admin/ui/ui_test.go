@@ -120,3 +120,32 @@ func TestHeadAndMethods(t *testing.T) {
 		t.Fatalf("POST /ui/: status %d, Allow %q; want 405 and GET, HEAD", post.StatusCode, post.Header.Get("Allow"))
 	}
 }
+
+// Whatever path is asked for, only the embedded files are ever served, each
+// with its own bytes, and anything else is a plain 404: never a directory
+// listing, a file outside static/, or a 5xx.
+func FuzzHandlerServesOnlyEmbeddedFiles(f *testing.F) {
+	for _, seed := range []string{"/ui/", "/ui/app.js", "/ui/../ui.go", "/ui/static/", "/ui/%2e%2e/ui.go", "/ui//app.js", "/ui/app.js\x00"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.URL.Path = path
+		rec := httptest.NewRecorder()
+		Handler().ServeHTTP(rec, req)
+		name, _ := strings.CutPrefix(path, "/ui/")
+		if path == "/ui/" {
+			name = "index.html"
+		}
+		want, known := files[name]
+		switch {
+		case rec.Code == http.StatusOK && known && strings.HasPrefix(path, "/ui/"):
+			if rec.Body.String() != string(want.body) {
+				t.Fatalf("%q served other bytes than %s", path, name)
+			}
+		case rec.Code == http.StatusNotFound && !(known && strings.HasPrefix(path, "/ui/")):
+		default:
+			t.Fatalf("%q: status %d (known file %v)", path, rec.Code, known)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +171,38 @@ func TestAuditSequenceSurvivesReopenWithSameTime(t *testing.T) {
 	}
 	if strings.Join(targets, "") != "dcba" {
 		t.Fatalf("audit targets newest first = %v; want d c b a", targets)
+	}
+}
+
+// TestReopenLoadsEveryToken checks that the parallel loader, which splits
+// the key space between goroutines, misses and duplicates nothing.
+func TestReopenLoadsEveryToken(t *testing.T) {
+	dir := t.TempDir()
+	clock := NewFakeClock(t0)
+	s := openTest(t, dir, clock)
+	mustCreateUser(t, s, "alice", false)
+	secrets := map[string]string{}
+	for i := range 40 {
+		kind, name := Permanent, "t"+strconv.Itoa(i)
+		if i%4 == 0 {
+			kind, name = Temporary, ""
+		}
+		sec, meta, _ := mustToken(t, s, "alice", name, kind, clock.Now().Add(time.Hour))
+		secrets[sec] = meta.ID
+	}
+	s.Close()
+	for _, workers := range []int{1, 3, 4} {
+		if b := loadBounds(workers); len(b) != workers+1 || b[0] != prefixToken || b[workers] != "" {
+			t.Fatalf("loadBounds(%d) = %q", workers, b)
+		}
+	}
+	s = openTest(t, dir, clock)
+	for sec, id := range secrets {
+		if got, r := s.Verify(sec); r != ResultOK || got.TokenID != id {
+			t.Fatalf("token %s after reopen: %v", id, r)
+		}
+	}
+	if n := s.CountTokens(); n[Temporary] != 10 || n[Permanent] != 30 {
+		t.Fatalf("CountTokens after reopen = %v; want 10 temporary, 30 permanent", n)
 	}
 }

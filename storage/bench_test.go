@@ -37,12 +37,13 @@ func seedIndex(tb testing.TB, s *Badger, n int) (live []string, expired string) 
 	tb.Helper()
 	now := time.Now()
 	const real = 64
+	var part loadPart
 	add := func(rec tokenRecord) {
 		e, err := s.entryFromRecord(rec.marshal(), now.UnixNano())
 		if err != nil || e == nil {
 			tb.Fatalf("entryFromRecord: %v, %v", e, err)
 		}
-		s.idx.addLoaded(e, now.UnixNano())
+		part.add(s.idx, e, now.UnixNano())
 	}
 	for i := range n - real - 1 {
 		add(benchRecord(i, fillerHash(i), Permanent, now.Add(365*24*time.Hour)))
@@ -54,7 +55,9 @@ func seedIndex(tb testing.TB, s *Badger, n int) (live []string, expired string) 
 	}
 	expired = NewSecret(Permanent)
 	add(benchRecord(n-1, HashSecret(expired), Permanent, now.Add(-time.Hour)))
-	s.idx.ends.init()
+	if _, err := s.idx.finishLoad([]loadPart{part}); err != nil {
+		tb.Fatal(err)
+	}
 	return live, expired
 }
 

@@ -1,9 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -39,33 +42,135 @@ func newUserState(u User) *userState {
 	return st
 }
 
+// loadTokens streams the token records into the index, splitting the key
+// space between a few goroutines (ids are random hex, so the split is
+// even) and sizing the maps up front from Badger's table statistics.
 func (s *Badger) loadTokens(txn *badger.Txn, now int64) error {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(prefixToken)
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	skipped := 0
-	for it.Rewind(); it.Valid(); it.Next() {
-		var e *tokenEntry
-		err := it.Item().Value(func(val []byte) error {
-			var err error
-			e, err = s.entryFromRecord(val, now)
-			return err
-		})
-		if err != nil {
-			return err
+	if hint := s.tokenCountHint(); hint > 0 {
+		for i := range s.idx.shards {
+			s.idx.shards[i].m = make(map[SecretHash]*tokenEntry, hint/numShards+1)
 		}
-		if e == nil {
-			skipped++
-			continue
-		}
-		s.idx.addLoaded(e, now)
 	}
-	s.idx.ends.init()
+	bounds := loadBounds(min(runtime.GOMAXPROCS(0), 4))
+	parts := make([]loadPart, len(bounds)-1)
+	var wg sync.WaitGroup
+	for i := range parts {
+		wg.Go(func() { parts[i] = s.loadRange(txn, bounds[i], bounds[i+1], now) })
+	}
+	wg.Wait()
+	skipped, err := s.idx.finishLoad(parts)
+	if err != nil {
+		return err
+	}
 	if skipped > 0 {
 		s.log.Warn("skipped token records whose user no longer exists", zap.Int("count", skipped))
 	}
 	return nil
+}
+
+// finishLoad merges what the loading goroutines found: live counts and
+// one expiry heap, ordered once in O(n) and allocated at its exact size.
+func (idx *index) finishLoad(parts []loadPart) (skipped int, err error) {
+	total := 0
+	for _, p := range parts {
+		if p.err != nil {
+			return 0, p.err
+		}
+		total += len(p.ends)
+		skipped += p.skipped
+	}
+	idx.ends = make(endHeap, 0, total)
+	for _, p := range parts {
+		idx.ends = append(idx.ends, p.ends...)
+		for k, n := range p.live {
+			idx.live[k] += n
+		}
+	}
+	idx.ends.init()
+	return skipped, nil
+}
+
+// loadPart is what one loading goroutine found.
+type loadPart struct {
+	ends    endHeap
+	live    [3]int
+	skipped int
+	err     error
+}
+
+// loadBounds splits the t/ key space into n ranges on the first hex digit
+// of the token id; the first and last ranges are open, so ids of any other
+// shape are still loaded.
+func loadBounds(n int) []string {
+	const idPrefix = prefixToken + "tok_"
+	b := []string{prefixToken}
+	for i := 1; i < n; i++ {
+		b = append(b, idPrefix+string("0123456789abcdef"[16*i/n]))
+	}
+	return append(b, "")
+}
+
+// loadRange loads the records with keys in [from, to) ("" = to the end of
+// the t/ prefix). Inserts take the shard locks, as other ranges insert too.
+func (s *Badger) loadRange(txn *badger.Txn, from, to string, now int64) (p loadPart) {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(prefixToken)
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek([]byte(from)); it.Valid(); it.Next() {
+		item := it.Item()
+		if to != "" && string(item.Key()) >= to {
+			break
+		}
+		var e *tokenEntry
+		if p.err = item.Value(func(val []byte) error {
+			var err error
+			e, err = s.entryFromRecord(val, now)
+			return err
+		}); p.err != nil {
+			return p
+		}
+		if e == nil {
+			p.skipped++
+			continue
+		}
+		p.add(s.idx, e, now)
+	}
+	return p
+}
+
+// add puts a loaded entry in the index and notes it for the counts. The
+// shard lock is taken because other ranges insert at the same time.
+func (p *loadPart) add(idx *index, e *tokenEntry, now int64) {
+	sh := idx.shardFor(e.hash)
+	sh.mu.Lock()
+	sh.m[e.hash] = e
+	sh.mu.Unlock()
+	if end := e.end(); end > now {
+		e.counted = true
+		p.live[e.kind]++
+		p.ends = append(p.ends, endItem{end, e})
+	}
+}
+
+// tokenCountHint estimates the number of token records from Badger's
+// table statistics, so the index maps are allocated once at the right
+// size instead of growing a million entries step by step. Tables that
+// straddle the t/ prefix count half.
+func (s *Badger) tokenCountHint() int {
+	lo, hi := []byte(prefixToken), []byte(prefixToken+"\xff")
+	var n uint64
+	for _, t := range s.db.Tables() {
+		if bytes.Compare(t.Right, lo) < 0 || bytes.Compare(t.Left, hi) > 0 {
+			continue
+		}
+		if bytes.HasPrefix(t.Left, lo) && bytes.HasPrefix(t.Right, lo) {
+			n += uint64(t.KeyCount)
+		} else {
+			n += uint64(t.KeyCount) / 2
+		}
+	}
+	return int(min(n, 1<<26))
 }
 
 // entryFromRecord decodes just what the index needs. It returns nil for a
@@ -91,20 +196,9 @@ func (s *Badger) entryFromRecord(val []byte, now int64) (*tokenEntry, error) {
 	if st == nil {
 		return nil, nil
 	}
-	e := &tokenEntry{hash: h.hash, id: string(id), kind: h.kind, user: st, expires: h.expires}
+	e := &tokenEntry{hash: h.hash, id: string(id), kind: kindByte(h.kind), user: st, expires: h.expires}
 	e.revoked.Store(h.revoked)
 	return e, nil
-}
-
-// addLoaded is add without the heap ordering, which loadTokens does once
-// at the end, and without locks, since nothing else sees the index yet.
-func (idx *index) addLoaded(e *tokenEntry, now int64) {
-	idx.shardFor(e.hash).m[e.hash] = e
-	if end := e.end(); end > now {
-		e.counted = true
-		idx.live[kindSlot(e.kind)]++
-		idx.ends = append(idx.ends, endItem{end, e})
-	}
 }
 
 func (s *Badger) loadAuditSeq(txn *badger.Txn) error {

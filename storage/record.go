@@ -120,6 +120,13 @@ func kindByte(k TokenKind) byte {
 	return kindBytePermanent
 }
 
+func kindOf(b byte) TokenKind {
+	if b == kindByteTemporary {
+		return Temporary
+	}
+	return Permanent
+}
+
 func nanosTime(n int64) time.Time { return time.Unix(0, n).UTC() }
 
 // userRecord is a user as stored under u/<name>. PasswordHash never leaves

@@ -134,7 +134,7 @@ func (s *Badger) insertToken(w *writeTxn, rec *tokenRecord) error {
 		return err
 	}
 	st := s.idx.users[rec.User]
-	e := &tokenEntry{hash: rec.Hash, id: rec.ID, kind: rec.Kind, user: st, expires: rec.ExpiresAt.UnixNano()}
+	e := &tokenEntry{hash: rec.Hash, id: rec.ID, kind: kindByte(rec.Kind), user: st, expires: rec.ExpiresAt.UnixNano()}
 	w.then(func() { s.idx.add(e, w.now.UnixNano()) })
 	return nil
 }
@@ -469,14 +469,14 @@ func (s *Badger) flushChunk(entries []*tokenEntry) error {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	for _, e := range entries {
-		e.dirty.Store(false) // before reading, so a later use re-queues it
-		if e.removed.Load() {
+		e.clearDirty() // before reading, so a later use re-queues it
+		if e.isRemoved() {
 			continue
 		}
 		var v [8]byte
 		binary.BigEndian.PutUint64(v[:], uint64(e.lastUsed.Load()))
 		be := badger.NewEntry([]byte(lastUsedKey(e.id)), v[:])
-		if e.kind == Temporary {
+		if e.kind == kindByteTemporary {
 			be = be.WithTTL(s.ttlUntil(time.Unix(0, e.expires)))
 		}
 		if err := setEntry(txn, be); err != nil {

@@ -1,0 +1,51 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestCreateTokensIsAllOrNothing(t *testing.T) {
+	clock := NewFakeClock(t0)
+	s := openTest(t, t.TempDir(), clock)
+	mustCreateUser(t, s, "ci", false)
+	ctx := context.Background()
+	exp := t0.Add(30 * 24 * time.Hour)
+
+	batch := make([]NewToken, 50)
+	for i := range batch {
+		batch[i] = NewToken{User: "ci", Name: fmt.Sprintf("deploy-%d", i), Kind: Permanent, ExpiresAt: exp}
+	}
+	secrets, metas, err := s.CreateTokens(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, secret := range secrets {
+		id, r := s.Verify(secret)
+		if r != ResultOK || id.TokenID != metas[i].ID {
+			t.Fatalf("token %d: Verify = %v, %q; want ok, %q", i, r, id.TokenID, metas[i].ID)
+		}
+	}
+
+	// A batch with one duplicate name writes nothing at all.
+	bad := []NewToken{
+		{User: "ci", Name: "fresh", Kind: Permanent, ExpiresAt: exp},
+		{User: "ci", Name: "deploy-3", Kind: Permanent, ExpiresAt: exp},
+	}
+	if _, _, err := s.CreateTokens(ctx, bad); !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate in batch: err = %v, want ErrConflict", err)
+	}
+	list, err := s.ListUserTokens(ctx, "ci")
+	if err != nil || len(list) != 50 {
+		t.Fatalf("after a failed batch the user has %d tokens (%v), want 50", len(list), err)
+	}
+	if got := s.CountTokens()[Permanent]; got != 50 {
+		t.Fatalf("CountTokens = %d, want 50", got)
+	}
+	if _, _, err := s.CreateTokens(ctx, make([]NewToken, maxBatch+1)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("oversized batch: err = %v, want ErrInvalid", err)
+	}
+}

@@ -14,8 +14,9 @@
 // again on a later pass, which is better than losing it.
 //
 // The package knows nothing of Caddy: the api_tokens app builds a Config
-// from its own config, calls Start and Stop from its lifecycle, Trigger after
-// a setting changes, and serves Shared.Faults and Shared.Collector.
+// from its own config, calls Start and Stop from its lifecycle, hands
+// Shared.Trigger to the admin API to call after a setting changes, and
+// serves Shared.Faults and Shared.Collector.
 package alerts
 
 import (
@@ -102,6 +103,7 @@ func (l *Loop) Start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.done = cancel, make(chan struct{})
+	l.cfg.Shared.register(l)
 	go l.run(ctx, l.done)
 }
 
@@ -116,6 +118,7 @@ func (l *Loop) Stop() {
 	if done == nil {
 		return
 	}
+	l.cfg.Shared.unregister(l)
 	cancel()
 	<-done
 }

@@ -247,7 +247,7 @@ func TestStartedLoopsOverlappingSendOnce(t *testing.T) {
 	next.Start()
 	waitFor(t, "a finished pass of each loop", func() bool { return old.passes.Load() > 0 && next.passes.Load() > 0 })
 	old.Stop()
-	next.Trigger()
+	w.shared.Trigger() // reaches the loop still running
 	waitFor(t, "a second pass of the new loop", func() bool { return next.passes.Load() > 1 })
 	next.Stop()
 	if n := len(w.smtp.Messages()); n != 1 {
@@ -457,9 +457,10 @@ func TestStartTriggerStop(t *testing.T) {
 		t.Fatal("faults before the setting exists")
 	}
 
-	// A setting change triggers a pass at once (the interval is an hour).
+	// A setting change triggers a pass at once (the interval is an hour),
+	// through the Shared as the admin API does.
 	w.set(storage.SettingNotificationDays, "7")
-	l.Trigger()
+	w.shared.Trigger()
 	waitFor(t, "the triggered pass", func() bool { _, ok := w.faultOf(tok.ID); return ok })
 	l.Stop()
 	l.Stop() // and so is a second Stop

@@ -34,11 +34,38 @@ type Shared struct {
 
 	// retry is the SMTP backoff state; guarded by pass.
 	retry retryState
+
+	loopsMu sync.Mutex
+	loops   map[*Loop]struct{} // started and not stopped
 }
 
 // NewShared returns an empty Shared: no pass has run yet.
 func NewShared() *Shared {
-	return &Shared{pass: make(chan struct{}, 1)}
+	return &Shared{pass: make(chan struct{}, 1), loops: map[*Loop]struct{}{}}
+}
+
+// Trigger asks every running loop on this Shared for a pass now. Hand it
+// to whatever learns of setting changes (the admin API's OnSettingsChange):
+// unlike Loop.Trigger it reaches the loop of whichever config generation is
+// running. It never blocks.
+func (s *Shared) Trigger() {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	for l := range s.loops {
+		l.Trigger()
+	}
+}
+
+func (s *Shared) register(l *Loop) {
+	s.loopsMu.Lock()
+	s.loops[l] = struct{}{}
+	s.loopsMu.Unlock()
+}
+
+func (s *Shared) unregister(l *Loop) {
+	s.loopsMu.Lock()
+	delete(s.loops, l)
+	s.loopsMu.Unlock()
 }
 
 // snapshot is what one pass found. It is replaced whole, never mutated, so

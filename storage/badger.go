@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,11 +75,14 @@ type Badger struct {
 	dummyOnce sync.Once
 	dummyHash []byte
 
+	// life lets Close wait for reads in flight: reads hold it shared,
+	// Close takes it exclusively before closing Badger.
+	life sync.RWMutex
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
-	isClosed  atomic.Bool
 }
 
 // OpenBadger opens (or creates) the store in dir and loads the token index.
@@ -188,8 +190,9 @@ func (s *Badger) Close() error {
 		s.flushLastUsed()
 		s.mu.Lock()
 		s.closed = true
-		s.isClosed.Store(true)
 		s.mu.Unlock()
+		s.life.Lock() // waits for reads in flight; new ones fail fast
+		defer s.life.Unlock()
 		s.closeErr = s.db.Close()
 		if err := s.lock.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
@@ -261,9 +264,17 @@ func (s *Badger) update(fn func(w *writeTxn) error) error {
 	return nil
 }
 
-// view runs fn in a read-only transaction.
+// view runs fn in a read-only transaction. It uses TryRLock because the
+// only writer of life is Close: a failed try means the store is closing,
+// and a plain RLock would deadlock a read nested in fn (for example the
+// alert loop reading alert state inside ForEachPermanentToken) while Close
+// waits.
 func (s *Badger) view(fn func(txn *badger.Txn) error) error {
-	if s.isClosed.Load() {
+	if !s.life.TryRLock() {
+		return errClosed
+	}
+	defer s.life.RUnlock()
+	if s.db.IsClosed() {
 		return errClosed
 	}
 	return s.db.View(fn)

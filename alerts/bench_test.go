@@ -205,7 +205,7 @@ func BenchmarkCollectorScrape(b *testing.B) {
 	}
 	sh := NewShared()
 	sh.publish(&snapshot{finishedAt: benchStart, interval: time.Hour, expiry: table,
-		tokens: map[storage.TokenKind]int{storage.Permanent: n}})
+		countTokens: func() map[storage.TokenKind]int { return map[storage.TokenKind]int{storage.Permanent: n} }})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(sh.Collector())
 	b.ReportAllocs()

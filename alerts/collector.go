@@ -54,7 +54,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect reports the email counters always, and the pass metrics once a
-// pass has finished (before that there is nothing true to report).
+// pass has finished (before that there is nothing true to report). The
+// token counts are read live from the store's memory.
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descEmails, prometheus.CounterValue, float64(c.s.sent.Load()), "sent")
 	ch <- prometheus.MustNewConstMetric(descEmails, prometheus.CounterValue, float64(c.s.failed.Load()), "failed")
@@ -70,8 +71,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descNotificationDays, float64(snap.notificationDays))
 	gauge(descLastRun, unixSeconds(snap.finishedAt))
 	gauge(descInterval, snap.interval.Seconds())
+	counts := snap.countTokens()
 	for _, kind := range []storage.TokenKind{storage.Permanent, storage.Temporary} {
-		gauge(descTokens, float64(snap.tokens[kind]), string(kind))
+		gauge(descTokens, float64(counts[kind]), string(kind))
 	}
 	snap.expiry.each(func(user, name, id string, expires int64) {
 		gauge(descTokenExpiry, float64(expires), user, name, id)

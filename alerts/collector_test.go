@@ -77,6 +77,15 @@ func TestCollectorFollowsThePasses(t *testing.T) {
 		"api_tokens_alert_interval_seconds":           "api_tokens_alert_interval_seconds 3600\n",
 	})
 
+	// Token counts are live: a new token counts before the next pass.
+	fresh := w.token("ci-bot", "fresh", year)
+	checkMetrics(t, c, map[string]string{
+		"api_tokens_tokens": "api_tokens_tokens{kind=\"permanent\"} 3\napi_tokens_tokens{kind=\"temporary\"} 0\n",
+	})
+	if err := w.store.DeleteToken(w.ctx, "ci-bot", fresh.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	// A deleted token's series is gone after the next pass; an expired,
 	// not deleted token stays a fault but has no expiry series (it is not
 	// active); switching notifications off reports 0 days.

@@ -195,7 +195,7 @@ func (l *Loop) pass(ctx context.Context) (time.Duration, error) {
 		interval:         l.cfg.Interval,
 		notificationDays: set.largest(),
 		faults:           sc.faults,
-		tokens:           l.cfg.Store.CountTokens(),
+		countTokens:      l.cfg.Store.CountTokens,
 		expiry:           sc.expiry,
 	})
 	l.cfg.Logger.Debug("alert pass finished", zap.Int("faults", len(sc.faults)),

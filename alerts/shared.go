@@ -75,8 +75,10 @@ type snapshot struct {
 	interval         time.Duration
 	notificationDays int
 	faults           []storage.Fault
-	tokens           map[storage.TokenKind]int
-	expiry           *expiryTable
+	// countTokens reads the live token counts at scrape time: they are
+	// kept in memory by the store, so they need not wait for a pass.
+	countTokens func() map[storage.TokenKind]int
+	expiry      *expiryTable
 }
 
 // retryState remembers SMTP failures so that retries back off.

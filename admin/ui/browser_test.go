@@ -171,6 +171,17 @@ func TestBrowserLoginAndLogout(t *testing.T) {
 	p.do(chromedp.Reload())
 	p.find("heading", "Users")
 
+	// ... and when it ends, logging in again returns to the page asked for.
+	env.clock.Advance(admin.DefaultSessionTTL)
+	p.click("link", "System Settings")
+	p.find("heading", "Log in")
+	p.waitText("#page-status", "Your session has ended: token is expired. Please log in again.")
+	p.fill("Username", adminName)
+	p.fill("Password", adminPassword)
+	p.click("button", "Log in")
+	p.find("heading", "System Settings")
+	token = p.sessionToken()
+
 	// ... and logging out ends it on the server, not only in the page.
 	p.click("button", "Log out")
 	p.find("heading", "Log in")

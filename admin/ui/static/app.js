@@ -222,9 +222,10 @@ async function login(event) {
     me = res.user;
     form.reset();
     startSession();
-    const home = me.admin ? '#/users' : '#/me';
-    if (location.hash === home) route();
-    else location.hash = home; // hashchange routes
+    // Back to the page asked for (a bookmark, or where an expired session
+    // left off), else the home page; hashchange routes.
+    if (location.hash.length > 2) route();
+    else location.hash = me.admin ? '#/users' : '#/me';
   } catch (err) {
     error.textContent = err.message;
   }

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Load test: Caddy serving `respond` plain, behind api_token_auth, and behind
+# Caddy's own basic_auth, side by side in one Caddy process and one run, so
+# the ratios compare like with like on the same machine at the same moment.
+#
+# usage: bench/load.sh            # 20,000 and 1,000,000 stored tokens
+#        TOKENS="20000" DURATION=5s ROUNDS=3 bench/load.sh
+#
+# Needs wrk (Debian: apt-get install wrk). Prints a table and the ratios.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+TOKENS=${TOKENS:-"20000 1000000"}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-2}
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/api-tokens-load.XXXXXX)
+caddy_pid=""
+cleanup() {
+	[ -n "$caddy_pid" ] && kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "# building Caddy with the plugin and the seeder"
+(cd "$root" && go build -o "$work/caddy" ./caddymodule/cmd/caddy && go build -o "$work/seed" ./bench/seed)
+
+basic_hash=$("$work/caddy" hash-password --plaintext bench-password)
+basic_header="Authorization: Basic $(printf 'bench:bench-password' | base64)"
+
+# wrk_rps URL [HEADER] -> requests per second, failing on any non-2xx when expect=ok
+wrk_rps() {
+	local url=$1 header=${2:-} out
+	if [ -n "$header" ]; then
+		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$header" "$url")
+	else
+		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$url")
+	fi
+	echo "$out" >>"$work/wrk.log"
+	echo "$out" | awk '/Requests\/sec/ {print $2}'
+}
+
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+printf "\nmachine: %s cores, %s; wrk -t%s -c%s -d%s, %s rounds, median req/s\n" \
+	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$THREADS" "$CONNS" "$DURATION" "$ROUNDS"
+
+for n in $TOKENS; do
+	data="$work/data-$n"
+	echo
+	echo "# seeding $n permanent tokens"
+	seed_start=$(date +%s.%N)
+	"$work/seed" -dir "$data" -tokens "$n" -out "$work/token-$n"
+	seed_end=$(date +%s.%N)
+	token=$(cat "$work/token-$n")
+
+	cat >"$work/Caddyfile" <<CADDY
+{
+	admin localhost:2999
+	auto_https off
+	log {
+		level ERROR
+	}
+	api_tokens {
+		storage_path $data
+		alert_interval 1h
+	}
+}
+http://localhost:18081 {
+	respond "hello"
+}
+http://localhost:18082 {
+	api_token_auth
+	respond "hello"
+}
+http://localhost:18083 {
+	basic_auth {
+		bench $basic_hash
+	}
+	respond "hello"
+}
+CADDY
+	start=$(date +%s.%N)
+	"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy-$n.log" 2>&1 &
+	caddy_pid=$!
+	until curl -fs -o /dev/null http://localhost:18081/; do
+		kill -0 "$caddy_pid" 2>/dev/null || { cat "$work/caddy-$n.log"; exit 1; }
+		sleep 0.05
+	done
+	ready=$(date +%s.%N)
+	rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+
+	# Sanity: the valid token passes, a garbage one does not.
+	[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" http://localhost:18082/)" = 200 ]
+	garbage="${token%??????}000000"
+	[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $garbage" http://localhost:18082/)" = 401 ]
+
+	# Warm up every target unmeasured: basic_auth pays bcrypt (cost 14) until
+	# its hash cache is warm, and every path should be in the CPU caches.
+	for target in "http://localhost:18081/" "http://localhost:18082/ Authorization: Bearer $token" "http://localhost:18083/ $basic_header"; do
+		url=${target%% *}; header=${target#"$url"}; header=${header# }
+		DURATION=3s wrk_rps "$url" "$header" >/dev/null
+	done
+
+	: >"$work/rps-$n"
+	for round in $(seq "$ROUNDS"); do
+		echo "plain $(wrk_rps http://localhost:18081/)" >>"$work/rps-$n"
+		echo "api_token $(wrk_rps http://localhost:18082/ "Authorization: Bearer $token")" >>"$work/rps-$n"
+		echo "basic_auth $(wrk_rps http://localhost:18083/ "$basic_header")" >>"$work/rps-$n"
+		echo "garbage $(wrk_rps http://localhost:18082/ "Authorization: Bearer $garbage")" >>"$work/rps-$n"
+	done
+	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+	kill "$caddy_pid"; wait "$caddy_pid" 2>/dev/null || true; caddy_pid=""
+
+	plain=$(awk '$1=="plain" {print $2}' "$work/rps-$n" | median)
+	printf "\n## %s tokens stored\n" "$n"
+	printf "seed time %.1fs, Caddy start-up %.2fs, RSS at start %d MiB, after load %d MiB\n" \
+		"$(echo "$seed_end - $seed_start" | bc)" "$(echo "$ready - $start" | bc)" $((rss_kb / 1024)) $((rss_after_kb / 1024))
+	printf "%-12s %12s %8s\n" "target" "req/s" "ratio"
+	for target in plain api_token basic_auth garbage; do
+		rps=$(awk -v t="$target" '$1==t {print $2}' "$work/rps-$n" | median)
+		printf "%-12s %12.0f %8.3f\n" "$target" "$rps" "$(echo "$rps / $plain" | bc -l)"
+	done
+done

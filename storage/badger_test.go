@@ -277,3 +277,38 @@ func TestBadgerLogsOnlyWarnings(t *testing.T) {
 		t.Fatalf("badger warning not passed to zap (%d entries)", got)
 	}
 }
+
+func TestOpenSkipsOrphanTokensAndRefusesCorruptOnes(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, NewFakeClock(t0))
+	orphan := benchRecord(1, HashSecret(NewSecret(Permanent)), Permanent, t0.Add(time.Hour))
+	orphan.User = "ghost"
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(tokenKey(orphan.ID)), orphan.marshal()) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	core, logs := observer.New(zapcore.WarnLevel)
+	s, err := OpenBadger(dir, Options{Clock: NewFakeClock(t0), Logger: zap.New(core)})
+	if err != nil {
+		t.Fatalf("open with an orphan token: %v", err)
+	}
+	if logs.FilterMessage("skipped token records whose user no longer exists").Len() != 1 {
+		t.Fatalf("no warning about the orphan: %v", logs.All())
+	}
+	if n := s.CountTokens(); n[Permanent] != 0 {
+		t.Fatalf("orphan token counted: %v", n)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(tokenKey("tok_bad")), []byte{9, 9}) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = OpenBadger(dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "cannot load storage directory") || !strings.Contains(err.Error(), "corrupt token record") {
+		t.Fatalf("open with a corrupt record = %v", err)
+	}
+	// The failed open released the directory lock: trying again fails the same way.
+	if _, err2 := OpenBadger(dir, Options{}); err2 == nil || err2.Error() != err.Error() {
+		t.Fatalf("second open = %v; want %v", err2, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -58,26 +59,26 @@ func (s *Badger) loadTokens(txn *badger.Txn, now int64) error {
 		wg.Go(func() { parts[i] = s.loadRange(txn, bounds[i], bounds[i+1], now) })
 	}
 	wg.Wait()
-	skipped, err := s.idx.finishLoad(parts)
+	orphans, err := s.idx.finishLoad(parts)
 	if err != nil {
 		return err
 	}
-	if skipped > 0 {
-		s.log.Warn("skipped token records whose user no longer exists", zap.Int("count", skipped))
+	if orphans > 0 {
+		s.log.Warn("skipped token records whose user no longer exists", zap.Int("count", orphans))
 	}
 	return nil
 }
 
 // finishLoad merges what the loading goroutines found: live counts and
 // one expiry heap, ordered once in O(n) and allocated at its exact size.
-func (idx *index) finishLoad(parts []loadPart) (skipped int, err error) {
+func (idx *index) finishLoad(parts []loadPart) (orphans int, err error) {
 	total := 0
 	for _, p := range parts {
 		if p.err != nil {
 			return 0, p.err
 		}
 		total += len(p.ends)
-		skipped += p.skipped
+		orphans += p.orphans
 	}
 	idx.ends = make(endHeap, 0, total)
 	for _, p := range parts {
@@ -87,14 +88,14 @@ func (idx *index) finishLoad(parts []loadPart) (skipped int, err error) {
 		}
 	}
 	idx.ends.init()
-	return skipped, nil
+	return orphans, nil
 }
 
 // loadPart is what one loading goroutine found.
 type loadPart struct {
 	ends    endHeap
 	live    [3]int
-	skipped int
+	orphans int
 	err     error
 }
 
@@ -123,16 +124,20 @@ func (s *Badger) loadRange(txn *badger.Txn, from, to string, now int64) (p loadP
 			break
 		}
 		var e *tokenEntry
-		if p.err = item.Value(func(val []byte) error {
+		err := item.Value(func(val []byte) error {
 			var err error
 			e, err = s.entryFromRecord(val, now)
 			return err
-		}); p.err != nil {
-			return p
-		}
-		if e == nil {
-			p.skipped++
+		})
+		switch {
+		case errors.Is(err, errOrphanToken):
+			p.orphans++
 			continue
+		case err != nil:
+			p.err = err
+			return p
+		case e == nil:
+			continue // an expired temporary token
 		}
 		p.add(s.idx, e, now)
 	}
@@ -173,9 +178,12 @@ func (s *Badger) tokenCountHint() int {
 	return int(min(n, 1<<26))
 }
 
+// errOrphanToken marks a token record whose user is gone, which a
+// committed DeleteUser never leaves behind; it is skipped with a warning.
+var errOrphanToken = errors.New("storage: token of a missing user")
+
 // entryFromRecord decodes just what the index needs. It returns nil for a
-// temporary token that has already expired and for a token whose user is
-// gone (which a committed DeleteUser never leaves behind).
+// temporary token that has already expired.
 func (s *Badger) entryFromRecord(val []byte, now int64) (*tokenEntry, error) {
 	h, err := parseHeader(val)
 	if err != nil {
@@ -194,7 +202,7 @@ func (s *Badger) entryFromRecord(val []byte, now int64) (*tokenEntry, error) {
 	}
 	st := s.idx.users[string(user)] // no allocation: the compiler optimizes map[string(b)]
 	if st == nil {
-		return nil, nil
+		return nil, errOrphanToken
 	}
 	e := &tokenEntry{hash: h.hash, id: string(id), kind: kindByte(h.kind), user: st, expires: h.expires}
 	e.revoked.Store(h.revoked)

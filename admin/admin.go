@@ -119,6 +119,7 @@ func (h *handler) routes() {
 
 	m.HandleFunc("GET /faults", h.admin(h.listFaults))
 	m.HandleFunc("GET /audit", h.admin(h.listAudit))
+	m.HandleFunc("GET /backup", h.admin(h.backup))
 
 	if h.cfg.UI != nil {
 		m.Handle("GET /ui/", h.cfg.UI)

@@ -177,3 +177,7 @@ func requireEmptyDir(dir string) error {
 }
 
 var _ Backuper = (*Badger)(nil)
+
+// ActionBackup is the audit action of an online backup through the admin
+// API.
+const ActionBackup = "backup"

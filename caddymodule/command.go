@@ -1,0 +1,209 @@
+package caddymodule
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "api-tokens",
+		Usage: "backup|restore [flags]",
+		Short: "Backs up or restores the API tokens database",
+		Long: `
+Backs up and restores the api_tokens database: users (with password hashes),
+token metadata and hashes, settings, alert state and the audit log. A backup
+never contains a token secret or a password, but it does contain their
+hashes: keep it as safe as the database directory.
+
+Online backup, while Caddy runs, through the admin API (needs an
+administrator's token, read from a file so it never shows in 'ps'):
+
+    caddy api-tokens backup --url http://localhost:8080/api-tokens \
+        --token-file /run/secrets/api-tokens-admin --output tokens.backup
+
+Offline backup and restore of the Badger directory (Caddy stopped; the
+directory lock refuses a running Caddy):
+
+    caddy api-tokens backup  --storage-path /var/lib/caddy/api_tokens --output tokens.backup
+    caddy api-tokens restore --storage-path /var/lib/caddy/api_tokens.new --input tokens.backup
+
+restore writes only into an empty or new directory; point storage_path at
+it (or move it into place) and start Caddy. Use '--output -' to write the
+backup to standard output and '--input -' to read it from standard input.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.AddCommand(backupCommand(), restoreCommand())
+		},
+	})
+}
+
+func backupCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "backup (--url URL --token-file FILE | --storage-path DIR) --output FILE",
+		Short: "Writes a backup of the API tokens database",
+		Args:  cobra.NoArgs,
+	}
+	f := c.Flags()
+	url := f.String("url", "", "base URL of the api_token_admin handler, e.g. http://localhost:8080/api-tokens (online backup)")
+	tokenFile := f.String("token-file", "", "file holding an administrator's API token (online backup)")
+	dir := f.String("storage-path", "", "the Badger directory of a stopped Caddy (offline backup)")
+	out := f.String("output", "", "file to write the backup to, or - for standard output")
+	c.RunE = func(cmd *cobra.Command, _ []string) error {
+		cmd.SilenceUsage = true
+		switch {
+		case *out == "":
+			return errors.New("--output is required")
+		case (*url == "") == (*dir == ""):
+			return errors.New("give either --url (online, Caddy running) or --storage-path (offline, Caddy stopped)")
+		case *url != "" && *tokenFile == "":
+			return errors.New("--url needs --token-file with an administrator's API token")
+		}
+		write := func(w io.Writer) error { return storage.BackupDir(*dir, w) }
+		if *url != "" {
+			write = func(w io.Writer) error { return backupOnline(*url, *tokenFile, w) }
+		}
+		if err := writeOutput(*out, write); err != nil {
+			return err
+		}
+		if *out != "-" {
+			fmt.Fprintf(cmd.ErrOrStderr(), "backup written to %s\n", *out)
+		}
+		return nil
+	}
+	return c
+}
+
+func restoreCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "restore --storage-path DIR --input FILE",
+		Short: "Restores a backup into a new, empty Badger directory",
+		Args:  cobra.NoArgs,
+	}
+	f := c.Flags()
+	dir := f.String("storage-path", "", "an empty or new directory to restore into")
+	in := f.String("input", "", "the backup file, or - for standard input")
+	c.RunE = func(cmd *cobra.Command, _ []string) error {
+		cmd.SilenceUsage = true
+		if *dir == "" || *in == "" {
+			return errors.New("--storage-path and --input are required")
+		}
+		r := io.Reader(os.Stdin)
+		if *in != "-" {
+			file, err := os.Open(*in)
+			if err != nil {
+				return err
+			}
+			defer file.Close()
+			r = file
+		}
+		if err := storage.Restore(*dir, r); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "restored into %s; point storage_path at it and start Caddy\n", *dir)
+		return nil
+	}
+	return c
+}
+
+// backupClient bounds connecting and waiting for the first byte, not the
+// whole transfer: a large database may take longer than any fixed timeout.
+var backupClient = &http.Client{Transport: &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	ResponseHeaderTimeout: time.Minute,
+	TLSHandshakeTimeout:   10 * time.Second,
+}}
+
+// backupOnline downloads GET <url>/backup with the token in tokenFile.
+func backupOnline(url, tokenFile string, w io.Writer) error {
+	token, err := readTokenFile(tokenFile)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodGet, strings.TrimSuffix(url, "/")+"/backup", nil)
+	if err != nil {
+		return fmt.Errorf("--url %q: %v", url, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := backupClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("online backup: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var msg [512]byte
+		n, _ := io.ReadFull(resp.Body, msg[:])
+		return fmt.Errorf("online backup: %s answered %s: %s", req.URL, resp.Status, strings.TrimSpace(string(msg[:n])))
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/octet-stream" {
+		return fmt.Errorf("online backup: %s answered %q, not a backup; is --url the api_token_admin handler's base?", req.URL, ct)
+	}
+	// A stream the server aborted ends in an error here, never in a short
+	// file that looks complete.
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("online backup: the download broke off: %v", err)
+	}
+	return nil
+}
+
+// readTokenFile reads the one token in path; the token itself is never put
+// in an error message.
+func readTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %v", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" || strings.ContainsAny(token, " \t\r\n") {
+		return "", fmt.Errorf("--token-file %s must hold exactly one API token", path)
+	}
+	return token, nil
+}
+
+// writeOutput runs write into path through a temporary file that is synced
+// and renamed into place only when write succeeds, so a failed backup
+// never leaves a partial file under the name an operator expects.
+func writeOutput(path string, write func(io.Writer) error) error {
+	if path == "-" {
+		bw := bufio.NewWriter(os.Stdout)
+		if err := write(bw); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
+	if err != nil {
+		return fmt.Errorf("--output: %v", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	bw := bufio.NewWriter(tmp)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("--output: %v", err)
+	}
+	return nil
+}

@@ -280,7 +280,7 @@ func (s *Badger) view(fn func(txn *badger.Txn) error) error {
 	return s.db.View(fn)
 }
 
-// getJSON reads a JSON value; found is false when the key does not exist.
+// getValue reads a value; found is false when the key does not exist.
 func getValue(txn *badger.Txn, key string) (val []byte, found bool, err error) {
 	item, err := txn.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {

@@ -153,7 +153,7 @@ func (s *Badger) setMaybeTTL(txn *badger.Txn, rec *tokenRecord, key string, val 
 	return setEntry(txn, e)
 }
 
-// getToken reads a token record. An expired temporary token counts as
+// getLiveToken reads a token record. An expired temporary token counts as
 // gone, whether or not Badger has collected it yet.
 func (s *Badger) getLiveToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
 	rec, found, err := getToken(txn, id)

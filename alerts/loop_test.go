@@ -93,7 +93,7 @@ func TestThresholdListFirstSeenInsideSeveral(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("%d emails at 5 days, want 1", len(msgs))
 	}
-	if body := msgs[0].Body(t); !strings.Contains(body, "5 days left (warning at 7 days)") {
+	if body := msgs[0].Body(t); !strings.Contains(body, "5 days left (7-day warning)") {
 		t.Errorf("first email is not the 7-day warning:\n%s", body)
 	}
 	if w.notifiedDays(tok.ID) != 7 {
@@ -112,7 +112,7 @@ func TestThresholdListFirstSeenInsideSeveral(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Fatalf("%d emails at 1 day, want 2", len(msgs))
 	}
-	if body := msgs[1].Body(t); !strings.Contains(body, "1 day left (warning at 1 days)") {
+	if body := msgs[1].Body(t); !strings.Contains(body, "1 day left (1-day warning)") {
 		t.Errorf("second email is not the 1-day warning:\n%s", body)
 	}
 
@@ -586,5 +586,32 @@ func TestLoopLogsFailuresWithoutSecrets(t *testing.T) {
 	}
 	if msg := fmt.Sprint(failures[0].ContextMap()["error"]); !strings.Contains(msg, "535") || !strings.Contains(msg, "retrying in 10s") {
 		t.Errorf("failure log does not say what failed and when it retries: %s", msg)
+	}
+}
+
+// A token that expired before notifications were switched on is still a
+// fault and still gets its one warning, which says it has expired.
+func TestExpiredTokenFirstSeenIsReported(t *testing.T) {
+	w := newWorld(t)
+	tok := w.token("ci-bot", "forgotten", day)
+	w.clock.Set(tok.ExpiresAt.Add(3 * day))
+	w.set(storage.SettingNotificationDays, "30;7")
+	w.set(storage.SettingNotificationEmails, ops)
+	w.pass()
+	if f, ok := w.faultOf(tok.ID); !ok || f.State != storage.FaultExpired {
+		t.Fatalf("fault = %+v (found %v), want expired", f, ok)
+	}
+	msgs := w.smtp.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d emails, want 1", len(msgs))
+	}
+	if got := msgs[0].Subject(t); got != "[API tokens] 1 permanent token has expired" {
+		t.Errorf("subject %q", got)
+	}
+	if body := msgs[0].Body(t); !strings.Contains(body, "EXPIRED on "+tok.ExpiresAt.Format(dateFormat)) {
+		t.Errorf("body does not say when it expired:\n%s", body)
+	}
+	if w.notifiedDays(tok.ID) != 7 {
+		t.Errorf("notified_days = %d, want 7 (the tightest)", w.notifiedDays(tok.ID))
 	}
 }

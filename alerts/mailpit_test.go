@@ -136,7 +136,7 @@ func TestDigestThroughMailpit(t *testing.T) {
 	var msg struct{ Text string }
 	mp.get(t, "/message/"+sum.ID, &msg)
 	for _, s := range []string{"user ci-bot", `token "deploy"`, tok.ID, tok.ExpiresAt.Format(dateFormat),
-		"6 days left (warning at 7 days)", "POST /users/ci-bot/tokens", "DELETE /users/ci-bot/tokens/" + tok.ID} {
+		"6 days left (7-day warning)", "POST /users/ci-bot/tokens", "DELETE /users/ci-bot/tokens/" + tok.ID} {
 		if !strings.Contains(msg.Text, s) {
 			t.Errorf("message text lacks %q:\n%s", s, msg.Text)
 		}

@@ -1,0 +1,77 @@
+package caddymodule_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/caddymodule"
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// headerOnlyWriter is the least a provider can write to: a header map.
+type headerOnlyWriter struct{ h http.Header }
+
+func (w *headerOnlyWriter) Header() http.Header         { return w.h }
+func (w *headerOnlyWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *headerOnlyWriter) WriteHeader(int)             {}
+
+// BenchmarkProvider measures Authenticate itself over a real Badger store:
+// the hot path (a valid token, with and without removing the header) and
+// the paths an attacker can drive (garbage, a well-formed unknown token).
+//
+//	go test -run '^$' -bench BenchmarkProvider -benchmem ./caddymodule/
+func BenchmarkProvider(b *testing.B) {
+	store, err := storage.OpenBadger(b.TempDir(), storage.Options{PasswordCost: bcrypt.MinCost})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	ctx := context.Background()
+	if _, err := store.CreateUser(ctx, storage.NewUser{Username: "ci", Email: "ci@example.com", Password: "a long enough password"}); err != nil {
+		b.Fatal(err)
+	}
+	secret, _, err := store.CreateToken(ctx, storage.NewToken{
+		User: "ci", Name: "deploy", Kind: storage.Permanent, ExpiresAt: time.Now().Add(24 * time.Hour), CreatedBy: "admin",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	for _, bc := range []struct {
+		name   string
+		header string
+		keep   bool
+		wantOK bool
+	}{
+		{"valid", "Bearer " + secret, false, true},
+		{"valid_keep_authorization", "Bearer " + secret, true, true},
+		{"garbage", "Bearer caddy_pat_this-is-not-a-token", false, false},
+		{"unknown", "Bearer " + storage.NewSecret(storage.Permanent), false, false},
+		{"missing", "", false, false},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			p, err := caddymodule.NewTestProvider(store, false, bc.keep)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			w := &headerOnlyWriter{h: http.Header{}}
+			value := []string{bc.header}
+			b.ReportAllocs()
+			for b.Loop() {
+				if bc.header != "" {
+					// Put back what a successful call removed.
+					r.Header["Authorization"] = value
+				}
+				if _, ok, _ := p.Authenticate(w, r); ok != bc.wantOK {
+					b.Fatalf("authenticated = %v, want %v", ok, bc.wantOK)
+				}
+			}
+		})
+	}
+}

@@ -131,7 +131,6 @@ func fill(t *testing.T, path string) {
 	}
 }
 
-
 // TestDiskFullWhileRunningLosesNoAcknowledgedWrite fills the file system
 // under a running Caddy and keeps creating users. Badger writes through
 // memory-mapped files, so the kernel may kill Caddy (SIGBUS) when a page

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -170,7 +171,8 @@ func badgerOptions(dir string, log *zap.Logger) badger.Options {
 		WithNumGoroutines(2).
 		WithBlockCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
-		WithCompactL0OnClose(true)
+		WithCompactL0OnClose(true).
+		WithCompression(options.None) // records are mostly random hashes and ids: nothing to gain, only CPU at open
 }
 
 // badgerLogger passes Badger's warnings and errors to zap and drops the rest.

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/admin/ui"
 )
 
 func init() {
@@ -52,15 +53,19 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 		SessionTTL:             time.Duration(app.SessionTTL),
 		PermanentTokenLifetime: time.Duration(app.PermanentTokenLifetime),
 		Throttle:               app.Throttle(),
-		Faults:                 app.alerting.faults,
-		OnSettingsChange:       app.alerting.trigger,
+		Faults:                 app.shared.alerts.Faults,
+		OnSettingsChange:       app.shared.alerts.Trigger,
 		ClientIP:               clientIP,
+		UI:                     ui.Handler(),
 	})
 	return nil
 }
 
 // ServeHTTP answers the request; it never calls next.
 func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if refusePathTricks(w, r) {
+		return nil
+	}
 	h.api.ServeHTTP(w, r)
 	return nil
 }

@@ -13,10 +13,19 @@
 // server took the message but before it confirmed it, the digest is sent
 // again on a later pass, which is better than losing it.
 //
-// The package knows nothing of Caddy: the api_tokens app builds a Config
-// from its own config, calls Start and Stop from its lifecycle, hands
-// Shared.Trigger to the admin API to call after a setting changes, and
-// serves Shared.Faults and Shared.Collector.
+// The package knows nothing of Caddy. The api_tokens app wires it so:
+//
+//   - one Shared per open store, kept with the store across reloads
+//     (NewShared when the store is opened);
+//   - at Provision, NewMailer(SMTPConfig) if an smtp block is configured
+//     (its error is a config error), then NewLoop(Config{...});
+//   - Loop.Start in the app's Start, Loop.Stop in its Stop;
+//   - Shared.Trigger as the admin API's OnSettingsChange, Shared.Faults as
+//     its Faults;
+//   - Shared.Collector registered on each config's metrics registry
+//     (ctx.GetMetricsRegistry, a new pedantic registry per config load);
+//     every generation's collector reads the same Shared, so the counters
+//     carry on across reloads.
 package alerts
 
 import (

@@ -74,7 +74,7 @@ type App struct {
 	logger   *zap.Logger
 	ctx      caddy.Context
 	admin    storage.NewUser // resolved bootstrap admin; empty Username means generate one
-	alerting alertSeam
+	alerting alerting
 }
 
 // BootstrapAdmin names the first administrator.

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -19,11 +20,13 @@ var sharedPool = caddy.NewUsagePool()
 
 // sharedState is everything that must outlive a config generation: the
 // open database, the failed-login throttle (a reload must not give an
-// attacker a fresh budget) and the clock they share.
+// attacker a fresh budget), the clock they share and the alert loops'
+// shared state (one pass at a time, counters, the last faults).
 type sharedState struct {
 	store    *storage.Badger
 	throttle *admin.LoginThrottle
 	clock    storage.Clock
+	alerts   *alerts.Shared
 }
 
 // Destruct closes the database once no config uses it; Close flushes the
@@ -44,6 +47,7 @@ func loadShared(path string, logger *zap.Logger) (*sharedState, error) {
 			store:    store,
 			throttle: admin.NewLoginThrottle(admin.LoginThrottleConfig{Clock: opts.Clock}),
 			clock:    opts.Clock,
+			alerts:   alerts.NewShared(),
 		}, nil
 	})
 	if err != nil {

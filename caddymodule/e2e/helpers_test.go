@@ -50,7 +50,10 @@ type site struct {
 	logFile  string // Caddy's stdout and stderr
 	home     string
 	waitErr  error
-	extraCfg string
+	extraCfg string // global options
+	siteCfg  string // directives in the site block
+	appCfg   string // options inside the api_tokens block
+	logPath  string // where extraCfg sends Caddy's log, if not to its output
 }
 
 func (s *site) base() string    { return fmt.Sprintf("http://127.0.0.1:%d/api-tokens", s.port) }
@@ -58,8 +61,9 @@ func (s *site) gateway() string { return fmt.Sprintf("http://127.0.0.1:%d/app", 
 
 // caddyfile is the gateway an operator would write: the admin API under
 // /api-tokens, everything else behind api_token_auth. extra goes into the
-// global options (e.g. a log block).
-func caddyfile(port int, adminEP, storagePath, extra string) string {
+// global options (e.g. a log block), appExtra into the api_tokens block,
+// siteExtra into the site block.
+func caddyfile(port int, adminEP, storagePath, extra, appExtra, siteExtra string) string {
 	return fmt.Sprintf(`{
 	admin %s
 	auto_https off
@@ -69,9 +73,11 @@ func caddyfile(port int, adminEP, storagePath, extra string) string {
 	api_tokens {
 		storage_path %s
 		bootstrap_admin {env.E2E_ADMIN} {env.E2E_ADMIN_PASSWORD}
+		%s
 	}
 }
 http://127.0.0.1:%d {
+	%s
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
@@ -80,7 +86,7 @@ http://127.0.0.1:%d {
 		respond "hello {http.auth.user.id}" 200
 	}
 }
-`, adminEP, extra, storagePath, port)
+`, adminEP, extra, storagePath, appExtra, port, siteExtra)
 }
 
 // newSite prepares (but does not start) a Caddy on fresh ports over
@@ -107,7 +113,7 @@ func (s *site) start() {
 	t := s.t
 	t.Helper()
 	cfgPath := filepath.Join(s.home, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(caddyfile(s.port, s.adminEP, s.storage, s.extraCfg)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(caddyfile(s.port, s.adminEP, s.storage, s.extraCfg, s.appCfg, s.siteCfg)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.logFile = filepath.Join(s.home, "caddy.out")
@@ -208,8 +214,13 @@ func (s *site) stop() {
 	}
 }
 
+// output is what Caddy printed, followed by its log file if it has one.
 func (s *site) output() string {
 	b, _ := os.ReadFile(s.logFile)
+	if s.logPath != "" {
+		l, _ := os.ReadFile(s.logPath)
+		b = append(b, l...)
+	}
 	return string(b)
 }
 

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -197,7 +198,10 @@ func startHeapSampler() *heapSampler {
 			var m runtime.MemStats
 			runtime.ReadMemStats(&m)
 			peakAlloc = max(peakAlloc, m.HeapAlloc)
-			peakLive = max(peakLive, liveHeap())
+			if live := liveHeap(); live > peakLive {
+				peakLive = live
+				writePeakProfile()
+			}
 			select {
 			case <-s.stopc:
 				s.done <- [2]uint64{peakLive, peakAlloc}
@@ -207,6 +211,21 @@ func startHeapSampler() *heapSampler {
 		}
 	}()
 	return s
+}
+
+// writePeakProfile saves the heap profile (live objects as of the last GC)
+// to $ALERTS_BENCH_HEAP_PROFILE, to tell what the peak consists of.
+func writePeakProfile() {
+	path := os.Getenv("ALERTS_BENCH_HEAP_PROFILE")
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.Lookup("heap").WriteTo(f, 0)
 }
 
 func (s *heapSampler) stop() (live, alloc uint64) {

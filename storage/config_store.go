@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -33,11 +34,14 @@ func (s *Badger) ListSettings(context.Context) ([]Setting, error) {
 }
 
 func settingNotSet(key string) error {
-	return fmt.Errorf("%w: setting %q is not set", ErrNotFound, key)
+	return fmt.Errorf("%w: setting %q is not set", ErrNotFound, short(key))
 }
 
 // GetSetting returns a setting's value, or ErrNotFound if it is not set.
 func (s *Badger) GetSetting(_ context.Context, key string) (string, error) {
+	if !slices.Contains(KnownSettings, key) {
+		return "", settingNotSet(key)
+	}
 	var out string
 	err := s.view(func(txn *badger.Txn) error {
 		val, found, err := getValue(txn, settingKey(key))
@@ -74,6 +78,9 @@ func (s *Badger) PutSetting(ctx context.Context, key, value string) (Setting, er
 
 // DeleteSetting removes a setting, or returns ErrNotFound if it is not set.
 func (s *Badger) DeleteSetting(ctx context.Context, key string) error {
+	if !slices.Contains(KnownSettings, key) {
+		return settingNotSet(key)
+	}
 	return s.update(func(w *writeTxn) error {
 		found, err := exists(w.txn, settingKey(key))
 		if err != nil {
@@ -94,6 +101,9 @@ func (s *Badger) DeleteSetting(ctx context.Context, key string) error {
 func (s *Badger) GetAlertState(_ context.Context, tokenID string) (AlertState, bool, error) {
 	var st AlertState
 	var found bool
+	if !plausibleTokenID(tokenID) {
+		return st, false, nil
+	}
 	err := s.view(func(txn *badger.Txn) error {
 		val, ok, err := getValue(txn, alertKey(tokenID))
 		if err != nil || !ok {
@@ -116,6 +126,9 @@ func (s *Badger) PutAlertStates(_ context.Context, states map[string]AlertState)
 	}
 	return s.update(func(w *writeTxn) error {
 		for id, st := range states {
+			if !plausibleTokenID(id) {
+				continue
+			}
 			live, err := exists(w.txn, tokenKey(id))
 			if err != nil {
 				return err

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
+	"unicode/utf8"
 )
 
 // tokenRecord is a token as stored under t/<id>: its metadata and the
@@ -125,6 +126,19 @@ func kindOf(b byte) TokenKind {
 		return Temporary
 	}
 	return Permanent
+}
+
+// short cuts user input echoed in an error message to a readable length.
+func short(s string) string {
+	const limit = 64
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func nanosTime(n int64) time.Time { return time.Unix(0, n).UTC() }

@@ -167,6 +167,9 @@ func (s *Badger) getLiveToken(txn *badger.Txn, id string) (tokenRecord, bool, er
 }
 
 func getToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
+	if !plausibleTokenID(id) {
+		return tokenRecord{}, false, nil
+	}
 	val, found, err := getValue(txn, tokenKey(id))
 	if err != nil || !found {
 		return tokenRecord{}, found, err
@@ -178,8 +181,19 @@ func getToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
 	return rec, true, nil
 }
 
+// maxTokenIDLen bounds ids looked up; real ones (NewTokenID) are 24 bytes.
+const maxTokenIDLen = 64
+
+// plausibleTokenID rejects ids that cannot exist before they reach Badger,
+// whose keys are limited in size.
+func plausibleTokenID(id string) bool { return id != "" && len(id) <= maxTokenIDLen }
+
 func tokenNotFound(id string) error {
-	return fmt.Errorf("%w: token %q does not exist", ErrNotFound, id)
+	return fmt.Errorf("%w: token %q does not exist", ErrNotFound, short(id))
+}
+
+func notUsersToken(user, id string) error {
+	return fmt.Errorf("%w: user %q has no token %q", ErrNotFound, short(user), short(id))
 }
 
 // deleteToken removes a token and everything keyed by its id, and
@@ -312,7 +326,7 @@ func (s *Badger) DeleteToken(ctx context.Context, user, id string) error {
 			return err
 		}
 		if !found || rec.User != user {
-			return fmt.Errorf("%w: user %q has no token %q", ErrNotFound, user, id)
+			return notUsersToken(user, id)
 		}
 		if err := s.deleteToken(w, rec); err != nil {
 			return err
@@ -400,7 +414,7 @@ func (s *Badger) rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
 	}
 	switch {
 	case !found || old.User != user:
-		return old, fmt.Errorf("%w: user %q has no token %q", ErrNotFound, user, id)
+		return old, notUsersToken(user, id)
 	case old.Kind != Permanent:
 		return old, fmt.Errorf("%w: only permanent tokens can be rotated; log in again for a new login token", ErrInvalid)
 	case old.RotatedTo != "":

@@ -44,8 +44,11 @@ func validateEmail(email string) error {
 	if email == "" {
 		return nil
 	}
+	if len(email) > maxEmailLen {
+		return fmt.Errorf("%w: email must be at most %d characters long", ErrInvalid, maxEmailLen)
+	}
 	a, err := mail.ParseAddress(email)
-	if err != nil || a.Name != "" || a.Address != email || len(email) > maxEmailLen {
+	if err != nil || a.Name != "" || a.Address != email {
 		return fmt.Errorf("%w: email %q is not a plain address like ops@example.com", ErrInvalid, email)
 	}
 	return nil
@@ -145,6 +148,9 @@ func putUser(txn *badger.Txn, rec *userRecord) error {
 }
 
 func getUser(txn *badger.Txn, name string) (userRecord, error) {
+	if ValidateUsername(name) != nil { // cannot exist; also keeps huge input away from Badger's key limit
+		return userRecord{}, fmt.Errorf("%w: user %q does not exist", ErrNotFound, short(name))
+	}
 	val, found, err := getValue(txn, userKey(name))
 	if err != nil {
 		return userRecord{}, err

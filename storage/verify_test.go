@@ -318,3 +318,58 @@ func hexString(b []byte) string {
 	}
 	return string(out)
 }
+
+// TestHugeInputIsNotFoundNotAServerError feeds lookups input far beyond
+// Badger's key size limit: each must be a plain not-found (or bad login)
+// with a short message, never an internal error.
+func TestHugeInputIsNotFoundNotAServerError(t *testing.T) {
+	s, clock := newTestStore(t)
+	ctx := ctxAs("root")
+	mustCreateUser(t, s, "alice", false)
+	huge := strings.Repeat("x", 100_000)
+	checks := []struct {
+		name   string
+		err    error
+		target error
+	}{}
+	add := func(name string, err, target error) {
+		checks = append(checks, struct {
+			name   string
+			err    error
+			target error
+		}{name, err, target})
+	}
+	_, err := s.GetUser(ctx, huge)
+	add("GetUser", err, ErrNotFound)
+	_, err = s.UpdateUser(ctx, huge, UserPatch{Admin: ptr(true)})
+	add("UpdateUser", err, ErrNotFound)
+	add("DeleteUser", s.DeleteUser(ctx, huge), ErrNotFound)
+	_, err = s.ListUserTokens(ctx, huge)
+	add("ListUserTokens", err, ErrNotFound)
+	_, err = s.CheckPassword(ctx, huge, "pw")
+	add("CheckPassword", err, ErrBadLogin)
+	_, _, err = s.CreateToken(ctx, NewToken{User: huge, Name: "x", Kind: Permanent, ExpiresAt: clock.Now().Add(time.Hour)})
+	add("CreateToken", err, ErrNotFound)
+	_, err = s.GetToken(ctx, huge)
+	add("GetToken", err, ErrNotFound)
+	add("DeleteToken", s.DeleteToken(ctx, "alice", huge), ErrNotFound)
+	add("Logout", s.Logout(ctx, huge), ErrNotFound)
+	_, _, err = s.RotateToken(ctx, "alice", huge, 0, clock.Now().Add(time.Hour))
+	add("RotateToken", err, ErrNotFound)
+	_, err = s.GetSetting(ctx, huge)
+	add("GetSetting", err, ErrNotFound)
+	add("DeleteSetting", s.DeleteSetting(ctx, huge), ErrNotFound)
+	_, err = s.UpdateUser(ctx, "alice", UserPatch{Email: ptr(huge + "@example.com")})
+	add("UpdateUser email", err, ErrInvalid)
+	for _, c := range checks {
+		if !errors.Is(c.err, c.target) || len(c.err.Error()) > 200 {
+			t.Errorf("%s with huge input = %.300v; want a short %v", c.name, c.err, c.target)
+		}
+	}
+	if _, found, err := s.GetAlertState(ctx, huge); found || err != nil {
+		t.Errorf("GetAlertState(huge) = %v, %v", found, err)
+	}
+	if err := s.PutAlertStates(ctx, map[string]AlertState{huge: {NotifiedDays: 1}}); err != nil {
+		t.Errorf("PutAlertStates(huge id) = %v", err)
+	}
+}

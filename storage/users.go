@@ -407,8 +407,10 @@ func (s *Badger) CheckPassword(_ context.Context, name, password string) (User, 
 	if !found {
 		hash = s.dummyBcrypt()
 	}
-	// CompareHashAndPassword compares in constant time.
-	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
+	// CompareHashAndPassword compares in constant time. It silently uses
+	// only the first 72 bytes, so a longer password (which no account can
+	// have) is refused after the same work, not accepted by its prefix.
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && len(password) <= maxPasswordLen
 	if !found || !ok || rec.Disabled {
 		return User{}, fmt.Errorf("%w: wrong username or password, or the account is disabled", ErrBadLogin)
 	}

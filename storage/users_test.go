@@ -138,6 +138,17 @@ func TestCheckPassword(t *testing.T) {
 		_, err := s.CheckPassword(ctx, c.user, c.pw)
 		wantErr(t, err, ErrBadLogin, "wrong username or password")
 	}
+	// bcrypt reads only 72 bytes: a longer guess sharing them must still fail.
+	long := strings.Repeat("p", 72)
+	if _, err := s.CreateUser(ctx, NewUser{Username: "max", Password: long}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CheckPassword(ctx, "max", long); err != nil {
+		t.Fatalf("72-byte password rejected: %v", err)
+	}
+	_, err = s.CheckPassword(ctx, "max", long+"-and-more")
+	wantErr(t, err, ErrBadLogin, "wrong username or password")
+
 	if _, err := s.UpdateUser(ctx, "alice", UserPatch{Disabled: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}

@@ -352,6 +352,12 @@ func TestForEachPermanentTokenInExpiryOrder(t *testing.T) {
 	if !errors.Is(err, stop) || n != 1 {
 		t.Fatalf("fn error did not stop the walk: %v after %d", err, n)
 	}
+	cancelled, cancel := context.WithCancel(ctx)
+	n = 0
+	err = s.ForEachPermanentToken(cancelled, func(Token) error { n++; cancel(); return nil })
+	if !errors.Is(err, context.Canceled) || n != 1 {
+		t.Fatalf("cancelled context did not stop the walk: %v after %d", err, n)
+	}
 }
 
 func TestLastUsedMergedAndFlushed(t *testing.T) {

@@ -130,13 +130,18 @@ func (m *Mailer) Send(ctx context.Context, to []string, subject, body string) er
 // explain turns a failure into an error that names the server and says
 // whether it was the timeout, the caller's cancellation or the server.
 func (m *Mailer) explain(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); cause != nil {
-		if errors.Is(cause, context.DeadlineExceeded) {
-			return fmt.Errorf("smtp %s: no complete answer within the %s timeout: %w", m.addr, m.cfg.Timeout, cause)
-		}
-		return fmt.Errorf("smtp %s: %w", m.addr, cause)
+	// The connection's deadline and ctx's expire together; whichever the
+	// failure came from, past the deadline it is the timeout.
+	deadline, _ := ctx.Deadline()
+	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) || !time.Now().Before(deadline)
+	switch {
+	case timedOut:
+		return fmt.Errorf("smtp %s: no complete answer within the %s timeout: %w", m.addr, m.cfg.Timeout, err)
+	case ctx.Err() != nil:
+		return fmt.Errorf("smtp %s: %w", m.addr, ctx.Err())
+	default:
+		return fmt.Errorf("smtp %s: %w", m.addr, err)
 	}
-	return fmt.Errorf("smtp %s: %w", m.addr, err)
 }
 
 // secure wraps the TCP connection for the configured encryption.

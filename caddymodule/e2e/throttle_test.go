@@ -57,6 +57,7 @@ func TestSecurityHeadersOnAdminAnswers(t *testing.T) {
 		s.call("", http.MethodGet, "/me", nil, http.StatusUnauthorized, nil),
 		s.call(root, http.MethodPost, "/users", map[string]string{"x": "y"}, http.StatusBadRequest, nil),
 		s.call(root, http.MethodGet, "/backup", nil, http.StatusOK, nil),
+		raw(t, http.MethodGet, s.base()+"/users/%2e%2e/settings", "Bearer "+root, nil),
 	} {
 		wantSecurityHeaders(t, fmt.Sprint(a.status), a)
 	}

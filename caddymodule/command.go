@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +21,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "api-tokens",
-		Usage: "backup|restore [flags]",
-		Short: "Backs up or restores the API tokens database",
+		Usage: "backup|restore|reset-password [flags]",
+		Short: "Backs up or restores the API tokens database, or resets a password",
 		Long: `
 Backs up and restores the api_tokens database: users (with password hashes),
 token metadata and hashes, settings, alert state and the audit log. A backup
@@ -43,9 +44,17 @@ directory lock refuses a running Caddy):
 restore writes only into an empty or new directory; point storage_path at
 it (or move it into place) and start Caddy. Use '--output -' to write the
 backup to standard output and '--input -' to read it from standard input.
+
+Recovery when no administrator can log in (Caddy stopped; the new password
+is read from the first line of standard input, so it stays out of 'ps' and
+shell history):
+
+    caddy api-tokens reset-password --storage-path /var/lib/caddy/api_tokens --user admin < new-password.txt
+
+It is audited as a user_update by "cli".
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(backupCommand(), restoreCommand())
+			cmd.AddCommand(backupCommand(), restoreCommand(), resetPasswordCommand())
 		},
 	})
 }
@@ -116,6 +125,54 @@ func restoreCommand() *cobra.Command {
 		return nil
 	}
 	return c
+}
+
+func resetPasswordCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "reset-password --storage-path DIR --user NAME < password-file",
+		Short: "Sets a user's password in a stopped Caddy's database, reading it from standard input",
+		Args:  cobra.NoArgs,
+	}
+	f := c.Flags()
+	dir := f.String("storage-path", "", "the Badger directory of a stopped Caddy")
+	user := f.String("user", "", "the user whose password to set")
+	c.RunE = func(cmd *cobra.Command, _ []string) error {
+		cmd.SilenceUsage = true
+		if *dir == "" || *user == "" {
+			return errors.New("--storage-path and --user are required")
+		}
+		password, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("reading the new password from standard input: %v", err)
+		}
+		password = strings.TrimRight(password, "\r\n")
+		if password == "" {
+			return errors.New("give the new password on the first line of standard input")
+		}
+		if err := resetPassword(*dir, *user, password); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "password of %s changed; their login sessions are not ended\n", *user)
+		return nil
+	}
+	return c
+}
+
+// resetPassword sets a user's password offline, audited as done by "cli".
+func resetPassword(dir, user, password string) error {
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("storage directory %s: %w", dir, err)
+	}
+	s, err := storage.OpenBadger(dir, storage.Options{})
+	if err != nil {
+		return err
+	}
+	ctx := storage.WithActor(context.Background(), "cli", "")
+	_, err = s.UpdateUser(ctx, user, storage.UserPatch{Password: &password})
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // backupClient bounds connecting and waiting for the first byte, not the

@@ -138,3 +138,32 @@ func tail(b []byte) string {
 	}
 	return string(b)
 }
+
+// DebianPackageFile returns the path of one file from a Debian package,
+// downloaded with `apt-get download` and unpacked into the cache without
+// installing it: no services start, no dependencies are pulled, and no
+// root is needed once the package lists are current. file is the path
+// inside the package, e.g. "usr/bin/promtool".
+func DebianPackageFile(tb testing.TB, pkg, file string) string {
+	tb.Helper()
+	installMu.Lock()
+	defer installMu.Unlock()
+	dir := filepath.Join(CacheDir(tb), "deb", pkg)
+	path := filepath.Join(dir, file)
+	if exists(path) {
+		return path
+	}
+	lock := filepath.Join(CacheDir(tb), "apt.lock")
+	script := fmt.Sprintf(`set -e; exec 9>%q; flock 9; [ -e %q ] && exit 0
+tmp=$(mktemp -d %q/unpack-XXXXXX); cd "$tmp"
+apt-get download %s >/dev/null 2>&1 || { apt-get update >/dev/null; apt-get download %s; }
+dpkg-deb -x ./*.deb root; rm -rf %q; mkdir -p %q; mv root %q; cd /; rm -rf "$tmp"`,
+		lock, path, CacheDir(tb), pkg, pkg, dir, filepath.Dir(dir), dir)
+	if out, err := exec.Command("bash", "-c", script).CombinedOutput(); err != nil {
+		tb.Fatalf("downloading Debian package %s: %v\n%s", pkg, err, tail(out))
+	}
+	if !exists(path) {
+		tb.Fatalf("Debian package %s has no %s", pkg, file)
+	}
+	return path
+}

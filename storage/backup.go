@@ -72,6 +72,12 @@ func Restore(dir string, r io.Reader) error {
 	if err := requireEmptyDir(dir); err != nil {
 		return err
 	}
+	// Check the header before creating anything, so a wrong file leaves
+	// no directory behind.
+	br := bufio.NewReader(r)
+	if err := readMagic(br); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("cannot create storage directory %s: %w", dir, err)
 	}
@@ -83,11 +89,6 @@ func Restore(dir string, r io.Reader) error {
 	db, err := badger.Open(badgerOptions(dir, zap.NewNop()))
 	if err != nil {
 		return fmt.Errorf("cannot open storage directory %s: %w", dir, err)
-	}
-	br := bufio.NewReader(r)
-	if err := readMagic(br); err != nil {
-		db.Close()
-		return err
 	}
 	// 16 pending batches bound memory while keeping the load streaming.
 	if err := db.Load(&frameChecker{r: br}, 16); err != nil {

@@ -168,9 +168,13 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 		{"huge frame length", string(hugeFrame), "over the"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Restore(filepath.Join(t.TempDir(), "db"), strings.NewReader(tc.data))
+			dir := filepath.Join(t.TempDir(), "db")
+			err := Restore(dir, strings.NewReader(tc.data))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Restore = %v, want an error mentioning %q", err, tc.want)
+			}
+			if _, err := os.Stat(dir); tc.want == "not an api_tokens backup" && !os.IsNotExist(err) {
+				t.Errorf("a file that is not a backup left the directory behind: %v", err)
 			}
 		})
 	}

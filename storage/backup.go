@@ -90,8 +90,7 @@ func Restore(dir string, r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("cannot open storage directory %s: %w", dir, err)
 	}
-	// 16 pending batches bound memory while keeping the load streaming.
-	if err := db.Load(&frameChecker{r: br}, 16); err != nil {
+	if err := loadFrames(db, br); err != nil {
 		db.Close()
 		return fmt.Errorf("restoring into %s: the backup is damaged or not an api_tokens backup: %w", dir, err)
 	}
@@ -99,6 +98,13 @@ func Restore(dir string, r io.Reader) error {
 		return fmt.Errorf("restoring into %s: %w", dir, err)
 	}
 	return nil
+}
+
+// loadFrames loads Badger's backup stream (what follows the header) into
+// db, checking each frame's size first.
+func loadFrames(db *badger.DB, r io.Reader) error {
+	// 16 pending batches bound memory while keeping the load streaming.
+	return db.Load(&frameChecker{r: r}, 16)
 }
 
 // backupMagic starts every backup, so Restore can tell a backup from any

@@ -22,17 +22,12 @@ func (s *Badger) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []T
 	metas := make([]Token, len(ts))
 	err := s.update(func(w *writeTxn) error {
 		for i, t := range ts {
-			if t.Kind != Permanent && t.Kind != Temporary {
-				return fmt.Errorf("%w: token kind must be %q or %q", ErrInvalid, Permanent, Temporary)
-			}
-			if err := validateTokenName(t.Name); err != nil {
+			t, err := checkNewToken(ctx, t)
+			if err != nil {
 				return err
 			}
 			if err := s.checkTokenOwner(w.txn, t.User); err != nil {
 				return err
-			}
-			if t.CreatedBy == "" {
-				t.CreatedBy, _ = ActorFrom(ctx)
 			}
 			secrets[i] = NewSecret(t.Kind)
 			rec := tokenRecord{Hash: HashSecret(secrets[i]), Token: Token{

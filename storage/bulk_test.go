@@ -49,3 +49,31 @@ func TestCreateTokensIsAllOrNothing(t *testing.T) {
 		t.Fatalf("oversized batch: err = %v, want ErrInvalid", err)
 	}
 }
+
+// A temporary token without a name is a login token, in a batch as by
+// CreateToken: it is named "login" rather than refused.
+func TestCreateTokensNamesUnnamedTemporaryTokensLogin(t *testing.T) {
+	s, clock := newTestStore(t)
+	mustCreateUser(t, s, "ci", false)
+	ctx := context.Background()
+	batch := []NewToken{
+		{User: "ci", Kind: Temporary, ExpiresAt: clock.Now().Add(time.Hour)},
+		{User: "ci", Name: "session", Kind: Temporary, ExpiresAt: clock.Now().Add(time.Hour)},
+	}
+	secrets, metas, err := s.CreateTokens(ctx, batch)
+	if err != nil {
+		t.Fatalf("CreateTokens with an unnamed temporary token: %v", err)
+	}
+	if metas[0].Name != "login" || metas[1].Name != "session" {
+		t.Fatalf("names = %q, %q; want login, session", metas[0].Name, metas[1].Name)
+	}
+	if got, err := s.GetToken(ctx, metas[0].ID); err != nil || got.Name != "login" {
+		t.Fatalf("stored token: %+v, %v; want name login", got, err)
+	}
+	if _, r := s.Verify(secrets[0]); r != ResultOK {
+		t.Fatalf("Verify = %v", r)
+	}
+	// A permanent token still needs a name.
+	_, _, err = s.CreateTokens(ctx, []NewToken{{User: "ci", Kind: Permanent, ExpiresAt: clock.Now().Add(time.Hour)}})
+	wantErr(t, err, ErrInvalid, "token name is required")
+}

@@ -51,21 +51,13 @@ func validateTokenName(name string) error {
 // CreateToken mints a token for an existing, enabled user and returns its
 // secret, which is shown once and never stored (only its SHA-256 is).
 func (s *Badger) CreateToken(ctx context.Context, t NewToken) (string, Token, error) {
-	if t.Kind != Permanent && t.Kind != Temporary {
-		return "", Token{}, fmt.Errorf("%w: token kind must be %q or %q", ErrInvalid, Permanent, Temporary)
-	}
-	if t.Kind == Temporary && t.Name == "" {
-		t.Name = loginTokenName
-	}
-	if err := validateTokenName(t.Name); err != nil {
+	t, err := checkNewToken(ctx, t)
+	if err != nil {
 		return "", Token{}, err
-	}
-	if t.CreatedBy == "" {
-		t.CreatedBy, _ = ActorFrom(ctx)
 	}
 	secret := NewSecret(t.Kind)
 	var meta Token
-	err := s.update(func(w *writeTxn) error {
+	err = s.update(func(w *writeTxn) error {
 		if err := s.checkTokenOwner(w.txn, t.User); err != nil {
 			return err
 		}
@@ -89,6 +81,26 @@ func (s *Badger) CreateToken(ctx context.Context, t NewToken) (string, Token, er
 		return "", Token{}, err
 	}
 	return secret, meta, nil
+}
+
+// checkNewToken validates a token request and fills in its defaults: an
+// unnamed temporary token is a login token, and the creator defaults to
+// the context's actor. CreateToken and CreateTokens share it so a batch
+// accepts exactly what single creates accept.
+func checkNewToken(ctx context.Context, t NewToken) (NewToken, error) {
+	if t.Kind != Permanent && t.Kind != Temporary {
+		return t, fmt.Errorf("%w: token kind must be %q or %q", ErrInvalid, Permanent, Temporary)
+	}
+	if t.Kind == Temporary && t.Name == "" {
+		t.Name = loginTokenName
+	}
+	if err := validateTokenName(t.Name); err != nil {
+		return t, err
+	}
+	if t.CreatedBy == "" {
+		t.CreatedBy, _ = ActorFrom(ctx)
+	}
+	return t, nil
 }
 
 // checkTokenOwner refuses tokens for missing or disabled users.

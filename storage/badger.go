@@ -22,7 +22,9 @@ import (
 //	t/<token id>               token record (binary, see record.go; holds the SHA-256 of the secret)
 //	ut/<username>/<token id>   empty: the tokens of a user
 //	un/<username>/<name>       token id: the unique name of a permanent token
-//	e/<expiry ns BE>/<id>      empty: permanent tokens in expiry order
+//	e/<expiry ns BE>/<id>      permanent tokens in expiry order; the value is a copy of
+//	                           t/<id>, kept equal by putTokenRecord, so the alert loop's walk
+//	                           reads sequentially (empty in stores written before: read t/<id>)
 //	lu/<token id>              last use, unix nanoseconds big-endian (batched)
 //	as/<token id>              alert state (JSON)
 //	s/<key>                    setting value, normalized

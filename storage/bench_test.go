@@ -1,10 +1,13 @@
 package storage
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 //
 //	go test -run '^$' -bench 'BenchmarkVerify' -benchmem ./storage
 //	go test -run '^$' -bench 'BenchmarkOpen1M' -benchtime 3x ./storage
+//	go test -run '^$' -bench 'BenchmarkForEachPermanentToken/1M' -benchtime 3x ./storage
 
 // benchRecord is a synthetic token record for user bench; the filler
 // hashes are not hashes of any secret, which does not matter to a lookup.
@@ -188,5 +192,83 @@ func BenchmarkCreateToken(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// createUserTokens gives user n permanent tokens through the bulk path
+// (CreateTokens, a thousand per transaction), with expiries spread over a
+// year in an order unrelated to their ids, and returns their secrets.
+func createUserTokens(tb testing.TB, s *Badger, user string, n int) []string {
+	tb.Helper()
+	now := s.clock.Now()
+	secrets := make([]string, 0, n)
+	batch := make([]NewToken, 0, maxBatch)
+	for i := 0; i < n; i += maxBatch {
+		batch = batch[:0]
+		for j := i; j < min(i+maxBatch, n); j++ {
+			exp := now.Add(time.Duration(1+j*7919%365)*24*time.Hour + time.Duration(j)*time.Second)
+			batch = append(batch, NewToken{User: user, Name: fmt.Sprintf("token-%d", j), Kind: Permanent, ExpiresAt: exp})
+		}
+		sec, _, err := s.CreateTokens(ctxAs("root"), batch)
+		if err != nil {
+			tb.Fatalf("CreateTokens: %v", err)
+		}
+		secrets = append(secrets, sec...)
+	}
+	return secrets
+}
+
+// benchSelects reports whether the -bench pattern names what, so that
+// sub-benchmarks that seed a million tokens run only when asked for.
+func benchSelects(what string) bool {
+	f := flag.Lookup("test.bench")
+	return f != nil && strings.Contains(f.Value.String(), what)
+}
+
+// BenchmarkForEachPermanentToken measures one walk of every permanent
+// token, as the alert loop does once per pass, over a store written by the
+// real write path and reopened (so the data sits in tables, not in the
+// memtable). Every token has been used, so each has a last-use record.
+func BenchmarkForEachPermanentToken(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"100k", 100_000}, {"1M", 1_000_000}} {
+		b.Run(size.name, func(b *testing.B) {
+			if size.n > 100_000 && !benchSelects(size.name) {
+				b.Skipf("seeds %d tokens; select it with -bench 'ForEachPermanentToken/%s'", size.n, size.name)
+			}
+			dir := b.TempDir()
+			clock := NewFakeClock(t0)
+			s := openTest(b, dir, clock)
+			mustCreateUser(b, s, "bench", false)
+			for _, sec := range createUserTokens(b, s, "bench", size.n) {
+				s.Verify(sec)
+			}
+			if err := s.Close(); err != nil { // flushes the last uses
+				b.Fatal(err)
+			}
+			s = openTest(b, dir, clock)
+			ctx := context.Background()
+			b.ReportAllocs()
+			cpu := cpuSeconds()
+			for b.Loop() {
+				n := 0
+				var last time.Time
+				err := s.ForEachPermanentToken(ctx, func(t Token) error {
+					if t.ExpiresAt.Before(last) || t.LastUsedAt == nil {
+						return fmt.Errorf("token %s out of order or without its last use", t.ID)
+					}
+					last = t.ExpiresAt
+					n++
+					return nil
+				})
+				if err != nil || n != size.n {
+					b.Fatalf("walked %d tokens (%v); want %d", n, err, size.n)
+				}
+			}
+			// CPU time is steadier than wall time on a shared machine.
+			b.ReportMetric((cpuSeconds()-cpu)/float64(b.N), "cpu-s/op")
+		})
 	}
 }

@@ -172,5 +172,6 @@ func checkIndexAgainstDisk(t *testing.T, s *Badger, secrets map[string]string, w
 	if n := s.CountTokens(); n[Permanent] != active[Permanent] || n[Temporary] != active[Temporary] {
 		t.Fatalf("%s: CountTokens = %v; listing has %v active", when, n, active)
 	}
+	checkExpiryCopies(t, s, when)
 	return seen
 }

@@ -135,9 +135,6 @@ func (s *Badger) insertToken(w *writeTxn, rec *tokenRecord) error {
 		if err := set(w.txn, nameKey(rec.User, rec.Name), []byte(rec.ID)); err != nil {
 			return err
 		}
-		if err := set(w.txn, expiryKey(rec.ExpiresAt, rec.ID), nil); err != nil {
-			return err
-		}
 	}
 	if err := s.putTokenRecord(w.txn, rec); err != nil {
 		return err
@@ -151,8 +148,17 @@ func (s *Badger) insertToken(w *writeTxn, rec *tokenRecord) error {
 	return nil
 }
 
+// putTokenRecord writes a token record. Every write of t/<id> goes through
+// here, so a permanent token's copy under its expiry key (which
+// ForEachPermanentToken reads instead of t/<id>) never differs from it.
 func (s *Badger) putTokenRecord(txn *badger.Txn, rec *tokenRecord) error {
-	return s.setMaybeTTL(txn, rec, tokenKey(rec.ID), rec.marshal())
+	val := rec.marshal()
+	if rec.Kind == Permanent {
+		if err := set(txn, expiryKey(rec.ExpiresAt, rec.ID), val); err != nil {
+			return err
+		}
+	}
+	return s.setMaybeTTL(txn, rec, tokenKey(rec.ID), val)
 }
 
 // setMaybeTTL writes a key that belongs to token rec; a temporary token's
@@ -443,26 +449,70 @@ func actorOr(ctx context.Context) string {
 }
 
 // ForEachPermanentToken walks the permanent tokens in expiry order inside
-// one read transaction, so memory stays bounded by one token.
+// one read transaction, so memory stays bounded by one token. It reads the
+// records stored under the expiry keys, one sequential scan, rather than
+// looking up each t/<id>: at a million tokens those point reads cost tens
+// of seconds per walk. An empty value is an expiry key written before the
+// records were copied there, and is resolved through t/<id>.
 func (s *Badger) ForEachPermanentToken(ctx context.Context, fn func(Token) error) error {
 	return s.view(func(txn *badger.Txn) error {
 		now := s.clock.Now()
-		return scan(txn, prefixExpiry, false, func(key, _ []byte) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixExpiry)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			id := string(key[len(prefixExpiry)+8+1:])
-			rec, found, err := getToken(txn, id)
-			if err != nil || !found {
+			rec, found, err := expiryRecord(txn, it.Item())
+			if err != nil {
 				return err
+			}
+			if !found {
+				continue
 			}
 			t, err := s.tokenView(txn, rec, now)
 			if err != nil {
 				return err
 			}
-			return fn(t)
-		})
+			if err := fn(t); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+}
+
+// expiryRecord decodes the token record stored under an expiry key, or
+// reads it from t/<id> if the key predates those copies (empty value).
+func expiryRecord(txn *badger.Txn, item *badger.Item) (tokenRecord, bool, error) {
+	key := item.Key()
+	if len(key) < len(prefixExpiry)+8+1 {
+		return tokenRecord{}, false, fmt.Errorf("storage: corrupt expiry index key")
+	}
+	id := string(key[len(prefixExpiry)+8+1:])
+	var rec tokenRecord
+	empty := false
+	err := item.Value(func(val []byte) error {
+		if len(val) == 0 {
+			empty = true
+			return nil
+		}
+		var err error
+		rec, err = unmarshalToken(val)
+		return err
+	})
+	if err != nil {
+		return tokenRecord{}, false, fmt.Errorf("storage: read expiry index: %w", err)
+	}
+	if empty {
+		return getToken(txn, id)
+	}
+	if rec.ID != id {
+		return tokenRecord{}, false, fmt.Errorf("storage: expiry index entry for token %q holds token %q", id, rec.ID)
+	}
+	return rec, true, nil
 }
 
 // CountTokens counts active tokens by kind from memory.

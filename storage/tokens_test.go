@@ -1,12 +1,15 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -435,4 +438,119 @@ func TestCountTokens(t *testing.T) {
 	check(1, 2) // old one is still active during the grace period
 	clock.Advance(30 * time.Minute)
 	check(1, 1)
+}
+
+// checkExpiryCopies checks that every permanent token record t/<id> has
+// its expiry key holding an exact copy (what ForEachPermanentToken reads),
+// and that no expiry key is left without its record.
+func checkExpiryCopies(t *testing.T, s *Badger, when string) {
+	t.Helper()
+	records := map[string][]byte{}
+	copies := map[string][]byte{}
+	err := s.view(func(txn *badger.Txn) error {
+		if err := scan(txn, prefixToken, true, func(_, val []byte) error {
+			rec, err := unmarshalToken(val)
+			if err == nil && rec.Kind == Permanent {
+				records[expiryKey(rec.ExpiresAt, rec.ID)] = val
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		return scan(txn, prefixExpiry, true, func(key, val []byte) error {
+			copies[string(key)] = val
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, rec := range records {
+		if c, ok := copies[k]; !ok || !bytes.Equal(c, rec) {
+			t.Fatalf("%s: expiry key of %q holds %d bytes (present %v); want a copy of its %d-byte record", when, k[len(prefixExpiry)+9:], len(c), ok, len(rec))
+		}
+	}
+	if len(copies) != len(records) {
+		t.Fatalf("%s: %d expiry keys for %d permanent records", when, len(copies), len(records))
+	}
+}
+
+func TestExpiryIndexHoldsCopiesOfTokenRecords(t *testing.T) {
+	s, clock := newTestStore(t)
+	ctx := ctxAs("root")
+	mustCreateUser(t, s, "alice", false)
+	mustCreateUser(t, s, "bob", false)
+	_, a, _ := mustToken(t, s, "alice", "a", Permanent, clock.Now().Add(10*time.Hour))
+	_, b, _ := mustToken(t, s, "alice", "b", Permanent, clock.Now().Add(20*time.Hour))
+	mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
+	mustToken(t, s, "bob", "c", Permanent, clock.Now().Add(30*time.Hour))
+	if _, _, err := s.CreateTokens(ctx, []NewToken{{User: "alice", Name: "bulk", Kind: Permanent, ExpiresAt: clock.Now().Add(5 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	checkExpiryCopies(t, s, "after create")
+	_, rotated, err := s.RotateToken(ctx, "alice", a.ID, time.Hour, clock.Now().Add(40*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExpiryCopies(t, s, "after rotate")
+	// The walk shows the revocation the rotation scheduled.
+	var seen []Token
+	if err := s.ForEachPermanentToken(ctx, func(tk Token) error { seen = append(seen, tk); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 5 || seen[1].ID != a.ID || seen[1].RevokedAt == nil || seen[1].RotatedTo != rotated.ID {
+		t.Fatalf("walk after rotate = %+v; want a (2nd) revoked and rotated to %s", seen, rotated.ID)
+	}
+	if err := s.DeleteToken(ctx, "alice", b.ID); err != nil {
+		t.Fatal(err)
+	}
+	checkExpiryCopies(t, s, "after delete")
+	if err := s.DeleteUser(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	checkExpiryCopies(t, s, "after user delete")
+}
+
+// Stores written before the expiry keys held record copies have empty
+// values there: the walk still returns those tokens in full, and a later
+// change to such a token writes its copy.
+func TestForEachPermanentTokenReadsEmptyExpiryValues(t *testing.T) {
+	dir := t.TempDir()
+	clock := NewFakeClock(t0)
+	s := openTest(t, dir, clock)
+	ctx := ctxAs("root")
+	mustCreateUser(t, s, "alice", false)
+	_, a, _ := mustToken(t, s, "alice", "a", Permanent, clock.Now().Add(10*time.Hour))
+	_, b, _ := mustToken(t, s, "alice", "b", Permanent, clock.Now().Add(20*time.Hour))
+	walk := func(s *Badger) []Token {
+		var ts []Token
+		if err := s.ForEachPermanentToken(ctx, func(tk Token) error { ts = append(ts, tk); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	want := walk(s)
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for _, tk := range []Token{a, b} {
+			if err := txn.Set([]byte(expiryKey(tk.ExpiresAt, tk.ID)), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, dir, clock)
+	if got := walk(s); !reflect.DeepEqual(got, want) {
+		t.Fatalf("walk over empty expiry values = %+v; want %+v", got, want)
+	}
+	if _, _, err := s.RotateToken(ctx, "alice", a.ID, 0, clock.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteToken(ctx, "alice", b.ID); err != nil {
+		t.Fatal(err)
+	}
+	checkExpiryCopies(t, s, "after rotating and deleting old-format tokens")
 }

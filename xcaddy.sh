@@ -34,7 +34,9 @@ build() {
 	local xcaddy
 	xcaddy=$(xcaddy_path)
 	cd "$root"
-	"$xcaddy" build "$CADDY_VERSION" --output ./caddy --with "${MODULE}=."
+	# The explicit v0.0.0 pins the local replacement, so go never asks the
+	# module proxy for a "latest" version of this unpublished module.
+	"$xcaddy" build "$CADDY_VERSION" --output ./caddy --with "${MODULE}@v0.0.0=."
 }
 
 [ $# -eq 1 ] || usage

@@ -16,13 +16,13 @@ import (
 
 // reloadConfig is a gateway whose response tells which config generation
 // served it.
-func reloadConfig(dataDir, generation, sessionTTL string) string {
+func reloadConfig(dataDir, generation, bootstrapAdmin string) string {
 	return fmt.Sprintf(`{
 %s
 	api_tokens {
 		storage_path %s
-		bootstrap_admin root root-password-1
-		session_ttl %s
+		bootstrap_admin %s
+		session_ttl 12h
 	}
 }
 http://localhost:9301 {
@@ -34,17 +34,18 @@ http://localhost:9301 {
 		respond "generation %s" 200
 	}
 }
-`, globalOptions, dataDir, sessionTTL, generation)
+`, globalOptions, dataDir, bootstrapAdmin, generation)
 }
 
 // TestReloadKeepsDataAndServes posts a changed config to Caddy's admin
 // endpoint, as `caddy reload` does, while requests keep coming: none
 // fails, the new config answers, and the data, the database handle and the
-// failed-login count carry over.
+// failed-login count carry over; a changed bootstrap_admin creates nobody
+// once an admin exists.
 func TestReloadKeepsDataAndServes(t *testing.T) {
 	useFakeClock(t)
 	dataDir := t.TempDir()
-	loadCaddy(t, reloadConfig(dataDir, "A", "12h"))
+	loadCaddy(t, reloadConfig(dataDir, "A", "root root-password-1"))
 	const (
 		base    = "http://localhost:9301/api-tokens"
 		gateway = "http://localhost:9301/"
@@ -90,7 +91,7 @@ func TestReloadKeepsDataAndServes(t *testing.T) {
 			}
 		}
 	})
-	status, body := postConfig(t, "text/caddyfile", reloadConfig(dataDir, "B", "2h"))
+	status, body := postConfig(t, "text/caddyfile", reloadConfig(dataDir, "B", "other other-password-1"))
 	close(stop)
 	wg.Wait()
 	if status != http.StatusOK {
@@ -108,6 +109,11 @@ func TestReloadKeepsDataAndServes(t *testing.T) {
 	api(t, base, root, http.MethodGet, "/users", nil, http.StatusOK, &users)
 	if !slices.ContainsFunc(users, func(u storage.User) bool { return u.Username == "alice" }) {
 		t.Errorf("after reload the users are %+v, want alice among them", users)
+	}
+	// bootstrap_admin only ever creates the first admin: root exists, so
+	// the new config's "other" is not created.
+	if slices.ContainsFunc(users, func(u storage.User) bool { return u.Username == "other" }) {
+		t.Errorf("the reloaded bootstrap_admin created a second admin: %+v", users)
 	}
 	api(t, base, "", http.MethodPost, "/login", map[string]string{"username": "alice", "password": "password-of-alice"}, http.StatusTooManyRequests, nil)
 	if counts := authCounts(t); counts["ok"] == 0 {

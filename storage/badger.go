@@ -72,8 +72,15 @@ type Badger struct {
 	mu       sync.Mutex
 	closed   bool
 	auditSeq uint64 // guarded by mu
+	// purging holds the names of deleted users whose token keys are not
+	// all deleted yet; they cannot be created again meanwhile. Guarded by mu.
+	purging map[string]bool
 
 	idx *index
+
+	// purgeHook, if set, runs before each batch of a user deletion's
+	// token purge, outside the write lock. Tests only.
+	purgeHook func()
 
 	dummyOnce sync.Once
 	dummyHash []byte
@@ -104,22 +111,25 @@ func OpenBadger(dir string, opts Options) (*Badger, error) {
 		return nil, fmt.Errorf("cannot open storage directory %s: %w", dir, err)
 	}
 	s := &Badger{
-		db:     db,
-		lock:   lock,
-		dir:    dir,
-		clock:  opts.Clock,
-		log:    opts.Logger,
-		cost:   opts.PasswordCost,
-		flushN: opts.LastUsedFlushInterval,
-		idx:    newIndex(),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		db:      db,
+		lock:    lock,
+		dir:     dir,
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		cost:    opts.PasswordCost,
+		flushN:  opts.LastUsedFlushInterval,
+		idx:     newIndex(),
+		purging: map[string]bool{},
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
-	if err := s.load(); err != nil {
+	orphans, err := s.load()
+	if err != nil {
 		db.Close()
 		lock.Close()
 		return nil, fmt.Errorf("cannot load storage directory %s: %w", dir, err)
 	}
+	s.purgeOrphanTokens(orphans)
 	go s.background()
 	return s, nil
 }

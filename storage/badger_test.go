@@ -293,11 +293,14 @@ func TestOpenSkipsOrphanTokensAndRefusesCorruptOnes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open with an orphan token: %v", err)
 	}
-	if logs.FilterMessage("skipped token records whose user no longer exists").Len() != 1 {
+	if logs.FilterMessage("removed the tokens of deleted users left by an interrupted deletion").Len() != 1 {
 		t.Fatalf("no warning about the orphan: %v", logs.All())
 	}
 	if n := s.CountTokens(); n[Permanent] != 0 {
 		t.Fatalf("orphan token counted: %v", n)
+	}
+	if _, found, err := s.readToken(orphan.ID); found || err != nil {
+		t.Fatalf("orphan record still on disk after open (%v)", err)
 	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(tokenKey("tok_bad")), []byte{9, 9}) }); err != nil {
 		t.Fatal(err)
@@ -311,4 +314,16 @@ func TestOpenSkipsOrphanTokensAndRefusesCorruptOnes(t *testing.T) {
 	if _, err2 := OpenBadger(dir, Options{}); err2 == nil || err2.Error() != err.Error() {
 		t.Fatalf("second open = %v; want %v", err2, err)
 	}
+}
+
+// readToken reads a token record from disk as it is, live or not.
+func (s *Badger) readToken(id string) (tokenRecord, bool, error) {
+	var rec tokenRecord
+	var found bool
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		rec, found, err = getToken(txn, id)
+		return err
+	})
+	return rec, found, err
 }

@@ -48,6 +48,9 @@ type userState struct {
 const (
 	flagAdmin uint32 = 1 << iota
 	flagDisabled
+	// flagDeleted marks a deleted user whose tokens are still being
+	// purged: they verify as unknown, as they will once purged.
+	flagDeleted
 )
 
 func userFlags(u User) uint32 {
@@ -268,6 +271,10 @@ func (s *Badger) Verify(secret string) (Identity, VerifyResult) {
 	if e == nil {
 		return Identity{}, ResultUnknown
 	}
+	flags := e.user.flags.Load()
+	if flags&flagDeleted != 0 {
+		return Identity{}, ResultUnknown
+	}
 	now := s.clock.Now().UnixNano()
 	if r := e.revoked.Load(); r != 0 && now >= r {
 		return Identity{}, ResultRevoked
@@ -275,7 +282,6 @@ func (s *Badger) Verify(secret string) (Identity, VerifyResult) {
 	if now >= e.expires {
 		return Identity{}, ResultExpired
 	}
-	flags := e.user.flags.Load()
 	if flags&flagDisabled != 0 {
 		return Identity{}, ResultDisabled
 	}

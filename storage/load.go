@@ -11,14 +11,14 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"go.uber.org/zap"
 )
 
 // load builds the in-memory index from disk: users first, then every token
-// record, streamed so memory holds only the index itself.
-func (s *Badger) load() error {
+// record, streamed so memory holds only the index itself. It returns the
+// names of missing users that token records still refer to.
+func (s *Badger) load() (orphanUsers map[string]bool, err error) {
 	now := s.clock.Now().UnixNano()
-	return s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		if err := s.loadAuditSeq(txn); err != nil {
 			return err
 		}
@@ -33,8 +33,10 @@ func (s *Badger) load() error {
 		if err != nil {
 			return err
 		}
-		return s.loadTokens(txn, now)
+		orphanUsers, err = s.loadTokens(txn, now)
+		return err
 	})
+	return orphanUsers, err
 }
 
 func newUserState(u User) *userState {
@@ -46,7 +48,7 @@ func newUserState(u User) *userState {
 // loadTokens streams the token records into the index, splitting the key
 // space between a few goroutines (ids are random hex, so the split is
 // even) and sizing the maps up front from Badger's table statistics.
-func (s *Badger) loadTokens(txn *badger.Txn, now int64) error {
+func (s *Badger) loadTokens(txn *badger.Txn, now int64) (orphanUsers map[string]bool, err error) {
 	if hint := s.tokenCountHint(); hint > 0 {
 		for i := range s.idx.shards {
 			s.idx.shards[i].m = make(map[SecretHash]*tokenEntry, hint/numShards+1)
@@ -59,26 +61,25 @@ func (s *Badger) loadTokens(txn *badger.Txn, now int64) error {
 		wg.Go(func() { parts[i] = s.loadRange(txn, bounds[i], bounds[i+1], now) })
 	}
 	wg.Wait()
-	orphans, err := s.idx.finishLoad(parts)
-	if err != nil {
-		return err
-	}
-	if orphans > 0 {
-		s.log.Warn("skipped token records whose user no longer exists", zap.Int("count", orphans))
-	}
-	return nil
+	return s.idx.finishLoad(parts)
 }
 
-// finishLoad merges what the loading goroutines found: live counts and
-// one expiry heap, ordered once in O(n) and allocated at its exact size.
-func (idx *index) finishLoad(parts []loadPart) (orphans int, err error) {
+// finishLoad merges what the loading goroutines found: live counts, one
+// expiry heap, ordered once in O(n) and allocated at its exact size, and
+// the missing users that token records refer to.
+func (idx *index) finishLoad(parts []loadPart) (orphanUsers map[string]bool, err error) {
 	total := 0
 	for _, p := range parts {
 		if p.err != nil {
-			return 0, p.err
+			return nil, p.err
 		}
 		total += len(p.ends)
-		orphans += p.orphans
+		for u := range p.orphanUsers {
+			if orphanUsers == nil {
+				orphanUsers = map[string]bool{}
+			}
+			orphanUsers[u] = true
+		}
 	}
 	idx.ends = make(endHeap, 0, total)
 	for _, p := range parts {
@@ -88,16 +89,16 @@ func (idx *index) finishLoad(parts []loadPart) (orphans int, err error) {
 		}
 	}
 	idx.ends.init()
-	return orphans, nil
+	return orphanUsers, nil
 }
 
 // loadPart is what one loading goroutine found.
 type loadPart struct {
-	ends    endHeap
-	live    [3]int
-	orphans int
-	err     error
-	slab    []tokenEntry // free entries, see slabSize
+	ends        endHeap
+	live        [3]int
+	orphanUsers map[string]bool // missing users that records refer to
+	err         error
+	slab        []tokenEntry // free entries, see slabSize
 }
 
 // loadBounds splits the t/ key space into n ranges on the first hex digit
@@ -165,8 +166,9 @@ func (s *Badger) tokenCountHint() int {
 	return int(min(n, 1<<26))
 }
 
-// errOrphanToken marks a token record whose user is gone, which a
-// committed DeleteUser never leaves behind; it is skipped with a warning.
+// errOrphanToken marks a token record whose user is gone: DeleteUser
+// purges a user's tokens after deleting the user, and a crash in between
+// leaves such records. They are skipped here and purged after the load.
 var errOrphanToken = errors.New("storage: token of a missing user")
 
 // slabSize is how many entries the loader allocates at once. One
@@ -186,7 +188,10 @@ func (p *loadPart) load(s *Badger, val []byte, now int64) error {
 	ok, err := s.decodeEntry(val, now, e)
 	switch {
 	case errors.Is(err, errOrphanToken):
-		p.orphans++
+		if p.orphanUsers == nil {
+			p.orphanUsers = map[string]bool{}
+		}
+		p.orphanUsers[string(recordUser(val))] = true
 		return nil
 	case err != nil:
 		return err
@@ -224,6 +229,20 @@ func (s *Badger) decodeEntry(val []byte, now int64, e *tokenEntry) (bool, error)
 	e.hash, e.id, e.kind, e.user, e.expires = h.hash, string(id), kindByte(h.kind), st, h.expires
 	e.revoked.Store(h.revoked)
 	return true, nil
+}
+
+// recordUser returns the user field of a record, nil if it is corrupt.
+func recordUser(val []byte) []byte {
+	h, err := parseHeader(val)
+	if err != nil {
+		return nil
+	}
+	_, rest, err := nextField(h.rest)
+	if err != nil {
+		return nil
+	}
+	user, _, _ := nextField(rest)
+	return user
 }
 
 func (s *Badger) loadAuditSeq(txn *badger.Txn) error {

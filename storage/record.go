@@ -159,7 +159,8 @@ func be64(v int64) string {
 
 func userKey(name string) string       { return prefixUser + name }
 func tokenKey(id string) string        { return prefixToken + id }
-func userTokenKey(u, id string) string { return prefixUserToken + u + "/" + id }
+func userTokenKey(u, id string) string { return userTokensPrefix(u) + id }
+func userTokensPrefix(u string) string { return prefixUserToken + u + "/" }
 func nameKey(u, name string) string    { return prefixName + u + "/" + name }
 func expiryKey(t time.Time, id string) string {
 	return prefixExpiry + be64(t.UnixNano()) + "/" + id

@@ -172,16 +172,24 @@ func (s *Badger) setMaybeTTL(txn *badger.Txn, rec *tokenRecord, key string, val 
 }
 
 // getLiveToken reads a token record. An expired temporary token counts as
-// gone, whether or not Badger has collected it yet.
+// gone, whether or not Badger has collected it yet, and so does a token of
+// a deleted user that is still being purged.
 func (s *Badger) getLiveToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
 	rec, found, err := getToken(txn, id)
 	if err != nil || !found {
 		return rec, found, err
 	}
-	if rec.Kind == Temporary && !rec.ExpiresAt.After(s.clock.Now()) {
+	if rec.Kind == Temporary && !rec.ExpiresAt.After(s.clock.Now()) || s.ownerDeleted(&rec) {
 		return tokenRecord{}, false, nil
 	}
 	return rec, true, nil
+}
+
+// ownerDeleted reports whether rec's user has been deleted and rec is
+// only waiting for the purge (see DeleteUser): such a token is gone.
+func (s *Badger) ownerDeleted(rec *tokenRecord) bool {
+	e := s.idx.lookup(rec.Hash)
+	return e != nil && e.user.flags.Load()&flagDeleted != 0
 }
 
 func getToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
@@ -469,7 +477,7 @@ func (s *Badger) ForEachPermanentToken(ctx context.Context, fn func(Token) error
 			if err != nil {
 				return err
 			}
-			if !found {
+			if !found || s.ownerDeleted(&rec) {
 				continue
 			}
 			t, err := s.tokenView(txn, rec, now)

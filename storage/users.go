@@ -100,6 +100,11 @@ func (s *Badger) CreateUser(ctx context.Context, u NewUser) (User, error) {
 
 // insertUser writes a new user and its audit entry; the caller holds the lock.
 func (s *Badger) insertUser(ctx context.Context, w *writeTxn, rec *userRecord) error {
+	if s.purging[rec.Username] {
+		// The old user's tokens are still on disk under this name; a new
+		// user must not inherit them.
+		return fmt.Errorf("%w: user %q is still being deleted; try again when the deletion has finished", ErrConflict, rec.Username)
+	}
 	taken, err := exists(w.txn, userKey(rec.Username))
 	if err != nil {
 		return err
@@ -312,9 +317,15 @@ func checkNotLastAdmin(txn *badger.Txn, name, verb string) error {
 }
 
 // DeleteUser removes the user and all their tokens, with their alert
-// states and last-use records, in one transaction.
+// states and last-use records. A user can own more tokens than one Badger
+// transaction can delete, so it happens in two steps. The first
+// transaction deletes the user record and writes the audit entry; once it
+// commits, the user's tokens stop verifying and disappear from reads, and
+// the name cannot be taken again until the second step, purgeUserTokens,
+// has deleted the token keys in batches. If the process dies in between,
+// the next open finishes the purge (see purgeOrphanTokens).
 func (s *Badger) DeleteUser(ctx context.Context, name string) error {
-	return s.update(func(w *writeTxn) error {
+	err := s.update(func(w *writeTxn) error {
 		rec, err := getUser(w.txn, name)
 		if err != nil {
 			return err
@@ -324,7 +335,7 @@ func (s *Badger) DeleteUser(ctx context.Context, name string) error {
 				return err
 			}
 		}
-		n, err := s.deleteUserTokens(w, name, "")
+		n, err := countKeys(w.txn, userTokensPrefix(name))
 		if err != nil {
 			return err
 		}
@@ -332,22 +343,25 @@ func (s *Badger) DeleteUser(ctx context.Context, name string) error {
 			return err
 		}
 		w.record(ctx, ActionUserDelete, name, fmt.Sprintf("%d tokens deleted", n))
-		w.then(func() {
-			if st := s.idx.users[name]; st != nil {
-				st.flags.Store(flagDisabled) // belt and braces: entries are removed anyway
-				delete(s.idx.users, name)
-			}
-		})
+		w.then(func() { s.markDeleted(name) })
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if err := s.purgeUserTokens(name); err != nil {
+		return fmt.Errorf("storage: user %q is deleted and their tokens no longer work, but removing the tokens from disk failed; they are removed at the next start: %w", name, err)
+	}
+	return nil
 }
 
 // deleteUserTokens deletes the user's tokens of one kind ("" = all) and
 // returns how many.
 func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind) (int, error) {
 	var ids []string
-	err := scan(w.txn, prefixUserToken+name+"/", false, func(key, _ []byte) error {
-		ids = append(ids, string(key[len(prefixUserToken)+len(name)+1:]))
+	prefix := userTokensPrefix(name)
+	err := scan(w.txn, prefix, false, func(key, _ []byte) error {
+		ids = append(ids, string(key[len(prefix):]))
 		return nil
 	})
 	if err != nil {

@@ -21,7 +21,14 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 work=$(mktemp -d /tmp/api-tokens-load.XXXXXX)
 caddy_pid=""
 cleanup() {
-	[ -n "$caddy_pid" ] && kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null
+	status=$?
+	if [ -n "$caddy_pid" ]; then
+		kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null
+	fi
+	if [ "$status" -ne 0 ]; then
+		echo "load.sh failed; Caddy's log:" >&2
+		tail -20 "$work"/caddy-*.log >&2 2>/dev/null || true
+	fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -61,7 +68,7 @@ for n in $TOKENS; do
 
 	cat >"$work/Caddyfile" <<CADDY
 {
-	admin localhost:2999
+	admin off
 	auto_https off
 	log {
 		level ERROR
@@ -69,6 +76,7 @@ for n in $TOKENS; do
 	api_tokens {
 		storage_path $data
 		alert_interval 1h
+		bootstrap_admin bench-admin bench-admin-password
 	}
 }
 http://localhost:18081 {
@@ -77,6 +85,11 @@ http://localhost:18081 {
 http://localhost:18082 {
 	api_token_auth
 	respond "hello"
+}
+http://localhost:18084 {
+	handle_path /api-tokens/* {
+		api_token_admin
+	}
 }
 http://localhost:18083 {
 	basic_auth {
@@ -115,12 +128,23 @@ CADDY
 		echo "garbage $(wrk_rps http://localhost:18082/ "Authorization: Bearer $garbage")" >>"$work/rps-$n"
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+
+	# Token creation over the admin API: each is one durable (fsynced) write.
+	admin_token=$(curl -fs -X POST -H 'Content-Type: application/json' \
+		-d '{"username":"bench-admin","password":"bench-admin-password"}' \
+		http://localhost:18084/api-tokens/login | sed 's/.*"token":"\([^"]*\)".*/\1/')
+	create_out=$(wrk -t"$THREADS" -c8 -d"$DURATION" -s "$root/bench/create-token.lua" \
+		-H "Authorization: Bearer $admin_token" http://localhost:18084/)
+	echo "$create_out" >>"$work/wrk.log"
+	create_rps=$(echo "$create_out" | awk '/Requests\/sec/ {print $2}')
+	create_failed=$(echo "$create_out" | awk '/Non-2xx/ {print $NF}')
 	kill "$caddy_pid"; wait "$caddy_pid" 2>/dev/null || true; caddy_pid=""
 
 	plain=$(awk '$1=="plain" {print $2}' "$work/rps-$n" | median)
 	printf "\n## %s tokens stored\n" "$n"
 	printf "seed time %.1fs, Caddy start-up %.2fs, RSS at start %d MiB, after load %d MiB\n" \
 		"$(echo "$seed_end - $seed_start" | bc)" "$(echo "$ready - $start" | bc)" $((rss_kb / 1024)) $((rss_after_kb / 1024))
+	printf "token creation over the admin API: %.0f tokens/s (non-2xx: %s)\n" "$create_rps" "${create_failed:-0}"
 	printf "%-12s %12s %8s\n" "target" "req/s" "ratio"
 	for target in plain api_token basic_auth garbage; do
 		rps=$(awk -v t="$target" '$1==t {print $2}' "$work/rps-$n" | median)

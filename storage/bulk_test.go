@@ -45,6 +45,18 @@ func TestCreateTokensIsAllOrNothing(t *testing.T) {
 	if got := s.CountTokens()[Permanent]; got != 50 {
 		t.Fatalf("CountTokens = %d, want 50", got)
 	}
+	// Every owner in a batch is checked, not only the first.
+	mixed := []NewToken{
+		{User: "ci", Name: "fresh", Kind: Permanent, ExpiresAt: exp},
+		{User: "ci", Name: "fresh-2", Kind: Permanent, ExpiresAt: exp},
+		{User: "ghost", Name: "fresh", Kind: Permanent, ExpiresAt: exp},
+	}
+	if _, _, err := s.CreateTokens(ctx, mixed); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("batch with a missing owner: err = %v, want ErrNotFound", err)
+	}
+	if got := s.CountTokens()[Permanent]; got != 50 {
+		t.Fatalf("after a batch with a missing owner CountTokens = %d, want 50", got)
+	}
 	if _, _, err := s.CreateTokens(ctx, make([]NewToken, maxBatch+1)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized batch: err = %v, want ErrInvalid", err)
 	}

@@ -78,6 +78,7 @@ func (p *TokenAuth) Provision(ctx caddy.Context) error {
 
 // The challenges of RFC 6750 section 3.
 const (
+	wwwAuthenticate       = "Www-Authenticate" // canonical form of WWW-Authenticate
 	challengeNoToken      = `Bearer realm="api_tokens"`
 	challengeInvalidToken = `Bearer realm="api_tokens", error="invalid_token"`
 )
@@ -95,14 +96,15 @@ func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddya
 		// Header().Set allocates its one-element value slice. That is only
 		// on the rejection path, and sharing a package-level slice instead
 		// would let a `header` directive that edits values in place corrupt
-		// every later response.
-		w.Header().Set("WWW-Authenticate", challengeNoToken)
+		// every later response. The key is given in canonical form so Set
+		// does not allocate a canonical copy of it too.
+		w.Header().Set(wwwAuthenticate, challengeNoToken)
 		return caddyauth.User{}, false, nil
 	}
 	id, result := p.store.Verify(secret)
 	if result != storage.ResultOK {
 		p.count(result)
-		w.Header().Set("WWW-Authenticate", challengeInvalidToken)
+		w.Header().Set(wwwAuthenticate, challengeInvalidToken)
 		return caddyauth.User{}, false, nil
 	}
 	user := caddyauth.User{ID: id.Username, Metadata: id.Metadata}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/mail"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -75,6 +77,17 @@ type App struct {
 	ctx      caddy.Context
 	admin    storage.NewUser // resolved bootstrap admin; empty Username means generate one
 	alerting alerting
+
+	// boot makes the first-admin check run once per config generation,
+	// from Start or from the admin handler's first request, whichever comes
+	// first: Caddy starts apps in no fixed order, so the HTTP server may
+	// answer before this app's Start has run.
+	boot *bootstrapGuard
+}
+
+type bootstrapGuard struct {
+	mu   sync.Mutex
+	done atomic.Bool
 }
 
 // BootstrapAdmin names the first administrator.
@@ -116,6 +129,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
+	a.boot = new(bootstrapGuard)
 	a.setDefaults()
 	if err := a.replacePlaceholders(); err != nil {
 		return err
@@ -271,7 +285,7 @@ func (s *SMTPConfig) validate() error {
 // loop. The admin is created here rather than in Provision so that
 // `caddy validate` and `caddy adapt` never write to the database.
 func (a *App) Start() error {
-	if err := a.ensureAdmin(); err != nil {
+	if err := a.bootstrap(); err != nil {
 		return err
 	}
 	return a.alerting.start()
@@ -298,6 +312,23 @@ func (a *App) Cleanup() error {
 	if err != nil {
 		return fmt.Errorf("closing token database %s: %v", key, err)
 	}
+	return nil
+}
+
+// bootstrap runs ensureAdmin once; it is cheap to call on every request.
+func (a *App) bootstrap() error {
+	if a.boot.done.Load() {
+		return nil
+	}
+	a.boot.mu.Lock()
+	defer a.boot.mu.Unlock()
+	if a.boot.done.Load() {
+		return nil
+	}
+	if err := a.ensureAdmin(); err != nil {
+		return err
+	}
+	a.boot.done.Store(true)
 	return nil
 }
 

@@ -30,6 +30,7 @@ func init() {
 // none); it does not need api_token_auth in front of it.
 type AdminHandler struct {
 	api http.Handler
+	app *App
 }
 
 // CaddyModule returns the Caddy module information.
@@ -46,6 +47,12 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("api_token_admin: %v", err)
 	}
+	return h.provisionWith(ctx, app)
+}
+
+// provisionWith builds the admin API over app's shared state.
+func (h *AdminHandler) provisionWith(ctx caddy.Context, app *App) error {
+	h.app = app
 	h.api = admin.New(admin.Config{
 		Store:                  app.Store(),
 		Clock:                  app.Clock(),
@@ -65,6 +72,12 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if refusePathTricks(w, r) {
 		return nil
+	}
+	// A request can arrive before the api_tokens app's Start has created the
+	// first admin (Caddy starts apps in no fixed order); create it now, so a
+	// login right after start-up never fails for that reason.
+	if err := h.app.bootstrap(); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
 	h.api.ServeHTTP(w, r)
 	return nil

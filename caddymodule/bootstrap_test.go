@@ -1,0 +1,52 @@
+package caddymodule
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// TestLoginBeforeAppStart is the start-up order Caddy may choose: the HTTP
+// server answers a login before the api_tokens app's Start has run. The
+// bootstrap admin must exist for it anyway.
+func TestLoginBeforeAppStart(t *testing.T) {
+	defer SetStoreOptions(storage.Options{PasswordCost: bcrypt.MinCost})()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+
+	app := &App{StoragePath: t.TempDir(), BootstrapAdmin: &BootstrapAdmin{Username: "root", Password: "root-password-1"}}
+	if err := app.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer app.Cleanup()
+	h := &AdminHandler{app: app}
+	if err := h.provisionWith(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+
+	req := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader(`{"username":"root","password":"root-password-1"}`))
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("login before Start: %d %s, want 201", rec.Code, rec.Body)
+	}
+	// Start afterwards finds the admin there and creates nothing more.
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer app.Stop()
+	users, err := app.Store().ListUsers(context.Background())
+	if err != nil || len(users) != 1 || users[0].Username != "root" {
+		t.Fatalf("users after Start = %+v, %v; want only root", users, err)
+	}
+}

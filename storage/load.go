@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,23 +115,77 @@ func loadBounds(n int) []string {
 }
 
 // loadRange loads the records with keys in [from, to) ("" = to the end of
-// the t/ prefix). Inserts take the shard locks, as other ranges insert too.
+// the t/ prefix), each with its flushed last use. Inserts take the shard
+// locks, as other ranges insert too.
 func (s *Badger) loadRange(txn *badger.Txn, from, to string, now int64) (p loadPart) {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = []byte(prefixToken)
 	it := txn.NewIterator(opts)
 	defer it.Close()
+	lu := newLastUseCursor(txn, from)
+	defer lu.close()
 	for it.Seek([]byte(from)); it.Valid(); it.Next() {
 		item := it.Item()
 		if to != "" && string(item.Key()) >= to {
 			break
 		}
-		if p.err = item.Value(func(val []byte) error { return p.load(s, val, now) }); p.err != nil {
+		var e *tokenEntry
+		if p.err = item.Value(func(val []byte) (err error) { e, err = p.load(s, val, now); return err }); p.err != nil {
 			return p
 		}
+		if e == nil {
+			continue
+		}
+		var used int64
+		if used, p.err = lu.at(item.Key()[len(prefixToken):]); p.err != nil {
+			return p
+		}
+		e.lastUsed.Store(used)
 	}
 	return p
 }
+
+// lastUseCursor walks the lu/<id> keys alongside the t/<id> keys of one
+// load range. Both are in id order, so every token's flushed last use is
+// found in one sequential pass, and afterwards the index alone knows the
+// last use of every token (reads need no lu/ point read per token).
+type lastUseCursor struct{ it *badger.Iterator }
+
+func newLastUseCursor(txn *badger.Txn, fromTokenKey string) *lastUseCursor {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(prefixLastUsed)
+	opts.PrefetchValues = false // 8-byte values sit in the tree; prefetching only copies them
+	c := &lastUseCursor{txn.NewIterator(opts)}
+	c.it.Seek([]byte(prefixLastUsed + strings.TrimPrefix(fromTokenKey, prefixToken)))
+	return c
+}
+
+// at returns the last use stored for id, 0 if none. Successive calls must
+// pass increasing ids.
+func (c *lastUseCursor) at(id []byte) (int64, error) {
+	for ; c.it.Valid(); c.it.Next() {
+		switch bytes.Compare(c.it.Item().Key()[len(prefixLastUsed):], id) {
+		case -1:
+			continue
+		case 1:
+			return 0, nil
+		}
+		var used int64
+		err := c.it.Item().Value(func(v []byte) error {
+			if len(v) == 8 {
+				used = int64(binary.BigEndian.Uint64(v))
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("storage: read last use: %w", err)
+		}
+		return used, nil
+	}
+	return 0, nil
+}
+
+func (c *lastUseCursor) close() { c.it.Close() }
 
 // add puts a loaded entry in the index and notes it for the counts. The
 // shard lock is taken because other ranges insert at the same time.
@@ -179,8 +234,9 @@ var errOrphanToken = errors.New("storage: token of a missing user")
 const slabSize = 1024
 
 // load decodes one token record into the next free slab slot and adds it
-// to the index, unless it is an expired temporary token or an orphan.
-func (p *loadPart) load(s *Badger, val []byte, now int64) error {
+// to the index, unless it is an expired temporary token or an orphan. It
+// returns the entry it added, if any.
+func (p *loadPart) load(s *Badger, val []byte, now int64) (*tokenEntry, error) {
 	if len(p.slab) == 0 {
 		p.slab = make([]tokenEntry, slabSize)
 	}
@@ -192,15 +248,15 @@ func (p *loadPart) load(s *Badger, val []byte, now int64) error {
 			p.orphanUsers = map[string]bool{}
 		}
 		p.orphanUsers[string(recordUser(val))] = true
-		return nil
+		return nil, nil
 	case err != nil:
-		return err
+		return nil, err
 	case !ok:
-		return nil // an expired temporary token
+		return nil, nil // an expired temporary token
 	}
 	p.slab = p.slab[1:]
 	p.add(s.idx, e, now)
-	return nil
+	return e, nil
 }
 
 // decodeEntry fills e with just what the index needs from a record. It

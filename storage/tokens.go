@@ -266,19 +266,21 @@ func (s *Badger) GetToken(_ context.Context, id string) (Token, error) {
 	return t, err
 }
 
-// tokenView is the metadata callers see: status at now and the latest of
-// the flushed and the in-memory last use.
+// tokenView is the metadata callers see: status at now and the last use.
+// The index holds the last use of every token it has: the flushed one from
+// open (see lastUseCursor) and every use since, which only ever reach the
+// disk from there. Only a token missing from the index (a record the
+// loader skipped) needs its last use read from disk.
 func (s *Badger) tokenView(txn *badger.Txn, rec tokenRecord, now time.Time) (Token, error) {
 	t := rec.Token
 	t.Status = t.StatusAt(now)
 	var used int64
-	if val, found, err := getValue(txn, lastUsedKey(rec.ID)); err != nil {
+	if e := s.idx.lookup(rec.Hash); e != nil {
+		used = e.lastUsed.Load()
+	} else if val, found, err := getValue(txn, lastUsedKey(rec.ID)); err != nil {
 		return Token{}, err
 	} else if found && len(val) == 8 {
 		used = int64(binary.BigEndian.Uint64(val))
-	}
-	if e := s.idx.lookup(rec.Hash); e != nil {
-		used = max(used, e.lastUsed.Load())
 	}
 	if used != 0 {
 		lu := nanosTime(used)

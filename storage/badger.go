@@ -30,6 +30,7 @@ import (
 //	s/<key>                    setting value, normalized
 //	a/<time ns BE><seq BE>     audit entry (JSON), so a reverse scan is newest first
 //	m/audit_seq                last audit sequence number, so keys stay unique across restarts
+//	m/expiry_copies            empty: every e/ key holds its record (see fillExpiryCopies)
 //
 // Usernames cannot contain "/", so "ut/<user>/" and "un/<user>/" never
 // overlap between users. Temporary tokens (t/, ut/, lu/) carry a Badger TTL so
@@ -130,6 +131,7 @@ func OpenBadger(dir string, opts Options) (*Badger, error) {
 		return nil, fmt.Errorf("cannot load storage directory %s: %w", dir, err)
 	}
 	s.purgeOrphanTokens(orphans)
+	s.fillExpiryCopies()
 	go s.background()
 	return s, nil
 }

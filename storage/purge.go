@@ -8,8 +8,9 @@ import (
 // purgeBatch is how many tokens one purge transaction deletes. Each costs
 // up to six key deletions, so a batch stays far below Badger's transaction
 // size limit, which deleting a user in one transaction hit at about 25k
-// tokens; the write lock is released between batches.
-const purgeBatch = 1000
+// tokens; the write lock is released between batches. It is a variable
+// so tests can make a handful of tokens span several batches.
+var purgeBatch = 1000
 
 // markDeleted runs after the commit that deleted a user, under the write
 // lock: the user's tokens stop verifying and drop out of reads at once,

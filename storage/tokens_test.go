@@ -513,9 +513,10 @@ func TestExpiryIndexHoldsCopiesOfTokenRecords(t *testing.T) {
 }
 
 // Stores written before the expiry keys held record copies have empty
-// values there: the walk still returns those tokens in full, and a later
-// change to such a token writes its copy.
+// values there: the walk still returns those tokens in full, the next open
+// fills in the copies once, and changes to such tokens keep them right.
 func TestForEachPermanentTokenReadsEmptyExpiryValues(t *testing.T) {
+	smallBatches(t)
 	dir := t.TempDir()
 	clock := NewFakeClock(t0)
 	s := openTest(t, dir, clock)
@@ -531,22 +532,32 @@ func TestForEachPermanentTokenReadsEmptyExpiryValues(t *testing.T) {
 		return ts
 	}
 	want := walk(s)
-	err := s.db.Update(func(txn *badger.Txn) error {
-		for _, tk := range []Token{a, b} {
-			if err := txn.Set([]byte(expiryKey(tk.ExpiresAt, tk.ID)), nil); err != nil {
-				return err
+	makeOld := func(s *Badger, tokens ...Token) {
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for _, tk := range tokens {
+				if err := txn.Set([]byte(expiryKey(tk.ExpiresAt, tk.ID)), nil); err != nil {
+					return err
+				}
 			}
+			return txn.Delete([]byte(keyExpiryCopies))
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	s.Close()
-	s = openTest(t, dir, clock)
+	makeOld(s, a, b)
 	if got := walk(s); !reflect.DeepEqual(got, want) {
 		t.Fatalf("walk over empty expiry values = %+v; want %+v", got, want)
 	}
+	s.Close()
+	s = openTest(t, dir, clock)
+	checkExpiryCopies(t, s, "after reopening an old store")
+	if got := walk(s); !reflect.DeepEqual(got, want) {
+		t.Fatalf("walk after filling the copies = %+v; want %+v", got, want)
+	}
+
+	// Rotating and deleting tokens whose copies are missing leaves them right.
+	makeOld(s, a, b)
 	if _, _, err := s.RotateToken(ctx, "alice", a.ID, 0, clock.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}

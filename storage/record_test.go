@@ -35,9 +35,13 @@ func FuzzUnmarshalToken(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{tokenRecordV1, kindByteTemporary})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		user := recordUser(b) // never panics, whatever the bytes
 		rec, err := unmarshalToken(b)
 		if err != nil {
 			return
+		}
+		if string(user) != rec.User {
+			t.Fatalf("recordUser = %q; unmarshalToken says %q", user, rec.User)
 		}
 		// Whatever decodes re-encodes to a record that decodes the same.
 		again, err := unmarshalToken(rec.marshal())

@@ -235,6 +235,7 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 		newHash = h
 	}
 	var out User
+	var disabling bool
 	err := s.update(func(w *writeTxn) error {
 		rec, err := getUser(w.txn, name)
 		if err != nil {
@@ -254,14 +255,9 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 		if err := putUser(w.txn, &rec); err != nil {
 			return err
 		}
-		if rec.Disabled && slices.Contains(changed, "disabled=true") {
-			ended, err := s.deleteUserTokens(w, name, Temporary)
-			if err != nil {
-				return err
-			}
-			if ended > 0 {
-				changed = append(changed, fmt.Sprintf("%d login sessions ended", ended))
-			}
+		disabling = rec.Disabled && slices.Contains(changed, "disabled=true")
+		if disabling {
+			changed = append(changed, "login sessions ended")
 		}
 		w.record(ctx, ActionUserUpdate, name, "changed "+strings.Join(changed, ", "))
 		flags := userFlags(rec.User)
@@ -275,7 +271,33 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 	if err != nil {
 		return User{}, err
 	}
+	if disabling {
+		// The user's tokens stopped verifying with the commit above; their
+		// login sessions are now deleted in batches, so a user with any
+		// number of sessions can be disabled (one transaction would hit
+		// Badger's size limit at about 25k).
+		if err := s.endSessions(name); err != nil {
+			return User{}, err
+		}
+	}
 	return out, nil
+}
+
+// endSessions deletes a user's temporary tokens, purgeBatch per
+// transaction. Should it stop half-way (a crash), the user stays disabled,
+// so the rest still do not verify, and they expire with their session.
+func (s *Badger) endSessions(name string) error {
+	for {
+		var ended int
+		err := s.update(func(w *writeTxn) error {
+			var err error
+			ended, err = s.deleteUserTokens(w, name, Temporary, purgeBatch)
+			return err
+		})
+		if err != nil || ended < purgeBatch {
+			return err
+		}
+	}
 }
 
 // applyPatch changes rec and returns a description of each changed field,
@@ -355,9 +377,9 @@ func (s *Badger) DeleteUser(ctx context.Context, name string) error {
 	return nil
 }
 
-// deleteUserTokens deletes the user's tokens of one kind ("" = all) and
-// returns how many.
-func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind) (int, error) {
+// deleteUserTokens deletes up to limit of the user's tokens of one kind
+// ("" = all) and returns how many.
+func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind, limit int) (int, error) {
 	var ids []string
 	prefix := userTokensPrefix(name)
 	err := scan(w.txn, prefix, false, func(key, _ []byte) error {
@@ -379,7 +401,9 @@ func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind) (int
 		if err := s.deleteToken(w, rec); err != nil {
 			return 0, err
 		}
-		n++
+		if n++; n == limit {
+			break
+		}
 	}
 	return n, nil
 }

@@ -1,0 +1,67 @@
+package storage
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Disabling a user with more login sessions than one Badger transaction
+// can delete works: the user's tokens stop at once, every session is ended,
+// and enabling the user again brings back the permanent token only.
+func TestDisableUserWithManySessions(t *testing.T) {
+	const n = 40_000
+	clock := NewFakeClock(t0)
+	s := openTest(t, t.TempDir(), clock)
+	ctx := ctxAs("root")
+	mustCreateUser(t, s, "flood", false)
+	perm, _, _ := mustToken(t, s, "flood", "ci", Permanent, clock.Now().Add(time.Hour))
+	sessions := make([]string, 0, n)
+	batch := make([]NewToken, maxBatch)
+	for i := range batch {
+		batch[i] = NewToken{User: "flood", Kind: Temporary, ExpiresAt: clock.Now().Add(12 * time.Hour)}
+	}
+	for len(sessions) < n {
+		secrets, _, err := s.CreateTokens(context.Background(), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions = append(sessions, secrets...)
+	}
+
+	disabled := true
+	if _, err := s.UpdateUser(ctx, "flood", UserPatch{Disabled: &disabled}); err != nil {
+		t.Fatalf("disabling a user with %d sessions: %v", n, err)
+	}
+	for _, i := range []int{0, n / 2, n - 1} {
+		if _, r := s.Verify(sessions[i]); r != ResultUnknown {
+			t.Fatalf("session %d verifies as %v after disabling; want it ended (unknown)", i, r)
+		}
+	}
+	if _, r := s.Verify(perm); r != ResultDisabled {
+		t.Fatalf("the permanent token verifies as %v; want disabled", r)
+	}
+	list, err := s.ListUserTokens(ctx, "flood")
+	if err != nil || len(list) != 1 || list[0].Kind != Permanent {
+		t.Fatalf("after disabling, the user lists %d tokens (%v); want only the permanent one", len(list), err)
+	}
+	if c := s.CountTokens(); c[Temporary] != 0 {
+		t.Fatalf("CountTokens = %v; want no live sessions", c)
+	}
+	a, err := s.ListAudit(ctx, 1)
+	if err != nil || len(a) != 1 || a[0].Action != ActionUserUpdate || !strings.Contains(a[0].Detail, "login sessions ended") {
+		t.Fatalf("last audit entry = %+v, %v; want the user update that ended the sessions", a, err)
+	}
+
+	enabled := false
+	if _, err := s.UpdateUser(ctx, "flood", UserPatch{Disabled: &enabled}); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := s.Verify(perm); r != ResultOK {
+		t.Fatalf("after enabling, the permanent token verifies as %v", r)
+	}
+	if _, r := s.Verify(sessions[0]); r != ResultUnknown {
+		t.Fatalf("after enabling, an old session verifies as %v; sessions must stay ended", r)
+	}
+}

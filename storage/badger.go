@@ -217,8 +217,8 @@ func (s *Badger) Close() error {
 	return s.closeErr
 }
 
-// background flushes last-used times and drops expired temporary tokens
-// from memory until Close.
+// background flushes last-used times, drops expired temporary tokens from
+// memory and prunes idle cached identities until Close.
 func (s *Badger) background() {
 	defer close(s.done)
 	t := time.NewTicker(s.flushN)
@@ -229,7 +229,9 @@ func (s *Badger) background() {
 			return
 		case <-t.C:
 			s.flushLastUsed()
-			s.idx.sweep(s.clock.Now())
+			now := s.clock.Now()
+			s.idx.sweep(now)
+			s.idx.pruneIdentities(now)
 		}
 	}
 }

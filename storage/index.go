@@ -8,16 +8,29 @@ import (
 )
 
 // The index is the in-memory view of the tokens that Verify reads (all of
-// them, except temporary ones once they have expired): hash -> entry, split into shards so readers on different cores rarely
-// touch the same lock. It is built at open from the token records and
-// changed by the write path after each commit, so it is never ahead of the
-// disk and never behind a returned mutation.
+// them, except temporary ones once they have expired). It is built at open
+// from the token records and changed by the write path after each commit,
+// so it is never ahead of the disk and never behind a returned mutation.
+//
+// It holds no pointers per token: a token is a numbered slot in a
+// chunkedTable, found through hash -> slot maps split into shards (so
+// readers on different cores rarely touch the same lock), and its user is
+// a number too. The garbage collector therefore never scans a million
+// tokens: with a pointer per field, marking the index took most of each
+// GC cycle and cost the gateway about a tenth of its throughput.
+//
+// Slot lifecycle and why readers are safe without generation checks:
+// a slot is allocated and filled under Badger.mu, put in its shard's map,
+// and only released after being deleted from that map under the shard's
+// write lock. Verify reads a slot while holding the shard's read lock and
+// finding it in the map, so the slot cannot be released, let alone
+// reused, under it. Readers that hold a slot number without the shard lock
+// (the expiry heap, the last-use queue) compare the slot's generation,
+// which release increments.
 type index struct {
 	shards [numShards]shard
-
-	// users maps usernames to their shared state; guarded by Badger.mu
-	// (only the write path and the loader touch it).
-	users map[string]*userState
+	slots  chunkedTable[tokenSlot]
+	users  userTable
 
 	// live counts active tokens by kind; ends orders the counted tokens by
 	// the time they stop being active, so expiry is subtracted lazily.
@@ -25,23 +38,81 @@ type index struct {
 	live    [3]int // by kind byte
 	ends    endHeap
 
-	// dirty lists entries whose last use changed since the last flush.
+	// dirty lists the slots whose last use changed since the last flush.
 	dirtyMu sync.Mutex
-	dirty   []*tokenEntry
+	dirty   []slotRef
 }
 
 const numShards = 256
 
 type shard struct {
 	mu sync.RWMutex
-	m  map[SecretHash]*tokenEntry
-	_  [64 - 32]byte // keep shards on separate cache lines
+	m  map[SecretHash]uint32 // hash -> slot number
+	// identities caches the Identity strings and placeholder map of the
+	// tokens in use, by slot, so a request allocates nothing; entries
+	// idle for identityIdle are pruned, so only tokens in use cost
+	// pointers the GC scans.
+	identities map[uint32]*identity
+	_          [64 - 40]byte // keep shards on separate cache lines
 }
 
-// userState is shared by all of a user's entries, so disabling or promoting
+// identityIdle is how long an unused token's cached identity is kept.
+const identityIdle = 10 * time.Minute
+
+// identity is what Verify returns for a token, for one admin state of its
+// user.
+type identity struct {
+	admin    bool
+	id       string
+	metadata map[string]string
+}
+
+// tokenSlot is one token in memory, 96 bytes without a pointer. Only
+// revoked, lastUsed, dirty and gen change while a token occupies it;
+// counted is guarded by index.countMu.
+type tokenSlot struct {
+	hash     SecretHash
+	id       [tokenIDLen]byte
+	expires  int64        // unix nanoseconds
+	revoked  atomic.Int64 // unix nanoseconds; 0 = not revoked
+	lastUsed atomic.Int64 // unix nanoseconds; 0 = never used since open
+	user     uint32       // number in index.users
+	gen      atomic.Uint32
+	dirty    atomic.Bool // queued for the next last-use flush
+	kind     byte        // kindByteTemporary or kindBytePermanent
+	counted  bool        // in index.live
+}
+
+// tokenIDLen is the length of the ids NewTokenID makes; the index stores
+// ids inline at that size.
+const tokenIDLen = len("tok_") + 20
+
+// slotRef names a slot's occupant: the slot and its generation.
+type slotRef struct{ slot, gen uint32 }
+
+func (e *tokenSlot) tokenID() string { return string(e.id[:]) }
+
+// end is when the token stops being active: its expiry or its revocation.
+func (e *tokenSlot) end() int64 {
+	if r := e.revoked.Load(); r != 0 && r < e.expires {
+		return r
+	}
+	return e.expires
+}
+
+// userTable numbers the users for the slots. Every method runs under
+// Badger.mu, except at, which Verify calls for a number it found in a slot
+// (published after the user's entry, so no lock is needed).
+type userTable struct {
+	byName map[string]*userState
+	byNum  chunkedTable[atomic.Pointer[userState]]
+}
+
+// userState is shared by all of a user's tokens, so disabling or promoting
 // a user is one atomic store that the very next Verify sees.
 type userState struct {
 	name  string
+	num   uint32
 	flags atomic.Uint32
 }
 
@@ -64,121 +135,176 @@ func userFlags(u User) uint32 {
 	return f
 }
 
-// tokenEntry is one token in memory. Only revoked, lastUsed and the caches
-// change after creation.
-//
-// Fields are ordered and sized to fit 96 bytes: a million tokens cost
-// about 225 MB of index (BenchmarkVerify/1M reports it), most of it this
-// struct, its id and the map slot pointing at it.
-type tokenEntry struct {
-	hash     SecretHash
-	id       string
-	user     *userState
-	meta     atomic.Pointer[identityMeta]
-	expires  int64         // unix nanoseconds
-	revoked  atomic.Int64  // unix nanoseconds; 0 = not revoked
-	lastUsed atomic.Int64  // unix nanoseconds; 0 = never used since open
-	state    atomic.Uint32 // stateDirty | stateRemoved
-	kind     byte          // kindByteTemporary or kindBytePermanent
-	counted  bool          // in index.live; guarded by index.countMu
+// put adds a user under a new number.
+func (t *userTable) put(u User) *userState {
+	st := &userState{name: u.Username, num: t.byNum.alloc()}
+	st.flags.Store(userFlags(u))
+	t.byNum.at(st.num).Store(st)
+	t.byName[u.Username] = st
+	return st
 }
 
-const (
-	stateDirty   uint32 = 1 << iota // queued for the next last-used flush
-	stateRemoved                    // deleted from the index; do not flush
-)
-
-func (e *tokenEntry) tokenKind() TokenKind { return kindOf(e.kind) }
-
-func (e *tokenEntry) isRemoved() bool { return e.state.Load()&stateRemoved != 0 }
-
-func (e *tokenEntry) markRemoved() { e.state.Or(stateRemoved) }
-
-// setDirty sets the dirty bit and reports whether it was clear.
-func (e *tokenEntry) setDirty() bool { return e.state.Or(stateDirty)&stateDirty == 0 }
-
-func (e *tokenEntry) clearDirty() { e.state.And(^stateDirty) }
-
-// identityMeta is the placeholder map of an entry for one admin state.
-type identityMeta struct {
-	admin bool
-	m     map[string]string
-}
-
-// end is when the entry stops being active: its expiry or its revocation.
-func (e *tokenEntry) end() int64 {
-	if r := e.revoked.Load(); r != 0 && r < e.expires {
-		return r
+// forget drops a deleted user whose tokens are all purged. Its number is
+// not reused: it points at a deleted state from now on, so even a token
+// slot left behind by a damaged store could never verify as another user.
+func (t *userTable) forget(name string) {
+	if st := t.byName[name]; st != nil && st.flags.Load()&flagDeleted != 0 {
+		t.byNum.at(st.num).Store(deletedUser)
+		delete(t.byName, name)
 	}
-	return e.expires
 }
+
+var deletedUser = func() *userState {
+	st := &userState{}
+	st.flags.Store(flagDeleted)
+	return st
+}()
+
+func (t *userTable) at(num uint32) *userState { return t.byNum.at(num).Load() }
 
 func newIndex() *index {
-	idx := &index{users: map[string]*userState{}}
-	for i := range idx.shards {
-		idx.shards[i].m = map[SecretHash]*tokenEntry{}
-	}
+	idx := &index{users: userTable{byName: map[string]*userState{}}}
+	idx.sizeShards(0)
 	return idx
+}
+
+// sizeShards makes empty shard maps sized for about n tokens in total.
+func (idx *index) sizeShards(n int) {
+	for i := range idx.shards {
+		idx.shards[i].m = make(map[SecretHash]uint32, n/numShards)
+		idx.shards[i].identities = map[uint32]*identity{}
+	}
 }
 
 func (idx *index) shardFor(h SecretHash) *shard { return &idx.shards[h[0]] }
 
-func (idx *index) lookup(h SecretHash) *tokenEntry {
-	sh := idx.shardFor(h)
-	sh.mu.RLock()
-	e := sh.m[h]
-	sh.mu.RUnlock()
-	return e
+// tokenFields is what the index keeps of a token record.
+type tokenFields struct {
+	hash             SecretHash
+	id               []byte
+	user             *userState
+	kind             byte
+	expires, revoked int64
 }
 
-// add puts e in the index and counts it if it is active at now.
-func (idx *index) add(e *tokenEntry, now int64) {
-	sh := idx.shardFor(e.hash)
-	sh.mu.Lock()
-	sh.m[e.hash] = e
-	sh.mu.Unlock()
+// add puts a token in the index and counts it if it is active at now.
+// The caller holds Badger.mu.
+func (idx *index) add(f tokenFields, now int64) {
+	i := idx.place(f)
 	idx.countMu.Lock()
-	idx.count(e, now)
+	idx.count(i, idx.slots.at(i), now)
 	idx.countMu.Unlock()
 }
 
-// count adds e to the live counts if active; countMu must be held.
-func (idx *index) count(e *tokenEntry, now int64) {
+// place fills a free slot with a token and makes it findable; the caller
+// holds Badger.mu or is the loader, and counts it.
+func (idx *index) place(f tokenFields) uint32 {
+	i := idx.slots.alloc()
+	e := idx.slots.at(i)
+	e.hash, e.user, e.kind, e.expires = f.hash, f.user.num, f.kind, f.expires
+	copy(e.id[:], f.id)
+	e.revoked.Store(f.revoked)
+	e.lastUsed.Store(0)
+	e.dirty.Store(false)
+	sh := idx.shardFor(f.hash)
+	sh.mu.Lock()
+	sh.m[f.hash] = i
+	sh.mu.Unlock()
+	return i
+}
+
+// count adds a slot to the live counts if it is active; countMu must be
+// held.
+func (idx *index) count(i uint32, e *tokenSlot, now int64) {
 	if end := e.end(); end > now && !e.counted {
 		e.counted = true
 		idx.live[e.kind]++
-		idx.ends.push(endItem{end, e})
+		idx.ends.push(endItem{end, slotRef{i, e.gen.Load()}})
 	}
 }
 
-// remove takes e out of the index; Verify no longer finds it.
-func (idx *index) remove(e *tokenEntry) {
-	e.markRemoved()
-	sh := idx.shardFor(e.hash)
-	sh.mu.Lock()
-	if sh.m[e.hash] == e {
-		delete(sh.m, e.hash)
-	}
-	sh.mu.Unlock()
-	idx.countMu.Lock()
-	idx.uncount(e)
-	idx.countMu.Unlock()
-}
-
-func (idx *index) uncount(e *tokenEntry) {
+func (idx *index) uncount(e *tokenSlot) {
 	if e.counted {
 		e.counted = false
 		idx.live[e.kind]--
 	}
 }
 
-// revoke sets e's revocation time and re-files it in the expiry order.
-func (idx *index) revoke(e *tokenEntry, at, now int64) {
+// lookup returns the slot of the token with hash h.
+func (idx *index) lookup(h SecretHash) (uint32, bool) {
+	sh := idx.shardFor(h)
+	sh.mu.RLock()
+	i, ok := sh.m[h]
+	sh.mu.RUnlock()
+	return i, ok
+}
+
+// remove takes the token with hash h out of the index, if it is there,
+// and frees its slot; Verify no longer finds it.
+func (idx *index) remove(h SecretHash) { idx.removeSlot(h, nil) }
+
+// removeSlot removes h if it is in the index, and if slot is not nil only
+// if it is still in *slot.
+func (idx *index) removeSlot(h SecretHash, slot *uint32) {
+	sh := idx.shardFor(h)
+	sh.mu.Lock()
+	i, ok := sh.m[h]
+	if ok && (slot == nil || *slot == i) {
+		delete(sh.m, h)
+		delete(sh.identities, i)
+	} else {
+		ok = false
+	}
+	sh.mu.Unlock()
+	if !ok {
+		return
+	}
+	e := idx.slots.at(i)
+	idx.countMu.Lock()
+	idx.uncount(e)
+	e.gen.Add(1)
+	idx.countMu.Unlock()
+	idx.slots.release(i)
+}
+
+// revoke sets the revocation time of the token with hash h and re-files it
+// in the expiry order.
+func (idx *index) revoke(h SecretHash, at, now int64) {
+	sh := idx.shardFor(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, ok := sh.m[h]
+	if !ok {
+		return
+	}
+	e := idx.slots.at(i)
 	e.revoked.Store(at)
 	idx.countMu.Lock()
 	idx.uncount(e)
-	idx.count(e, now)
+	idx.count(i, e, now)
 	idx.countMu.Unlock()
+}
+
+// tokenState is what the write path reads of an indexed token.
+type tokenState struct {
+	lastUsed    int64
+	userDeleted bool
+}
+
+// state returns what the index knows of the token with hash h.
+func (idx *index) state(h SecretHash) (tokenState, bool) {
+	sh := idx.shardFor(h)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	i, ok := sh.m[h]
+	if !ok {
+		return tokenState{}, false
+	}
+	e := idx.slots.at(i)
+	return tokenState{
+		lastUsed:    e.lastUsed.Load(),
+		userDeleted: idx.users.at(e.user).flags.Load()&flagDeleted != 0,
+	}, true
 }
 
 // sweep stops counting tokens that are no longer active at now and drops
@@ -186,27 +312,43 @@ func (idx *index) revoke(e *tokenEntry, at, now int64) {
 // TTL). The heap makes this O(log n) per token that ended, O(1) otherwise.
 func (idx *index) sweep(now time.Time) {
 	n := now.UnixNano()
-	var gone []*tokenEntry
+	type gone struct {
+		hash SecretHash
+		slot uint32
+	}
+	var drop []gone
 	idx.countMu.Lock()
 	for len(idx.ends) > 0 && idx.ends[0].end <= n {
 		it := idx.ends.pop()
-		e := it.e
-		if !e.counted || it.end != e.end() {
-			continue // deleted, or re-filed under a new end
+		e := idx.slots.at(it.ref.slot)
+		// Under countMu a slot of the same generation cannot be released.
+		if e.gen.Load() != it.ref.gen || !e.counted || it.end != e.end() {
+			continue // removed, or re-filed under a new end
 		}
 		e.counted = false
 		idx.live[e.kind]--
 		if e.kind == kindByteTemporary && e.expires <= n {
-			gone = append(gone, e)
+			drop = append(drop, gone{e.hash, it.ref.slot})
 		}
 	}
 	idx.countMu.Unlock()
-	for _, e := range gone {
-		e.markRemoved()
-		sh := idx.shardFor(e.hash)
+	for _, g := range drop {
+		idx.removeSlot(g.hash, &g.slot)
+	}
+}
+
+// pruneIdentities drops the cached identities of tokens not used for
+// identityIdle, so the pointers they hold stay proportional to the tokens
+// in use.
+func (idx *index) pruneIdentities(now time.Time) {
+	cutoff := now.Add(-identityIdle).UnixNano()
+	for s := range idx.shards {
+		sh := &idx.shards[s]
 		sh.mu.Lock()
-		if sh.m[e.hash] == e {
-			delete(sh.m, e.hash)
+		for i := range sh.identities {
+			if idx.slots.at(i).lastUsed.Load() < cutoff {
+				delete(sh.identities, i)
+			}
 		}
 		sh.mu.Unlock()
 	}
@@ -223,33 +365,24 @@ func (idx *index) counts(now time.Time) map[TokenKind]int {
 	}
 }
 
-// markUsed records a use at now. It writes the shared entry at most once a
+// markUsed records a use at now. It writes the slot at most once a
 // second, so a hot token does not bounce its cache line between cores on
-// every request, and queues the entry for the next flush once per flush.
-func (idx *index) markUsed(e *tokenEntry, now int64) {
+// every request, and queues the slot for the next flush once per flush.
+// The caller holds the slot's shard lock.
+func (idx *index) markUsed(i uint32, e *tokenSlot, now int64) {
 	if now-e.lastUsed.Load() < int64(time.Second) {
 		return
 	}
 	e.lastUsed.Store(now)
-	if e.setDirty() {
+	if !e.dirty.Swap(true) {
 		idx.dirtyMu.Lock()
-		idx.dirty = append(idx.dirty, e)
+		idx.dirty = append(idx.dirty, slotRef{i, e.gen.Load()})
 		idx.dirtyMu.Unlock()
 	}
 }
 
-// requeue puts entries whose flush failed back in the queue.
-func (idx *index) requeue(entries []*tokenEntry) {
-	idx.dirtyMu.Lock()
-	defer idx.dirtyMu.Unlock()
-	for _, e := range entries {
-		e.setDirty()
-		idx.dirty = append(idx.dirty, e)
-	}
-}
-
-// takeDirty returns and clears the entries waiting for a flush.
-func (idx *index) takeDirty() []*tokenEntry {
+// takeDirty returns and clears the slots waiting for a flush.
+func (idx *index) takeDirty() []slotRef {
 	idx.dirtyMu.Lock()
 	defer idx.dirtyMu.Unlock()
 	d := idx.dirty
@@ -257,8 +390,21 @@ func (idx *index) takeDirty() []*tokenEntry {
 	return d
 }
 
+// requeue puts slots whose flush failed back in the queue; the caller
+// holds Badger.mu, so none of them is reused meanwhile.
+func (idx *index) requeue(refs []slotRef) {
+	idx.dirtyMu.Lock()
+	defer idx.dirtyMu.Unlock()
+	for _, r := range refs {
+		if e := idx.slots.at(r.slot); e.gen.Load() == r.gen {
+			e.dirty.Store(true)
+			idx.dirty = append(idx.dirty, r)
+		}
+	}
+}
+
 // Verify checks a bearer secret against the index. It does not allocate
-// (except once per token and admin state, for the placeholder map) and
+// (except once per token and admin state, for the cached identity) and
 // never touches the disk.
 func (s *Badger) Verify(secret string) (Identity, VerifyResult) {
 	if secret == "" {
@@ -267,55 +413,86 @@ func (s *Badger) Verify(secret string) (Identity, VerifyResult) {
 	if _, ok := ParseSecret(secret); !ok {
 		return Identity{}, ResultMalformed
 	}
-	e := s.idx.lookup(HashSecret(secret))
-	if e == nil {
+	return s.idx.verify(HashSecret(secret), s.clock.Now().UnixNano())
+}
+
+func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {
+	sh := idx.shardFor(h)
+	sh.mu.RLock()
+	i, ok := sh.m[h]
+	if !ok {
+		sh.mu.RUnlock()
 		return Identity{}, ResultUnknown
 	}
-	flags := e.user.flags.Load()
-	if flags&flagDeleted != 0 {
-		return Identity{}, ResultUnknown
+	e := idx.slots.at(i)
+	user := idx.users.at(e.user)
+	flags := user.flags.Load()
+	if result := check(e, flags, now); result != ResultOK {
+		sh.mu.RUnlock()
+		return Identity{}, result
 	}
-	now := s.clock.Now().UnixNano()
-	if r := e.revoked.Load(); r != 0 && now >= r {
-		return Identity{}, ResultRevoked
-	}
-	if now >= e.expires {
-		return Identity{}, ResultExpired
-	}
-	if flags&flagDisabled != 0 {
-		return Identity{}, ResultDisabled
-	}
+	idx.markUsed(i, e, now)
+	kind := e.kind
 	admin := flags&flagAdmin != 0
-	s.idx.markUsed(e, now)
+	id := sh.identities[i]
+	sh.mu.RUnlock()
+	if id == nil || id.admin != admin {
+		if id = idx.cacheIdentity(sh, h, i, admin); id == nil {
+			return Identity{}, ResultUnknown // deleted since the read lock
+		}
+	}
 	return Identity{
-		Username: e.user.name,
-		TokenID:  e.id,
-		Kind:     e.tokenKind(),
+		Username: user.name,
+		TokenID:  id.id,
+		Kind:     kindOf(kind),
 		Admin:    admin,
-		Metadata: e.metadata(admin),
+		Metadata: id.metadata,
 	}, ResultOK
 }
 
-// metadata returns the shared placeholder map for the given admin state,
-// building it on first use and again when the user's admin flag changes.
-func (e *tokenEntry) metadata(admin bool) map[string]string {
-	if m := e.meta.Load(); m != nil && m.admin == admin {
-		return m.m
+// check decides a found token's fate at now from its slot and its user's
+// flags.
+func check(e *tokenSlot, flags uint32, now int64) VerifyResult {
+	switch revoked := e.revoked.Load(); {
+	case flags&flagDeleted != 0:
+		return ResultUnknown
+	case revoked != 0 && now >= revoked:
+		return ResultRevoked
+	case now >= e.expires:
+		return ResultExpired
+	case flags&flagDisabled != 0:
+		return ResultDisabled
 	}
-	m := &identityMeta{admin: admin, m: map[string]string{
-		"token_id":   e.id,
-		"token_kind": string(e.tokenKind()),
-		"admin":      strconv.FormatBool(admin),
-	}}
-	e.meta.Store(m)
-	return m.m
+	return ResultOK
 }
 
-// endItem and endHeap are a min-heap of entries by end time, written out
+// cacheIdentity builds and caches the identity of slot i (hash h) for an
+// admin state; it returns nil if the token has left the index meanwhile.
+func (idx *index) cacheIdentity(sh *shard, h SecretHash, i uint32, admin bool) *identity {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if j, ok := sh.m[h]; !ok || j != i {
+		return nil
+	}
+	if id := sh.identities[i]; id != nil && id.admin == admin {
+		return id
+	}
+	e := idx.slots.at(i)
+	tokenID := e.tokenID()
+	id := &identity{admin: admin, id: tokenID, metadata: map[string]string{
+		"token_id":   tokenID,
+		"token_kind": string(kindOf(e.kind)),
+		"admin":      strconv.FormatBool(admin),
+	}}
+	sh.identities[i] = id
+	return id
+}
+
+// endItem and endHeap are a min-heap of slots by end time, written out
 // so pushes do not box values in interfaces.
 type endItem struct {
 	end int64
-	e   *tokenEntry
+	ref slotRef
 }
 
 type endHeap []endItem

@@ -28,7 +28,7 @@ func (s *Badger) load() (orphanUsers map[string]bool, err error) {
 			if err := json.Unmarshal(val, &u); err != nil {
 				return fmt.Errorf("storage: corrupt user record: %w", err)
 			}
-			s.idx.users[u.Username] = newUserState(u.User)
+			s.idx.users.put(u.User)
 			return nil
 		})
 		if err != nil {
@@ -40,20 +40,12 @@ func (s *Badger) load() (orphanUsers map[string]bool, err error) {
 	return orphanUsers, err
 }
 
-func newUserState(u User) *userState {
-	st := &userState{name: u.Username}
-	st.flags.Store(userFlags(u))
-	return st
-}
-
 // loadTokens streams the token records into the index, splitting the key
 // space between a few goroutines (ids are random hex, so the split is
 // even) and sizing the maps up front from Badger's table statistics.
 func (s *Badger) loadTokens(txn *badger.Txn, now int64) (orphanUsers map[string]bool, err error) {
 	if hint := s.tokenCountHint(); hint > 0 {
-		for i := range s.idx.shards {
-			s.idx.shards[i].m = make(map[SecretHash]*tokenEntry, hint/numShards+1)
-		}
+		s.idx.sizeShards(hint)
 	}
 	bounds := loadBounds(min(runtime.GOMAXPROCS(0), 4))
 	parts := make([]loadPart, len(bounds)-1)
@@ -99,7 +91,6 @@ type loadPart struct {
 	live        [3]int
 	orphanUsers map[string]bool // missing users that records refer to
 	err         error
-	slab        []tokenEntry // free entries, see slabSize
 }
 
 // loadBounds splits the t/ key space into n ranges on the first hex digit
@@ -129,18 +120,19 @@ func (s *Badger) loadRange(txn *badger.Txn, from, to string, now int64) (p loadP
 		if to != "" && string(item.Key()) >= to {
 			break
 		}
-		var e *tokenEntry
-		if p.err = item.Value(func(val []byte) (err error) { e, err = p.load(s, val, now); return err }); p.err != nil {
+		var slot uint32
+		var added bool
+		if p.err = item.Value(func(val []byte) (err error) { slot, added, err = p.load(s, val, now); return err }); p.err != nil {
 			return p
 		}
-		if e == nil {
+		if !added {
 			continue
 		}
 		var used int64
 		if used, p.err = lu.at(item.Key()[len(prefixToken):]); p.err != nil {
 			return p
 		}
-		e.lastUsed.Store(used)
+		s.idx.slots.at(slot).lastUsed.Store(used)
 	}
 	return p
 }
@@ -187,20 +179,6 @@ func (c *lastUseCursor) at(id []byte) (int64, error) {
 
 func (c *lastUseCursor) close() { c.it.Close() }
 
-// add puts a loaded entry in the index and notes it for the counts. The
-// shard lock is taken because other ranges insert at the same time.
-func (p *loadPart) add(idx *index, e *tokenEntry, now int64) {
-	sh := idx.shardFor(e.hash)
-	sh.mu.Lock()
-	sh.m[e.hash] = e
-	sh.mu.Unlock()
-	if end := e.end(); end > now {
-		e.counted = true
-		p.live[e.kind]++
-		p.ends = append(p.ends, endItem{end, e})
-	}
-}
-
 // tokenCountHint estimates the number of token records from Badger's
 // table statistics, so the index maps are allocated once at the right
 // size instead of growing a million entries step by step. Tables that
@@ -226,65 +204,59 @@ func (s *Badger) tokenCountHint() int {
 // leaves such records. They are skipped here and purged after the load.
 var errOrphanToken = errors.New("storage: token of a missing user")
 
-// slabSize is how many entries the loader allocates at once. One
-// allocation per slab instead of per token makes opening a million tokens
-// markedly faster and lighter on the GC; the price is that a slab stays
-// allocated until all its tokens are deleted, which bounds the waste by
-// what was loaded at open.
-const slabSize = 1024
-
-// load decodes one token record into the next free slab slot and adds it
-// to the index, unless it is an expired temporary token or an orphan. It
-// returns the entry it added, if any.
-func (p *loadPart) load(s *Badger, val []byte, now int64) (*tokenEntry, error) {
-	if len(p.slab) == 0 {
-		p.slab = make([]tokenEntry, slabSize)
-	}
-	e := &p.slab[0]
-	ok, err := s.decodeEntry(val, now, e)
+// load decodes one token record and adds it to the index, unless it is an
+// expired temporary token or an orphan. It returns the slot it filled and
+// notes the token for the counts (merged by finishLoad, so the loading
+// goroutines do not contend on countMu).
+func (p *loadPart) load(s *Badger, val []byte, now int64) (slot uint32, added bool, err error) {
+	f, ok, err := s.decodeEntry(val, now)
 	switch {
 	case errors.Is(err, errOrphanToken):
 		if p.orphanUsers == nil {
 			p.orphanUsers = map[string]bool{}
 		}
 		p.orphanUsers[string(recordUser(val))] = true
-		return nil, nil
+		return 0, false, nil
 	case err != nil:
-		return nil, err
+		return 0, false, err
 	case !ok:
-		return nil, nil // an expired temporary token
+		return 0, false, nil // an expired temporary token
 	}
-	p.slab = p.slab[1:]
-	p.add(s.idx, e, now)
-	return e, nil
+	slot = s.idx.place(f)
+	if e := s.idx.slots.at(slot); e.end() > now {
+		e.counted = true
+		p.live[f.kind]++
+		p.ends = append(p.ends, endItem{e.end(), slotRef{slot, e.gen.Load()}})
+	}
+	return slot, true, nil
 }
 
-// decodeEntry fills e with just what the index needs from a record. It
-// reports false for a temporary token that has already expired; e is only
-// written when it reports true.
-func (s *Badger) decodeEntry(val []byte, now int64, e *tokenEntry) (bool, error) {
+// decodeEntry reads just what the index needs from a record. It reports
+// false for a temporary token that has already expired.
+func (s *Badger) decodeEntry(val []byte, now int64) (tokenFields, bool, error) {
 	h, err := parseHeader(val)
 	if err != nil {
-		return false, err
+		return tokenFields{}, false, err
 	}
 	if h.kind == Temporary && h.expires <= now {
-		return false, nil
+		return tokenFields{}, false, nil
 	}
 	id, rest, err := nextField(h.rest)
 	if err != nil {
-		return false, err
+		return tokenFields{}, false, err
+	}
+	if len(id) != tokenIDLen {
+		return tokenFields{}, false, fmt.Errorf("storage: corrupt token record: id %q", id)
 	}
 	user, _, err := nextField(rest)
 	if err != nil {
-		return false, err
+		return tokenFields{}, false, err
 	}
-	st := s.idx.users[string(user)] // no allocation: the compiler optimizes map[string(b)]
+	st := s.idx.users.byName[string(user)] // no allocation: the compiler optimizes map[string(b)]
 	if st == nil {
-		return false, errOrphanToken
+		return tokenFields{}, false, errOrphanToken
 	}
-	e.hash, e.id, e.kind, e.user, e.expires = h.hash, string(id), kindByte(h.kind), st, h.expires
-	e.revoked.Store(h.revoked)
-	return true, nil
+	return tokenFields{hash: h.hash, id: id, user: st, kind: kindByte(h.kind), expires: h.expires, revoked: h.revoked}, true, nil
 }
 
 // recordUser returns the user field of a record, nil if it is corrupt.

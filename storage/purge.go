@@ -16,9 +16,8 @@ var purgeBatch = 1000
 // lock: the user's tokens stop verifying and drop out of reads at once,
 // and the name stays reserved until purgeUserTokens has deleted them.
 func (s *Badger) markDeleted(name string) {
-	if st := s.idx.users[name]; st != nil {
+	if st := s.idx.users.byName[name]; st != nil {
 		st.flags.Store(flagDeleted)
-		delete(s.idx.users, name)
 	}
 	s.purging[name] = true
 }
@@ -47,7 +46,10 @@ func (s *Badger) purgeUserTokens(name string) error {
 			}
 			from, done = next, len(ids) < purgeBatch
 			if done {
-				w.then(func() { delete(s.purging, name) })
+				w.then(func() {
+					delete(s.purging, name)
+					s.idx.users.forget(name)
+				})
 			}
 			return nil
 		})

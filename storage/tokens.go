@@ -142,9 +142,12 @@ func (s *Badger) insertToken(w *writeTxn, rec *tokenRecord) error {
 	if err := s.setMaybeTTL(w.txn, rec, userTokenKey(rec.User, rec.ID), nil); err != nil {
 		return err
 	}
-	st := s.idx.users[rec.User]
-	e := &tokenEntry{hash: rec.Hash, id: rec.ID, kind: kindByte(rec.Kind), user: st, expires: rec.ExpiresAt.UnixNano()}
-	w.then(func() { s.idx.add(e, w.now.UnixNano()) })
+	w.then(func() {
+		s.idx.add(tokenFields{
+			hash: rec.Hash, id: []byte(rec.ID), user: s.idx.users.byName[rec.User],
+			kind: kindByte(rec.Kind), expires: rec.ExpiresAt.UnixNano(),
+		}, w.now.UnixNano())
+	})
 	return nil
 }
 
@@ -188,8 +191,8 @@ func (s *Badger) getLiveToken(txn *badger.Txn, id string) (tokenRecord, bool, er
 // ownerDeleted reports whether rec's user has been deleted and rec is
 // only waiting for the purge (see DeleteUser): such a token is gone.
 func (s *Badger) ownerDeleted(rec *tokenRecord) bool {
-	e := s.idx.lookup(rec.Hash)
-	return e != nil && e.user.flags.Load()&flagDeleted != 0
+	st, ok := s.idx.state(rec.Hash)
+	return ok && st.userDeleted
 }
 
 func getToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
@@ -241,11 +244,7 @@ func (s *Badger) deleteToken(w *writeTxn, rec tokenRecord) error {
 			return err
 		}
 	}
-	w.then(func() {
-		if e := s.idx.lookup(rec.Hash); e != nil {
-			s.idx.remove(e)
-		}
-	})
+	w.then(func() { s.idx.remove(rec.Hash) })
 	return nil
 }
 
@@ -275,8 +274,8 @@ func (s *Badger) tokenView(txn *badger.Txn, rec tokenRecord, now time.Time) (Tok
 	t := rec.Token
 	t.Status = t.StatusAt(now)
 	var used int64
-	if e := s.idx.lookup(rec.Hash); e != nil {
-		used = e.lastUsed.Load()
+	if st, ok := s.idx.state(rec.Hash); ok {
+		used = st.lastUsed
 	} else if val, found, err := getValue(txn, lastUsedKey(rec.ID)); err != nil {
 		return Token{}, err
 	} else if found && len(val) == 8 {
@@ -418,11 +417,7 @@ func (s *Badger) RotateToken(ctx context.Context, user, id string, grace time.Du
 		if err := s.putTokenRecord(w.txn, &old); err != nil {
 			return err
 		}
-		w.then(func() {
-			if e := s.idx.lookup(old.Hash); e != nil {
-				s.idx.revoke(e, revokeAt.UnixNano(), w.now.UnixNano())
-			}
-		})
+		w.then(func() { s.idx.revoke(old.Hash, revokeAt.UnixNano(), w.now.UnixNano()) })
 		w.record(ctx, ActionTokenRotate, id, fmt.Sprintf("user=%s name=%q new_token=%s grace=%s", user, old.Name, rec.ID, grace))
 		meta = rec.Token
 		meta.Status = rec.StatusAt(w.now)
@@ -537,31 +532,43 @@ func (s *Badger) flushLastUsed() {
 	dirty := s.idx.takeDirty()
 	for len(dirty) > 0 {
 		n := min(len(dirty), flushChunk)
-		if err := s.flushChunk(dirty[:n]); err != nil {
-			s.log.Warn("could not save last-used times; will retry", zap.Int("tokens", n), zap.Error(err))
-			s.idx.requeue(dirty)
+		if !s.flushChunk(dirty[:n], dirty) {
 			return
 		}
 		dirty = dirty[n:]
 	}
 }
 
-func (s *Badger) flushChunk(entries []*tokenEntry) error {
+// flushChunk writes the last uses of chunk in one transaction. If that
+// fails it puts all of pending (chunk and what follows) back in the queue
+// before releasing the write lock, under which no slot is reused, and
+// reports false.
+func (s *Badger) flushChunk(chunk, pending []slotRef) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errClosed
+		return false
 	}
+	if err := s.writeLastUses(chunk); err != nil {
+		s.log.Warn("could not save last-used times; will retry", zap.Int("tokens", len(chunk)), zap.Error(err))
+		s.idx.requeue(pending)
+		return false
+	}
+	return true
+}
+
+func (s *Badger) writeLastUses(chunk []slotRef) error {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	for _, e := range entries {
-		e.clearDirty() // before reading, so a later use re-queues it
-		if e.isRemoved() {
-			continue
+	for _, r := range chunk {
+		e := s.idx.slots.at(r.slot)
+		if e.gen.Load() != r.gen {
+			continue // deleted; the slot may hold another token now
 		}
+		e.dirty.Store(false) // before reading, so a later use re-queues it
 		var v [8]byte
 		binary.BigEndian.PutUint64(v[:], uint64(e.lastUsed.Load()))
-		be := badger.NewEntry([]byte(lastUsedKey(e.id)), v[:])
+		be := badger.NewEntry([]byte(lastUsedKey(e.tokenID())), v[:])
 		if e.kind == kindByteTemporary {
 			be = be.WithTTL(s.ttlUntil(time.Unix(0, e.expires)))
 		}

@@ -325,7 +325,7 @@ func TestExpiredTemporaryTokensDisappearExpiredPermanentStay(t *testing.T) {
 		t.Fatalf("CountTokens after expiry = %v", n)
 	}
 	// The sweep dropped the temporary token from memory.
-	if s.idx.lookup(HashSecret(tmpSec)) != nil {
+	if _, found := s.idx.lookup(HashSecret(tmpSec)); found {
 		t.Fatal("expired temporary token still in the index")
 	}
 	if _, r := s.Verify(permSec); r != ResultExpired {

@@ -117,8 +117,7 @@ func (s *Badger) insertUser(ctx context.Context, w *writeTxn, rec *userRecord) e
 		return err
 	}
 	w.record(ctx, ActionUserCreate, rec.Username, fmt.Sprintf("admin=%t", rec.Admin))
-	st := newUserState(rec.User)
-	w.then(func() { s.idx.users[rec.Username] = st })
+	w.then(func() { s.idx.users.put(rec.User) })
 	return nil
 }
 
@@ -262,7 +261,7 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 		w.record(ctx, ActionUserUpdate, name, "changed "+strings.Join(changed, ", "))
 		flags := userFlags(rec.User)
 		w.then(func() {
-			if st := s.idx.users[name]; st != nil {
+			if st := s.idx.users.byName[name]; st != nil {
 				st.flags.Store(flags)
 			}
 		})

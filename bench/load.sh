@@ -79,6 +79,17 @@ stop_caddy() {
 	caddy_pid=""
 }
 
+# measure TARGET -> req/s of one wrk run against it
+measure() {
+	case $1 in
+	plain) wrk_rps http://localhost:18081/ ;;
+	api_token) wrk_rps http://localhost:18082/ "Authorization: Bearer $token" ;;
+	basic_auth) wrk_rps http://localhost:18083/ "$basic_header" ;;
+	garbage) wrk_rps http://localhost:18082/ "Authorization: Bearer $garbage" ;;
+	basic_auth_401) wrk_rps http://localhost:18083/ "$basic_wrong" ;;
+	esac
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 printf "\nmachine: %s cores, %s; wrk -t%s -c%s -d%s, %s rounds, median req/s\n" \
@@ -143,13 +154,16 @@ CADDY
 		DURATION=3s wrk_rps "$url" "$header" >/dev/null
 	done
 
+	# Each round measures every target once, starting one target further
+	# along, so no target always runs first or right after another; each
+	# target's ratio is taken against plain in the same round.
+	targets=(plain api_token basic_auth garbage basic_auth_401)
 	: >"$work/rps-$n"
 	for round in $(seq "$ROUNDS"); do
-		echo "plain $(wrk_rps http://localhost:18081/)" >>"$work/rps-$n"
-		echo "api_token $(wrk_rps http://localhost:18082/ "Authorization: Bearer $token")" >>"$work/rps-$n"
-		echo "basic_auth $(wrk_rps http://localhost:18083/ "$basic_header")" >>"$work/rps-$n"
-		echo "garbage $(wrk_rps http://localhost:18082/ "Authorization: Bearer $garbage")" >>"$work/rps-$n"
-		echo "basic_auth_401 $(wrk_rps http://localhost:18083/ "$basic_wrong")" >>"$work/rps-$n"
+		for k in "${!targets[@]}"; do
+			target=${targets[$(((k + round) % ${#targets[@]}))]}
+			echo "$round $target $(measure "$target")" >>"$work/rps-$n"
+		done
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
 
@@ -166,16 +180,16 @@ CADDY
 	start_caddy "$n"
 	stop_caddy
 
-	plain=$(awk '$1=="plain" {print $2}' "$work/rps-$n" | median)
 	printf "\n## %s tokens stored\n" "$n"
 	printf "seed time %.1fs; Caddy start-up %.2fs after seeding, %.2fs on restart\n" \
 		"$(echo "$seed_end - $seed_start" | bc)" "$first_start" "$startup"
 	printf "RSS %d MiB at first start, %d MiB after the load runs, %d MiB after a restart\n" \
 		$((first_rss_kb / 1024)) $((rss_after_kb / 1024)) $((rss_kb / 1024))
 	printf "token creation over the admin API: %.0f tokens/s (non-2xx: %s)\n" "$create_rps" "${create_failed:-0}"
-	printf "%-15s %10s %8s\n" "target" "req/s" "ratio"
-	for target in plain api_token basic_auth garbage basic_auth_401; do
-		rps=$(awk -v t="$target" '$1==t {print $2}' "$work/rps-$n" | median)
-		printf "%-15s %10.0f %8.3f\n" "$target" "$rps" "$(echo "$rps / $plain" | bc -l)"
+	printf "%-15s %10s %8s   %s\n" "target" "req/s" "ratio" "ratio in each round"
+	for target in "${targets[@]}"; do
+		rps=$(awk -v t="$target" '$2==t {print $3}' "$work/rps-$n" | median)
+		ratios=$(awk -v t="$target" '$2=="plain" {p[$1]=$3} $2==t {r[$1]=$3} END {for (i in r) printf "%.3f\n", r[i]/p[i]}' "$work/rps-$n" | sort -n)
+		printf "%-15s %10.0f %8.3f   %s\n" "$target" "$rps" "$(echo "$ratios" | median)" "$(echo $ratios)"
 	done
 done

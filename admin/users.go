@@ -79,9 +79,13 @@ func (h *handler) patchUser(w http.ResponseWriter, r *http.Request, c caller) er
 	if !c.Admin && (req.Admin != nil || req.Disabled != nil) {
 		return newError(http.StatusForbidden, "you may change only your own email and password; admin and disabled need an administrator")
 	}
-	u, err := h.cfg.Store.UpdateUser(c.ctx(r), r.PathValue("username"), storage.UserPatch{
-		Email: req.Email, Password: req.Password, Admin: req.Admin, Disabled: req.Disabled,
-	})
+	patch := storage.UserPatch{Email: req.Email, Password: req.Password, Admin: req.Admin, Disabled: req.Disabled}
+	if c.isSelf(r) && c.Kind == storage.Temporary {
+		// A new password ends the user's other login sessions, not the
+		// one that changed it.
+		patch.KeepSession = c.TokenID
+	}
+	u, err := h.cfg.Store.UpdateUser(c.ctx(r), r.PathValue("username"), patch)
 	if err != nil {
 		return err
 	}

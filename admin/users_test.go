@@ -81,10 +81,25 @@ func TestUsers(t *testing.T) {
 		}
 	})
 
-	t.Run("own password change", func(t *testing.T) {
+	t.Run("own password change ends the other sessions", func(t *testing.T) {
+		otherSession := e.login("alice", userPassword)
+		permanent, _ := e.addToken("alice", "deploy")
 		e.must(http.StatusOK, "PATCH", "/users/alice", tokens["alice"], `{"password":"new-alice-pw"}`)
 		e.must(http.StatusUnauthorized, "POST", "/login", "", `{"username":"alice","password":"`+userPassword+`"}`)
 		e.login("alice", "new-alice-pw")
+		e.must(http.StatusOK, "GET", "/me", tokens["alice"], "")        // the session that changed it
+		e.must(http.StatusUnauthorized, "GET", "/me", otherSession, "") // a stolen session, say
+		e.must(http.StatusOK, "GET", "/me", permanent, "")              // a separate credential
+		if a, _ := findAudit(e.audit(), storage.ActionUserUpdate, "alice"); !strings.Contains(a.Detail, "other login sessions ended") {
+			t.Errorf("audit of the password change = %+v", a)
+		}
+	})
+
+	t.Run("admin's password reset ends every session", func(t *testing.T) {
+		session := e.addUser("dave")
+		e.must(http.StatusOK, "PATCH", "/users/dave", e.root, `{"password":"reset-by-root"}`)
+		e.must(http.StatusUnauthorized, "GET", "/me", session, "")
+		e.login("dave", "reset-by-root")
 	})
 
 	t.Run("disabling kills tokens at once", func(t *testing.T) {

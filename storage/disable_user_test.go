@@ -65,3 +65,38 @@ func TestDisableUserWithManySessions(t *testing.T) {
 		t.Fatalf("after enabling, an old session verifies as %v; sessions must stay ended", r)
 	}
 }
+
+// A new password ends the user's login sessions, except the one named in
+// KeepSession (the caller's own); permanent tokens keep working.
+func TestPasswordChangeEndsOtherSessions(t *testing.T) {
+	s, clock := newTestStore(t)
+	ctx := ctxAs("alice")
+	mustCreateUser(t, s, "alice", false)
+	perm, _, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
+	keep, kept, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
+	other, _, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
+	password := "a-new-password"
+	if _, err := s.UpdateUser(ctx, "alice", UserPatch{Password: &password, KeepSession: kept.ID}); err != nil {
+		t.Fatal(err)
+	}
+	for secret, want := range map[string]VerifyResult{keep: ResultOK, other: ResultUnknown, perm: ResultOK} {
+		if _, r := s.Verify(secret); r != want {
+			t.Errorf("after the password change a %s token verifies as %v; want %v", secret[:10], r, want)
+		}
+	}
+	if a, err := s.ListAudit(ctx, 1); err != nil || !strings.Contains(a[0].Detail, "password, other login sessions ended") {
+		t.Fatalf("audit = %+v, %v", a, err)
+	}
+
+	// Without KeepSession (an administrator's reset), every session ends.
+	password = "reset-by-an-admin"
+	if _, err := s.UpdateUser(ctxAs("root"), "alice", UserPatch{Password: &password}); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := s.Verify(keep); r != ResultUnknown {
+		t.Fatalf("after a reset the remaining session verifies as %v", r)
+	}
+	if _, r := s.Verify(perm); r != ResultOK {
+		t.Fatalf("after a reset the permanent token verifies as %v", r)
+	}
+}

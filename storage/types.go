@@ -79,6 +79,10 @@ type UserPatch struct {
 	Password *string
 	Admin    *bool
 	Disabled *bool
+	// KeepSession is the id of a login session that survives a password
+	// change: the caller's own, when users change their own password.
+	// Every other login session of the user ends with the change.
+	KeepSession string
 }
 
 // NewToken is the input to CreateToken. For permanent tokens ExpiresAt is

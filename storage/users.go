@@ -215,7 +215,9 @@ func (s *Badger) ListUsers(context.Context) ([]User, error) {
 // UpdateUser changes the fields set in p. Demoting or disabling the last
 // enabled admin is refused with ErrLastAdmin. Disabling a user ends their
 // login sessions (temporary tokens); permanent tokens stop working until
-// the user is enabled again.
+// the user is enabled again. A new password ends the login sessions too,
+// except p.KeepSession; permanent tokens are separate credentials and
+// keep working.
 func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User, error) {
 	var newHash []byte
 	if p.Email != nil {
@@ -234,7 +236,7 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 		newHash = h
 	}
 	var out User
-	var disabling bool
+	var disabling, newPassword bool
 	err := s.update(func(w *writeTxn) error {
 		rec, err := getUser(w.txn, name)
 		if err != nil {
@@ -255,7 +257,13 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 			return err
 		}
 		disabling = rec.Disabled && slices.Contains(changed, "disabled=true")
-		if disabling {
+		newPassword = slices.Contains(changed, "password")
+		switch {
+		case disabling:
+			changed = append(changed, "login sessions ended")
+		case newPassword && p.KeepSession != "":
+			changed = append(changed, "other login sessions ended")
+		case newPassword:
 			changed = append(changed, "login sessions ended")
 		}
 		w.record(ctx, ActionUserUpdate, name, "changed "+strings.Join(changed, ", "))
@@ -270,27 +278,32 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 	if err != nil {
 		return User{}, err
 	}
-	if disabling {
-		// The user's tokens stopped verifying with the commit above; their
-		// login sessions are now deleted in batches, so a user with any
-		// number of sessions can be disabled (one transaction would hit
-		// Badger's size limit at about 25k).
-		if err := s.endSessions(name); err != nil {
+	if disabling || newPassword {
+		// The login sessions are deleted in batches after the commit, so
+		// a user with any number of them can be changed (one transaction
+		// would hit Badger's size limit at about 25k). A disabled user's
+		// tokens stopped verifying with the commit already.
+		keep := p.KeepSession
+		if disabling {
+			keep = ""
+		}
+		if err := s.endSessions(name, keep); err != nil {
 			return User{}, err
 		}
 	}
 	return out, nil
 }
 
-// endSessions deletes a user's temporary tokens, purgeBatch per
-// transaction. Should it stop half-way (a crash), the user stays disabled,
-// so the rest still do not verify, and they expire with their session.
-func (s *Badger) endSessions(name string) error {
+// endSessions deletes a user's temporary tokens except the one with id
+// keep, purgeBatch per transaction. Should it stop half-way (a crash),
+// the sessions left expire with their session lifetime; a disabled user's
+// do not verify meanwhile.
+func (s *Badger) endSessions(name, keep string) error {
 	for {
 		var ended int
 		err := s.update(func(w *writeTxn) error {
 			var err error
-			ended, err = s.deleteUserTokens(w, name, Temporary, purgeBatch)
+			ended, err = s.deleteUserTokens(w, name, Temporary, keep, purgeBatch)
 			return err
 		})
 		if err != nil || ended < purgeBatch {
@@ -377,8 +390,8 @@ func (s *Badger) DeleteUser(ctx context.Context, name string) error {
 }
 
 // deleteUserTokens deletes up to limit of the user's tokens of one kind
-// ("" = all) and returns how many.
-func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind, limit int) (int, error) {
+// ("" = all), except the token with id keep, and returns how many.
+func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind, keep string, limit int) (int, error) {
 	var ids []string
 	prefix := userTokensPrefix(name)
 	err := scan(w.txn, prefix, false, func(key, _ []byte) error {
@@ -394,7 +407,7 @@ func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind, limi
 		if err != nil {
 			return 0, err
 		}
-		if !found || (kind != "" && rec.Kind != kind) {
+		if !found || (kind != "" && rec.Kind != kind) || rec.ID == keep {
 			continue
 		}
 		if err := s.deleteToken(w, rec); err != nil {

@@ -107,19 +107,47 @@ func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddya
 		w.Header().Set(wwwAuthenticate, challengeInvalidToken)
 		return caddyauth.User{}, false, nil
 	}
-	user := caddyauth.User{ID: id.Username, Metadata: id.Metadata}
 	if p.RequireAdmin && !id.Admin {
 		p.count(storage.ResultForbidden)
 		writeForbidden(w)
-		// The user goes back as a candidate, so {http.auth.candidate.id}
-		// tells the logs who was refused.
-		return user, false, nil
+		// The user goes back as a candidate, so {http.auth.candidate.*}
+		// tell the logs who was refused.
+		return caddyauth.User{ID: id.Username, Metadata: id.Metadata}, false, nil
 	}
 	p.count(storage.ResultOK)
 	if !p.KeepAuthorization {
 		r.Header.Del("Authorization")
 	}
-	return user, true, nil
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		setIdentityPlaceholders(repl, id)
+	}
+	// No Metadata: the placeholders it would give are set above.
+	return caddyauth.User{ID: id.Username}, true, nil
+}
+
+// Boxed once: a string converted to `any` per request would allocate.
+var (
+	placeholderPermanent any = string(storage.Permanent)
+	placeholderTemporary any = string(storage.Temporary)
+	placeholderAdmin         = [2]any{"false", "true"}
+)
+
+// setIdentityPlaceholders sets {http.auth.user.token_id}, .token_kind and
+// .admin. caddyauth would set them from the user's Metadata, but it builds
+// each name by concatenation and boxes each value, six allocations per
+// request; constant names and values boxed once cost none.
+func setIdentityPlaceholders(repl *caddy.Replacer, id storage.Identity) {
+	kind := placeholderTemporary
+	if id.Kind == storage.Permanent {
+		kind = placeholderPermanent
+	}
+	admin := placeholderAdmin[0]
+	if id.Admin {
+		admin = placeholderAdmin[1]
+	}
+	repl.Set("http.auth.user.token_id", id.TokenIDValue)
+	repl.Set("http.auth.user.token_kind", kind)
+	repl.Set("http.auth.user.admin", admin)
 }
 
 // writeForbidden answers 403 for a valid token that is not an admin's.

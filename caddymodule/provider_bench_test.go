@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/caddymodule"
@@ -20,9 +22,11 @@ func (w *headerOnlyWriter) Header() http.Header         { return w.h }
 func (w *headerOnlyWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *headerOnlyWriter) WriteHeader(int)             {}
 
-// BenchmarkProvider measures Authenticate itself over a real Badger store:
-// the hot path (a valid token, with and without removing the header) and
-// the paths an attacker can drive (garbage, a well-formed unknown token).
+// BenchmarkProvider measures Authenticate over a real Badger store, plus
+// the placeholders caddyauth sets from its result (setAuthUserPlaceholders
+// below), with Caddy's replacer in the request context as in a server: the
+// hot path (a valid token, with and without removing the header) and the
+// paths an attacker can drive (garbage, a well-formed unknown token).
 //
 //	go test -run '^$' -bench BenchmarkProvider -benchmem ./caddymodule/
 func BenchmarkProvider(b *testing.B) {
@@ -60,6 +64,8 @@ func BenchmarkProvider(b *testing.B) {
 				b.Fatal(err)
 			}
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			repl := caddy.NewReplacer()
+			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
 			w := &headerOnlyWriter{h: http.Header{}}
 			value := []string{bc.header}
 			b.ReportAllocs()
@@ -68,10 +74,23 @@ func BenchmarkProvider(b *testing.B) {
 					// Put back what a successful call removed.
 					r.Header["Authorization"] = value
 				}
-				if _, ok, _ := p.Authenticate(w, r); ok != bc.wantOK {
+				user, ok, _ := p.Authenticate(w, r)
+				if ok != bc.wantOK {
 					b.Fatalf("authenticated = %v, want %v", ok, bc.wantOK)
+				}
+				if ok {
+					setAuthUserPlaceholders(repl, "http.auth.user", user)
 				}
 			}
 		})
+	}
+}
+
+// setAuthUserPlaceholders is what caddyauth (v2.11.9, caddyauth.go) does
+// with a provider's user after it accepts a request.
+func setAuthUserPlaceholders(repl *caddy.Replacer, namespace string, user caddyauth.User) {
+	repl.Set(namespace+".id", user.ID)
+	for k, v := range user.Metadata {
+		repl.Set(namespace+"."+k, v)
 	}
 }

@@ -64,6 +64,7 @@ const identityIdle = 10 * time.Minute
 type identity struct {
 	admin    bool
 	id       string
+	idValue  any // id, boxed once
 	metadata map[string]string
 }
 
@@ -442,11 +443,12 @@ func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {
 		}
 	}
 	return Identity{
-		Username: user.name,
-		TokenID:  id.id,
-		Kind:     kindOf(kind),
-		Admin:    admin,
-		Metadata: id.metadata,
+		Username:     user.name,
+		TokenID:      id.id,
+		Kind:         kindOf(kind),
+		Admin:        admin,
+		Metadata:     id.metadata,
+		TokenIDValue: id.idValue,
 	}, ResultOK
 }
 
@@ -479,7 +481,7 @@ func (idx *index) cacheIdentity(sh *shard, h SecretHash, i uint32, admin bool) *
 	}
 	e := idx.slots.at(i)
 	tokenID := e.tokenID()
-	id := &identity{admin: admin, id: tokenID, metadata: map[string]string{
+	id := &identity{admin: admin, id: tokenID, idValue: tokenID, metadata: map[string]string{
 		"token_id":   tokenID,
 		"token_kind": string(kindOf(e.kind)),
 		"admin":      strconv.FormatBool(admin),

@@ -146,6 +146,10 @@ type Identity struct {
 	// (token_id, token_kind, admin). It is built once per token and user
 	// state, so the hot path does not allocate it.
 	Metadata map[string]string
+	// TokenIDValue is TokenID as an interface value, boxed once with
+	// Metadata, for callers that store it as `any` (Caddy's replacer):
+	// converting the string on every request would allocate.
+	TokenIDValue any
 }
 
 // VerifyResult classifies a verification; it is also the `result` label of

@@ -19,14 +19,15 @@ import (
 // tokens: with a pointer per field, marking the index took most of each
 // GC cycle and cost the gateway about a tenth of its throughput.
 //
-// Slot lifecycle and why readers are safe without generation checks:
-// a slot is allocated and filled under Badger.mu, put in its shard's map,
-// and only released after being deleted from that map under the shard's
-// write lock. Verify reads a slot while holding the shard's read lock and
-// finding it in the map, so the slot cannot be released, let alone
-// reused, under it. Readers that hold a slot number without the shard lock
-// (the expiry heap, the last-use queue) compare the slot's generation,
-// which release increments.
+// Slot lifecycle, and why reading a slot is safe: a slot is allocated and
+// filled under Badger.mu (or by the loader, before the store is in use),
+// put in its shard's map, and only released after being deleted from that
+// map under the shard's write lock. Verify reads a slot while holding the
+// shard's read lock and finding it in the map, so the slot cannot be
+// released, let alone reused, under it. Holders of a bare slot number (the
+// expiry heap, the last-use queue) compare the slot's generation, which
+// release increments under countMu; the last-use flush also holds
+// Badger.mu, so a slot it checked is not refilled while it reads it.
 type index struct {
 	shards [numShards]shard
 	slots  chunkedTable[tokenSlot]

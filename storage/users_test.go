@@ -197,7 +197,7 @@ func TestUpdateUser(t *testing.T) {
 		t.Fatalf("old password still accepted: %v", err)
 	}
 	audit, _ := s.ListAudit(ctx, 1)
-	if audit[0].Action != ActionUserUpdate || audit[0].Target != "alice" || audit[0].Detail != "changed email, password, admin=true" {
+	if audit[0].Action != ActionUserUpdate || audit[0].Target != "alice" || audit[0].Detail != "changed email, password, admin=true, login sessions ended" {
 		t.Fatalf("audit = %+v", audit[0])
 	}
 

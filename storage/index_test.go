@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"fmt"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -145,4 +148,59 @@ func hasPointers(t reflect.Type) bool {
 		return true
 	}
 	return false
+}
+
+// TestSlotReuseUnderConcurrentVerify churns tokens (create, delete, so
+// slots are reused at once) while other goroutines verify: a secret that
+// verifies must always come back with its own token's id, and a deleted
+// token must never verify once DeleteToken has returned.
+func TestSlotReuseUnderConcurrentVerify(t *testing.T) {
+	s, clock := newTestStore(t)
+	mustCreateUser(t, s, "alice", false)
+	mustCreateUser(t, s, "bob", true)
+	stable, stableTok, _ := mustToken(t, s, "alice", "stable", Permanent, clock.Now().Add(time.Hour))
+	type pair struct{ secret, id string }
+	var current atomic.Pointer[pair]
+	current.Store(&pair{stable, stableTok.ID})
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, p := range []*pair{{stable, stableTok.ID}, current.Load()} {
+					id, r := s.Verify(p.secret)
+					if r == ResultOK && (id.TokenID != p.id || id.Metadata["token_id"] != p.id) {
+						t.Errorf("secret of %s verified as token %s (metadata %s)", p.id, id.TokenID, id.Metadata["token_id"])
+						return
+					}
+				}
+				if _, r := s.Verify(stable); r != ResultOK {
+					t.Errorf("the stable token verified as %v during the churn", r)
+					return
+				}
+			}
+		})
+	}
+	for i := range 300 {
+		user, kind := "alice", Permanent
+		if i%2 == 1 {
+			user, kind = "bob", Temporary
+		}
+		sec, tok, _ := mustToken(t, s, user, fmt.Sprintf("churn-%d", i), kind, clock.Now().Add(time.Hour))
+		current.Store(&pair{sec, tok.ID})
+		if err := s.DeleteToken(ctxAs("root"), user, tok.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, r := s.Verify(sec); r != ResultUnknown {
+			t.Fatalf("churn token %d verifies as %v after its deletion", i, r)
+		}
+	}
+	close(stop)
+	wg.Wait()
 }

@@ -27,13 +27,19 @@ const (
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-// isBase62 is a lookup table, so checking a secret's characters is a loop of loads.
-var isBase62 = func() (t [256]bool) {
+// base62Value maps a character to its base62 digit, or notBase62, so
+// checking and decoding a secret are loops of loads.
+var base62Value = func() (t [256]byte) {
+	for i := range t {
+		t[i] = notBase62
+	}
 	for i := 0; i < len(base62); i++ {
-		t[base62[i]] = true
+		t[base62[i]] = byte(i)
 	}
 	return t
 }()
+
+const notBase62 = 0xff
 
 // SecretHash is the SHA-256 of a secret: what is stored and looked up.
 type SecretHash [sha256.Size]byte
@@ -49,6 +55,10 @@ func NewSecret(kind TokenKind) string {
 
 // ParseSecret checks a secret's shape and checksum without touching storage
 // and without allocating. It reports the kind the prefix names.
+//
+// It is on every request's path, so it reads the string in place: the
+// checksum characters are decoded and compared with the CRC, rather than
+// the CRC encoded into a copy of the secret.
 func ParseSecret(s string) (TokenKind, bool) {
 	if len(s) != SecretLen {
 		return "", false
@@ -62,15 +72,21 @@ func ParseSecret(s string) (TokenKind, bool) {
 	default:
 		return "", false
 	}
-	for i := prefixLen; i < SecretLen; i++ {
-		if !isBase62[s[i]] {
+	body := s[:prefixLen+randomLen]
+	for i := prefixLen; i < len(body); i++ {
+		if base62Value[s[i]] == notBase62 {
 			return "", false
 		}
 	}
-	var buf [SecretLen]byte // a stack copy: the CRC needs bytes, and this does not allocate
-	copy(buf[:], s)
-	putChecksum(buf[:])
-	if string(buf[prefixLen+randomLen:]) != s[prefixLen+randomLen:] {
+	var checksum uint64 // 62^6 > 2^32: a value past 32 bits matches no CRC
+	for i := len(body); i < SecretLen; i++ {
+		d := base62Value[s[i]]
+		if d == notBase62 {
+			return "", false
+		}
+		checksum = checksum*62 + uint64(d)
+	}
+	if checksum != uint64(crc32IEEE(body)) {
 		return "", false
 	}
 	return kind, true
@@ -125,15 +141,45 @@ func putChecksum(secret []byte) {
 	encodeChecksum(secret[prefixLen+randomLen:], crc32IEEE(secret[:prefixLen+randomLen]))
 }
 
-var crcTable = crc32.MakeTable(crc32.IEEE)
+// crcTables are the slicing-by-8 tables for CRC-32 (IEEE): table k gives
+// the CRC contribution of a byte followed by k zero bytes, so eight bytes
+// are folded in per step instead of one.
+var crcTables = func() (t [8][256]uint32) {
+	for i := range 256 {
+		crc := uint32(i)
+		for range 8 {
+			if crc&1 == 1 {
+				crc = crc>>1 ^ crc32.IEEE
+			} else {
+				crc >>= 1
+			}
+		}
+		t[0][i] = crc
+	}
+	for i := range 256 {
+		crc := t[0][i]
+		for k := 1; k < 8; k++ {
+			crc = t[0][byte(crc)] ^ crc>>8
+			t[k][i] = crc
+		}
+	}
+	return t
+}()
 
-// crc32IEEE equals crc32.ChecksumIEEE, written out because the library's
-// assembly path makes its argument escape, which would cost the hot path an
-// allocation per request.
-func crc32IEEE(p []byte) uint32 {
+// crc32IEEE equals crc32.ChecksumIEEE. It is written out because the
+// library's assembly path makes its argument escape, which would cost the
+// hot path an allocation per request, and it takes a string so the hot
+// path need not copy the secret into bytes.
+func crc32IEEE[T string | []byte](p T) uint32 {
 	crc := ^uint32(0)
-	for _, b := range p {
-		crc = crcTable[byte(crc)^b] ^ (crc >> 8)
+	for len(p) >= 8 {
+		crc ^= uint32(p[0]) | uint32(p[1])<<8 | uint32(p[2])<<16 | uint32(p[3])<<24
+		crc = crcTables[0][p[7]] ^ crcTables[1][p[6]] ^ crcTables[2][p[5]] ^ crcTables[3][p[4]] ^
+			crcTables[4][crc>>24] ^ crcTables[5][byte(crc>>16)] ^ crcTables[6][byte(crc>>8)] ^ crcTables[7][byte(crc)]
+		p = p[8:]
+	}
+	for i := 0; i < len(p); i++ {
+		crc = crcTables[0][byte(crc)^p[i]] ^ crc>>8
 	}
 	return ^crc
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"crypto/rand"
 	"hash/crc32"
 	"strings"
 	"testing"
@@ -112,9 +113,17 @@ func BenchmarkParseAndHashSecret(b *testing.B) {
 }
 
 func TestCRCMatchesLibrary(t *testing.T) {
-	for _, s := range []string{"", "a", NewSecret(Permanent)} {
-		if got, want := crc32IEEE([]byte(s)), crc32.ChecksumIEEE([]byte(s)); got != want {
-			t.Fatalf("crc32IEEE(%q) = %x, want %x", s, got, want)
+	// Every length around the eight-byte steps, with random bytes.
+	data := make([]byte, 100)
+	_, _ = rand.Read(data)
+	for n := range len(data) {
+		p := data[:n]
+		want := crc32.ChecksumIEEE(p)
+		if got := crc32IEEE(p); got != want {
+			t.Fatalf("crc32IEEE(%d bytes) = %x, want %x", n, got, want)
+		}
+		if got := crc32IEEE(string(p)); got != want {
+			t.Fatalf("crc32IEEE(%d-byte string) = %x, want %x", n, got, want)
 		}
 	}
 }

@@ -4,17 +4,25 @@
 # the ratios compare like with like on the same machine at the same moment.
 #
 # usage: bench/load.sh            # 20,000 and 1,000,000 stored tokens
-#        TOKENS="20000" DURATION=5s ROUNDS=3 bench/load.sh  # defaults: both sizes, 10s, 5 rounds
+#        TOKENS="20000" DURATION=5s ROUNDS=3 bench/load.sh  # defaults: both sizes, 3s runs, 8 rounds
+#        PIN=1 bench/load.sh   # Caddy on CPU 0, one wrk thread on CPU 1: Caddy's own CPU per request
 #
 # Installs wrk from Debian if it is missing. Prints a table and the ratios.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 TOKENS=${TOKENS:-"20000 1000000"}
-DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-3s}
+ROUNDS=${ROUNDS:-8}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
+PIN=${PIN:-0}
+caddy_cpu=() wrk_cpu=()
+if [ "$PIN" = 1 ]; then
+	# With wrk off Caddy's core, the rate is bounded by Caddy's CPU per
+	# request alone, whatever the client costs.
+	caddy_cpu=(taskset -c 0) wrk_cpu=(taskset -c 1) THREADS=1
+fi
 
 # wrk comes from Debian, pinned; installed here if missing.
 WRK_VERSION=4.1.0-3+b2
@@ -49,9 +57,9 @@ basic_wrong="Authorization: Basic $(printf 'bench:wrong-password' | base64)"
 wrk_rps() {
 	local url=$1 header=${2:-} out
 	if [ -n "$header" ]; then
-		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$header" "$url")
+		out=$("${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$header" "$url")
 	else
-		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$url")
+		out=$("${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$url")
 	fi
 	echo "$out" >>"$work/wrk.log"
 	echo "$out" | awk '/Requests\/sec/ {print $2}'
@@ -63,7 +71,7 @@ wrk_rps() {
 start_caddy() {
 	local start
 	start=$(date +%s.%N)
-	"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >>"$work/caddy-$1.log" 2>&1 &
+	"${caddy_cpu[@]}" "$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >>"$work/caddy-$1.log" 2>&1 &
 	caddy_pid=$!
 	until curl -fs -o /dev/null http://localhost:18081/; do
 		kill -0 "$caddy_pid" 2>/dev/null || { cat "$work/caddy-$1.log"; exit 1; }
@@ -83,6 +91,7 @@ stop_caddy() {
 measure() {
 	case $1 in
 	plain) wrk_rps http://localhost:18081/ ;;
+	plain_token) wrk_rps http://localhost:18081/ "Authorization: Bearer $token" ;;
 	api_token) wrk_rps http://localhost:18082/ "Authorization: Bearer $token" ;;
 	basic_auth) wrk_rps http://localhost:18083/ "$basic_header" ;;
 	garbage) wrk_rps http://localhost:18082/ "Authorization: Bearer $garbage" ;;
@@ -90,10 +99,18 @@ measure() {
 	esac
 }
 
+# The comparisons, target/reference. plain_token is plain Caddy sent the
+# same request as api_token (a valid token in it), which Caddy parses and
+# clones whether or not anything checks it: against it, api_token's ratio
+# is the module's own cost.
+pairs=(api_token/plain api_token/plain_token basic_auth/plain garbage/plain
+	basic_auth_401/plain garbage/api_token plain_token/plain)
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-printf "\nmachine: %s cores, %s; wrk -t%s -c%s -d%s, %s rounds, median req/s\n" \
-	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$THREADS" "$CONNS" "$DURATION" "$ROUNDS"
+printf "\nmachine: %s cores, %s; wrk -t%s -c%s -d%s per run, %s rounds, medians%s\n" \
+	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" \
+	"$([ "$PIN" = 1 ] && echo "; Caddy pinned to CPU 0, wrk to CPU 1")"
 
 for n in $TOKENS; do
 	data="$work/data-$n"
@@ -154,15 +171,20 @@ CADDY
 		DURATION=3s wrk_rps "$url" "$header" >/dev/null
 	done
 
-	# Each round measures every target once, starting one target further
-	# along, so no target always runs first or right after another; each
-	# target's ratio is taken against plain in the same round.
-	targets=(plain api_token basic_auth garbage basic_auth_401)
+	# Each comparison is a pair of wrk runs back to back, target and
+	# reference, in alternating order from round to round: the machine's
+	# speed drifts over seconds to minutes, and a ratio of two runs a few
+	# seconds apart is far steadier than one of runs a minute apart.
 	: >"$work/rps-$n"
 	for round in $(seq "$ROUNDS"); do
-		for k in "${!targets[@]}"; do
-			target=${targets[$(((k + round) % ${#targets[@]}))]}
-			echo "$round $target $(measure "$target")" >>"$work/rps-$n"
+		for pair in "${pairs[@]}"; do
+			target=${pair%/*} reference=${pair#*/}
+			if ((round % 2)); then
+				t=$(measure "$target") r=$(measure "$reference")
+			else
+				r=$(measure "$reference") t=$(measure "$target")
+			fi
+			echo "$round $pair $t $r" >>"$work/rps-$n"
 		done
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
@@ -171,7 +193,7 @@ CADDY
 	admin_token=$(curl -fs -X POST -H 'Content-Type: application/json' \
 		-d '{"username":"bench-admin","password":"bench-admin-password"}' \
 		http://localhost:18084/api-tokens/login | sed 's/.*"token":"\([^"]*\)".*/\1/')
-	create_out=$(wrk -t"$THREADS" -c8 -d"$DURATION" -s "$root/bench/create-token.lua" \
+	create_out=$(wrk -t"$THREADS" -c8 -d10s -s "$root/bench/create-token.lua" \
 		-H "Authorization: Bearer $admin_token" http://localhost:18084/)
 	echo "$create_out" >>"$work/wrk.log"
 	create_rps=$(echo "$create_out" | awk '/Requests\/sec/ {print $2}')
@@ -186,10 +208,11 @@ CADDY
 	printf "RSS %d MiB at first start, %d MiB after the load runs, %d MiB after a restart\n" \
 		$((first_rss_kb / 1024)) $((rss_after_kb / 1024)) $((rss_kb / 1024))
 	printf "token creation over the admin API: %.0f tokens/s (non-2xx: %s)\n" "$create_rps" "${create_failed:-0}"
-	printf "%-15s %10s %8s   %s\n" "target" "req/s" "ratio" "ratio in each round"
-	for target in "${targets[@]}"; do
-		rps=$(awk -v t="$target" '$2==t {print $3}' "$work/rps-$n" | median)
-		ratios=$(awk -v t="$target" '$2=="plain" {p[$1]=$3} $2==t {r[$1]=$3} END {for (i in r) printf "%.3f\n", r[i]/p[i]}' "$work/rps-$n" | sort -n)
-		printf "%-15s %10.0f %8.3f   %s\n" "$target" "$rps" "$(echo "$ratios" | median)" "$(echo $ratios)"
+	printf "%-28s %9s %9s %7s   %s\n" "target / reference" "req/s" "req/s" "ratio" "ratio in each round, sorted"
+	for pair in "${pairs[@]}"; do
+		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
+		ratios=$(awk '{printf "%.3f\n", $3/$4}' "$work/pair" | sort -n)
+		printf "%-28s %9.0f %9.0f %7.3f   %s\n" "$pair" "$(awk '{print $3}' "$work/pair" | median)" \
+			"$(awk '{print $4}' "$work/pair" | median)" "$(echo "$ratios" | median)" "$(echo $ratios)"
 	done
 done

@@ -26,6 +26,21 @@ func TestNewSecretRoundTrip(t *testing.T) {
 	}
 }
 
+// Secrets already handed out must keep parsing: these were issued by
+// NewSecret, and their checksums were checked independently (zlib's
+// CRC-32 of the first 42 characters, as 6 base62 digits, most significant
+// first).
+func TestParseSecretAcceptsIssuedSecrets(t *testing.T) {
+	for secret, kind := range map[string]TokenKind{
+		"caddy_pat_4FKg7yDCp0s3pS9C8MG6IaAtw1RbwU8M4KPD9t": Permanent,
+		"caddy_tmp_B6Jz0Vz15aRBbgqEHmFLjt5I9TBqxyHw4AC7y8": Temporary,
+	} {
+		if got, ok := ParseSecret(secret); !ok || got != kind {
+			t.Errorf("ParseSecret(%q) = %v, %v; want %v, true", secret, got, ok, kind)
+		}
+	}
+}
+
 func TestParseSecretRejectsEveryOneCharacterChange(t *testing.T) {
 	s := NewSecret(Permanent)
 	for i := range len(s) {

@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -219,4 +221,65 @@ func (s *Badger) ListAudit(_ context.Context, limit int) ([]AuditEntry, error) {
 		return nil
 	})
 	return out, err
+}
+
+// pruneBatch bounds one pruning transaction, so the write lock is held
+// briefly and the transaction stays far below Badger's size limit.
+const pruneBatch = 1000
+
+// PruneAudit deletes audit entries older than before, a batch per
+// transaction, oldest first (the keys start with the entry's time), until
+// done or ctx is cancelled. If it
+// deleted any, it appends an entry saying how many, so the log itself
+// shows that it was trimmed.
+func (s *Badger) PruneAudit(ctx context.Context, before time.Time) (int, error) {
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.pruneAuditBatch(before)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	if total == 0 {
+		return 0, nil
+	}
+	return total, s.AppendAudit(ctx, AuditEntry{
+		Action: ActionAuditPrune,
+		Detail: fmt.Sprintf("deleted %d entries older than %s", total, before.UTC().Format(time.RFC3339)),
+	})
+}
+
+func (s *Badger) pruneAuditBatch(before time.Time) (int, error) {
+	cutoff := []byte(prefixAudit + be64(before.UnixNano()))
+	n := 0
+	err := s.update(func(w *writeTxn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefixAudit)
+		it := w.txn.NewIterator(opts)
+		var old [][]byte
+		for it.Rewind(); it.Valid() && len(old) < pruneBatch; it.Next() {
+			key := it.Item().KeyCopy(nil)
+			if bytes.Compare(key, cutoff) >= 0 {
+				break
+			}
+			old = append(old, key)
+		}
+		it.Close()
+		for _, key := range old {
+			if err := w.txn.Delete(key); err != nil {
+				return fmt.Errorf("storage: prune audit: %w", err)
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

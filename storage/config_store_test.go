@@ -3,6 +3,8 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -116,5 +118,47 @@ func TestAuditListing(t *testing.T) {
 	s.AppendAudit(context.Background(), AuditEntry{Action: ActionLoginFailed})
 	if e, _ := s.ListAudit(ctx, 1); e[0].Actor != "system" {
 		t.Fatalf("actor = %q; want system", e[0].Actor)
+	}
+}
+
+func TestPruneAudit(t *testing.T) {
+	s, clock := newTestStore(t)
+	ctx := ctxAs("carol")
+	// More entries than one pruning batch, a minute apart.
+	const entries = pruneBatch + 100
+	var times []time.Time
+	for range entries {
+		clock.Advance(time.Minute)
+		if err := s.AppendAudit(ctx, AuditEntry{Action: ActionLoginFailed, Target: "mallory"}); err != nil {
+			t.Fatal(err)
+		}
+		times = append(times, clock.Now())
+	}
+	keep := 50
+	cutoff := times[entries-keep] // that entry and the newer ones stay
+
+	n, err := s.PruneAudit(context.Background(), cutoff)
+	if err != nil || n != entries-keep {
+		t.Fatalf("PruneAudit = %d, %v; want %d deleted", n, err, entries-keep)
+	}
+	left, _ := s.ListAudit(ctx, 1000)
+	if len(left) != keep+1 {
+		t.Fatalf("%d entries left; want the %d newer than the cutoff and the prune record", len(left), keep)
+	}
+	record := left[0]
+	if record.Action != ActionAuditPrune || record.Actor != "system" ||
+		!strings.Contains(record.Detail, fmt.Sprintf("deleted %d entries", entries-keep)) {
+		t.Fatalf("prune record = %+v", record)
+	}
+	if oldest := left[len(left)-1]; !oldest.Time.Equal(cutoff) {
+		t.Fatalf("oldest entry left is from %v; want the one at the cutoff, %v", oldest.Time, cutoff)
+	}
+
+	// Nothing older is left: a second prune deletes nothing and says nothing.
+	if n, err := s.PruneAudit(context.Background(), cutoff); err != nil || n != 0 {
+		t.Fatalf("second PruneAudit = %d, %v; want 0", n, err)
+	}
+	if again, _ := s.ListAudit(ctx, 1000); len(again) != len(left) {
+		t.Fatalf("a prune that deleted nothing changed the log: %d entries, had %d", len(again), len(left))
 	}
 }

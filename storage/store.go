@@ -80,6 +80,9 @@ type Store interface {
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	// ListAudit returns up to limit entries, newest first.
 	ListAudit(ctx context.Context, limit int) ([]AuditEntry, error)
+	// PruneAudit deletes the entries older than before and records that it
+	// did; it returns how many it deleted.
+	PruneAudit(ctx context.Context, before time.Time) (int, error)
 
 	// Close flushes batched last-used times and releases the database.
 	Close() error

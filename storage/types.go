@@ -133,6 +133,7 @@ const (
 	ActionTokenRotate   = "token_rotate"
 	ActionSettingPut    = "setting_put"
 	ActionSettingDelete = "setting_delete"
+	ActionAuditPrune    = "audit_prune"
 )
 
 // Identity is what a successful verification tells the gateway. Its fields

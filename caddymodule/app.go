@@ -29,6 +29,9 @@ const (
 	defaultPermanentTokenLifetime = maxTokenLifetime
 	defaultAlertInterval          = time.Hour
 	minAlertInterval              = time.Second
+	minAuditRetention             = 24 * time.Hour
+	maxAuditRetention             = 100 * 365 * 24 * time.Hour
+	auditPruneInterval            = time.Hour
 
 	// generatedAdmin is the admin created when bootstrap_admin is not set
 	// and the store has no admin yet.
@@ -67,16 +70,22 @@ type App struct {
 	// also runs at once after a setting changes. Default: 1h.
 	AlertInterval caddy.Duration `json:"alert_interval,omitempty"`
 
+	// How long audit entries are kept. Older ones are deleted at start and
+	// every hour, and the deletion is itself recorded in the audit log.
+	// Default: kept forever. At least 1d.
+	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
+
 	// The mail server for expiry notification emails. Without it, faults
 	// and metrics still work but no email is sent.
 	SMTP *SMTPConfig `json:"smtp,omitempty"`
 
-	shared   *sharedState
-	poolKey  string
-	logger   *zap.Logger
-	ctx      caddy.Context
-	admin    storage.NewUser // resolved bootstrap admin; empty Username means generate one
-	alerting alerting
+	shared      *sharedState
+	poolKey     string
+	logger      *zap.Logger
+	ctx         caddy.Context
+	admin       storage.NewUser // resolved bootstrap admin; empty Username means generate one
+	alerting    alerting
+	auditPruner auditPruner
 
 	// boot makes the first-admin check run once per config generation,
 	// from Start or from the admin handler's first request, whichever comes
@@ -228,6 +237,11 @@ func (a *App) Validate() error {
 	if err := checkDuration("alert_interval", a.AlertInterval, minAlertInterval, maxTokenLifetime); err != nil {
 		return err
 	}
+	if a.AuditRetention != 0 {
+		if err := checkDuration("audit_retention", a.AuditRetention, minAuditRetention, maxAuditRetention); err != nil {
+			return err
+		}
+	}
 	if a.SMTP != nil {
 		return a.SMTP.validate()
 	}
@@ -288,12 +302,14 @@ func (a *App) Start() error {
 	if err := a.bootstrap(); err != nil {
 		return err
 	}
+	a.auditPruner.start(a)
 	return a.alerting.start()
 }
 
-// Stop stops this config generation's alert loop. The database stays open
-// until no config uses it (see Cleanup).
+// Stop stops this config generation's alert loop and audit pruning. The
+// database stays open until no config uses it (see Cleanup).
 func (a *App) Stop() error {
+	a.auditPruner.stop()
 	return a.alerting.stop()
 }
 

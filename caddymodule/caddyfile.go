@@ -29,6 +29,7 @@ func init() {
 //		permanent_token_lifetime <duration>
 //		bootstrap_admin <username> <password>
 //		alert_interval <duration>
+//		audit_retention <duration>
 //		smtp {
 //			host <host>
 //			port <port>
@@ -74,6 +75,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.PermanentTokenLifetime, err = durationArg(d)
 		case "alert_interval":
 			a.AlertInterval, err = durationArg(d)
+		case "audit_retention":
+			a.AuditRetention, err = durationArg(d)
 		case "bootstrap_admin":
 			var args [2]string
 			if !d.Args(&args[0], &args[1]) || d.NextArg() {
@@ -84,7 +87,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.SMTP = new(SMTPConfig)
 			err = a.SMTP.unmarshalCaddyfile(d)
 		default:
-			return d.Errf("api_tokens: unrecognized option %q (known: storage_path, session_ttl, permanent_token_lifetime, bootstrap_admin, alert_interval, smtp)", name)
+			return d.Errf("api_tokens: unrecognized option %q (known: storage_path, session_ttl, permanent_token_lifetime, bootstrap_admin, alert_interval, audit_retention, smtp)", name)
 		}
 		if err != nil {
 			return err

@@ -31,6 +31,7 @@ func TestCaddyfileGlobalOption(t *testing.T) {
 		permanent_token_lifetime 30d
 		bootstrap_admin {env.API_TOKENS_ADMIN} {env.API_TOKENS_ADMIN_PASSWORD}
 		alert_interval 1h
+		audit_retention 400d
 		smtp {
 			host smtp.example.com
 			port 587
@@ -63,6 +64,7 @@ http://localhost {
 		PermanentTokenLifetime: caddy.Duration(30 * 24 * time.Hour),
 		BootstrapAdmin:         &caddymodule.BootstrapAdmin{Username: "{env.API_TOKENS_ADMIN}", Password: "{env.API_TOKENS_ADMIN_PASSWORD}"},
 		AlertInterval:          caddy.Duration(time.Hour),
+		AuditRetention:         caddy.Duration(400 * 24 * time.Hour),
 		SMTP: &caddymodule.SMTPConfig{
 			Host: "smtp.example.com", Port: 587, Username: "{env.SMTP_USER}", Password: "{env.SMTP_PASSWORD}",
 			Encryption: "starttls", From: "API tokens <noreply@example.com>",

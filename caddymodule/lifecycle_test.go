@@ -181,6 +181,7 @@ http://localhost:9501 {
 		{"tiny session", "session_ttl 1s", "session_ttl must be between 1m and 365d, got 1s"},
 		{"unset env for the bootstrap username", "bootstrap_admin {env.API_TOKENS_TEST_SURELY_UNSET} secret-password", "bootstrap_admin: the username is empty"},
 		{"smtp without from", "smtp {\n\t\t\thost localhost\n\t\t}", "smtp: from is required"},
+		{"audit retention under a day", "audit_retention 12h", "audit_retention must be between 1d and 36500d, got 12h"},
 		{"bad duration", "alert_interval soon", `alert_interval: "soon" is not a duration like 90m, 12h or 30d, at Caddyfile:10`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -302,8 +302,11 @@ func (a *App) Start() error {
 	if err := a.bootstrap(); err != nil {
 		return err
 	}
-	a.auditPruner.start(a)
-	return a.alerting.start()
+	if err := a.alerting.start(); err != nil {
+		return err
+	}
+	a.auditPruner.start(a) // last: a failed Start is not followed by Stop
+	return nil
 }
 
 // Stop stops this config generation's alert loop and audit pruning. The

@@ -1,11 +1,12 @@
 // Package admin is the admin REST API of API tokens for Caddy: logins,
 // users, tokens, settings, faults and the audit log, as a plain
-// net/http.Handler over a storage.Store. It has no Caddy dependency; the
+// net/http.Handler over a *storage.Store. It has no Caddy dependency; the
 // caddymodule package mounts it.
 package admin
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -16,10 +17,40 @@ import (
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
+// Store is what the admin API needs from storage; *storage.Store has it.
+type Store interface {
+	Verify(secret string) (storage.Identity, storage.VerifyResult)
+	CheckPassword(ctx context.Context, username, password string) (storage.User, error)
+
+	CreateUser(ctx context.Context, u storage.NewUser) (storage.User, error)
+	GetUser(ctx context.Context, username string) (storage.User, error)
+	ListUsers(ctx context.Context) ([]storage.User, error)
+	UpdateUser(ctx context.Context, username string, p storage.UserPatch) (storage.User, error)
+	DeleteUser(ctx context.Context, username string) error
+
+	CreateToken(ctx context.Context, t storage.NewToken) (secret string, meta storage.Token, err error)
+	ListUserTokens(ctx context.Context, username string) ([]storage.Token, error)
+	ListTokens(ctx context.Context, f storage.TokenFilter) ([]storage.Token, error)
+	DeleteToken(ctx context.Context, username, id string) error
+	Logout(ctx context.Context, id string) error
+	RotateToken(ctx context.Context, username, id string, grace time.Duration, expiresAt time.Time) (secret string, meta storage.Token, err error)
+
+	ListSettings(ctx context.Context) ([]storage.Setting, error)
+	GetSetting(ctx context.Context, key string) (string, error)
+	PutSetting(ctx context.Context, key, value string) (storage.Setting, error)
+	DeleteSetting(ctx context.Context, key string) error
+
+	AppendAudit(ctx context.Context, e storage.AuditEntry) error
+	ListAudit(ctx context.Context, limit int) ([]storage.AuditEntry, error)
+
+	CanBackup() bool
+	Backup(ctx context.Context, w io.Writer) error
+}
+
 // Config is what New needs. Zero values get the documented defaults; only
 // Store is required.
 type Config struct {
-	Store storage.Store
+	Store Store
 	// Clock defaults to storage.SystemClock.
 	Clock storage.Clock
 	// Logger defaults to a no-op logger.

@@ -15,9 +15,8 @@ import (
 // password and token hashes (never a secret): it is as sensitive as the
 // database directory, hence admin only and never cached.
 func (h *handler) backup(w http.ResponseWriter, r *http.Request, c caller) error {
-	b, ok := h.cfg.Store.(storage.Backuper)
-	if !ok {
-		return newError(http.StatusNotImplemented, "this store cannot make online backups; stop Caddy and use `caddy api-tokens backup --storage-path`")
+	if !h.cfg.Store.CanBackup() {
+		return newError(http.StatusNotImplemented, "this database has no online backup through the API: back up PostgreSQL with pg_dump")
 	}
 	now := h.cfg.Clock.Now().UTC()
 	entry := storage.AuditEntry{Time: now, Actor: c.Username, Action: storage.ActionBackup, ClientIP: c.ip}
@@ -29,7 +28,7 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request, c caller) error
 	hdr.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="api-tokens-%s.backup"`, now.Format("20060102T150405Z")))
 	hdr.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	if err := b.Backup(w); err != nil {
+	if err := h.cfg.Store.Backup(r.Context(), w); err != nil {
 		// The status is sent; only a broken stream can tell the client the
 		// backup is incomplete, so abort instead of ending it cleanly.
 		h.cfg.Logger.Error("online backup failed", zap.String("actor", c.Username), zap.Error(err))

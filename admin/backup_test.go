@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 // TestBackupEndpoint downloads a backup as an admin, restores it into a
@@ -41,10 +42,10 @@ func TestBackupEndpoint(t *testing.T) {
 	}
 
 	dir := filepath.Join(t.TempDir(), "restored")
-	if err := storage.Restore(dir, bytes.NewReader(r.body)); err != nil {
+	if err := badgerstore.Restore(dir, bytes.NewReader(r.body)); err != nil {
 		t.Fatalf("restoring the downloaded backup: %v", err)
 	}
-	s, err := storage.OpenBadger(dir, storage.Options{Clock: e.clock})
+	s, err := badgerstore.OpenStore(dir, storage.Options{Clock: e.clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 // testStart is the fake clock's start: any fixed instant will do.
@@ -31,7 +32,7 @@ const (
 // env is a real admin API over a real Badger store on a fake clock.
 type env struct {
 	t        testing.TB
-	store    *storage.Badger
+	store    *storage.Store
 	clock    *storage.FakeClock
 	handler  http.Handler
 	srv      *httptest.Server
@@ -43,7 +44,7 @@ type env struct {
 func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	t.Helper()
 	clock := storage.NewFakeClock(testStart)
-	store, err := storage.OpenBadger(t.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	store, err := badgerstore.OpenStore(t.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		t.Fatalf("OpenBadger: %v", err)
 	}

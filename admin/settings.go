@@ -12,11 +12,6 @@ type putSettingRequest struct {
 	Value *string `json:"value"`
 }
 
-const (
-	defaultAuditLimit = 100
-	maxAuditLimit     = 1000
-)
-
 func (h *handler) listSettings(w http.ResponseWriter, r *http.Request, _ caller) error {
 	settings, err := h.cfg.Store.ListSettings(r.Context())
 	if err != nil {
@@ -70,11 +65,11 @@ func (h *handler) listFaults(w http.ResponseWriter, _ *http.Request, _ caller) e
 }
 
 func (h *handler) listAudit(w http.ResponseWriter, r *http.Request, _ caller) error {
-	limit := defaultAuditLimit
+	limit := storage.DefaultAuditLimit
 	if s := r.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxAuditLimit {
-			return badRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", maxAuditLimit))
+		if err != nil || n < 1 || n > storage.MaxAuditLimit {
+			return badRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", storage.MaxAuditLimit))
 		}
 		limit = n
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 // benchTokens is the store size of BenchmarkAlertPass; override it with
@@ -62,7 +63,7 @@ func seededStore(b *testing.B, n int) string {
 	b.Logf("seeding %d permanent tokens into %s (once; later runs reuse it)", n, dir)
 	started := time.Now()
 	clock := storage.NewFakeClock(benchStart)
-	st, err := storage.OpenBadger(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	st, err := badgerstore.OpenStore(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func BenchmarkAlertPass(b *testing.B) {
 	n := benchTokens(b)
 	dir := seededStore(b, n)
 	clock := storage.NewFakeClock(benchStart.Add(time.Minute))
-	st, err := storage.OpenBadger(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	st, err := badgerstore.OpenStore(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 func TestMain(m *testing.M) {
@@ -29,7 +30,7 @@ type world struct {
 	ctx    context.Context
 	clock  *storage.FakeClock
 	dir    string
-	store  *storage.Badger
+	store  *storage.Store
 	shared *Shared
 	smtp   *smtpServer
 	mailer *Mailer
@@ -58,7 +59,7 @@ func newWorld(t *testing.T) *world {
 // open (re)opens the store, as a restart of the gateway would.
 func (w *world) open() {
 	w.t.Helper()
-	s, err := storage.OpenBadger(w.dir, storage.Options{Clock: w.clock, PasswordCost: bcrypt.MinCost})
+	s, err := badgerstore.OpenStore(w.dir, storage.Options{Clock: w.clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -53,9 +53,18 @@ const (
 	errorWait = time.Minute
 )
 
+// Store is what the alert loop needs from storage; *storage.Store has it.
+type Store interface {
+	ForEachPermanentToken(ctx context.Context, fn func(storage.Token) error) error
+	GetSetting(ctx context.Context, key string) (string, error)
+	GetAlertState(ctx context.Context, tokenID string) (storage.AlertState, bool, error)
+	PutAlertStates(ctx context.Context, states map[string]storage.AlertState) error
+	CountTokens() map[storage.TokenKind]int
+}
+
 // Config is what a Loop needs. Store and Shared are required.
 type Config struct {
-	Store storage.Store
+	Store Store
 	// Clock defaults to storage.SystemClock.
 	Clock storage.Clock
 	// Logger defaults to a no-op logger.

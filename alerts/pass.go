@@ -51,7 +51,7 @@ type scan struct {
 // means off. A stored value that no longer parses is reported in invalid
 // and also treated as off, so one bad value cannot stop the rest of the
 // pass; err is a storage failure that stops it.
-func readSettings(ctx context.Context, st storage.Store) (s settings, invalid, err error) {
+func readSettings(ctx context.Context, st Store) (s settings, invalid, err error) {
 	read := func(key string) (string, bool, error) {
 		v, err := st.GetSetting(ctx, key)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -89,7 +89,7 @@ func readSettings(ctx context.Context, st storage.Store) (s settings, invalid, e
 //
 // prev, the last pass's table (or nil), sizes the new one, so that building
 // it does not copy a growing million-row slice over and over.
-func scanTokens(ctx context.Context, st storage.Store, now time.Time, set settings, prev *expiryTable) (*scan, error) {
+func scanTokens(ctx context.Context, st Store, now time.Time, set settings, prev *expiryTable) (*scan, error) {
 	s := &scanner{ctx: ctx, st: st, now: now, set: set,
 		raised: map[string]storage.AlertState{}, out: &scan{expiry: prev.sizedLike()}}
 	if err := st.ForEachPermanentToken(ctx, s.visit); err != nil {
@@ -101,7 +101,7 @@ func scanTokens(ctx context.Context, st storage.Store, now time.Time, set settin
 // scanner is the state of one scanTokens walk.
 type scanner struct {
 	ctx    context.Context
-	st     storage.Store
+	st     Store
 	now    time.Time
 	set    settings
 	raised map[string]storage.AlertState // new faults not yet recorded

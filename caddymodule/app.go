@@ -382,7 +382,7 @@ func (a *App) ensureAdmin() error {
 }
 
 // Store returns the shared token store.
-func (a *App) Store() storage.Store { return a.shared.store }
+func (a *App) Store() *storage.Store { return a.shared.store }
 
 // Clock returns the clock shared by the store, the admin API and the throttle.
 func (a *App) Clock() storage.Clock { return a.shared.clock }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 // FuzzAuthorizationHeader sends arbitrary Authorization values to the
@@ -20,7 +21,7 @@ import (
 // no other value, however close, fails open.
 func FuzzAuthorizationHeader(f *testing.F) {
 	clock := storage.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	store, err := storage.OpenBadger(f.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	store, err := badgerstore.OpenStore(f.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 func init() {
@@ -80,7 +81,7 @@ func backupCommand() *cobra.Command {
 		case *url != "" && *tokenFile == "":
 			return errors.New("--url needs --token-file with an administrator's API token")
 		}
-		write := func(w io.Writer) error { return storage.BackupDir(*dir, w) }
+		write := func(w io.Writer) error { return badgerstore.BackupDir(*dir, w) }
 		if *url != "" {
 			write = func(w io.Writer) error { return backupOnline(*url, *tokenFile, w) }
 		}
@@ -118,7 +119,7 @@ func restoreCommand() *cobra.Command {
 			defer file.Close()
 			r = file
 		}
-		if err := storage.Restore(*dir, r); err != nil {
+		if err := badgerstore.Restore(*dir, r); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "restored into %s; point storage_path at it and start Caddy\n", *dir)
@@ -152,7 +153,7 @@ func resetPasswordCommand() *cobra.Command {
 		if err := resetPassword(*dir, *user, password); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "password of %s changed; their login sessions are not ended\n", *user)
+		fmt.Fprintf(cmd.ErrOrStderr(), "password of %s changed; their login sessions are ended, their permanent tokens keep working\n", *user)
 		return nil
 	}
 	return c
@@ -163,7 +164,7 @@ func resetPassword(dir, user, password string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("storage directory %s: %w", dir, err)
 	}
-	s, err := storage.OpenBadger(dir, storage.Options{})
+	s, err := badgerstore.OpenStore(dir, storage.Options{})
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ func SetStoreOptions(opts storage.Options) (restore func()) {
 
 // NewTestProvider returns a provisioned provider over store, for the
 // benchmark, with its counters on a private registry.
-func NewTestProvider(store storage.Store, requireAdmin, keepAuthorization bool) (*TokenAuth, error) {
+func NewTestProvider(store *storage.Store, requireAdmin, keepAuthorization bool) (*TokenAuth, error) {
 	counters, err := authCounters(prometheus.NewRegistry())
 	if err != nil {
 		return nil, err

@@ -46,7 +46,7 @@ type TokenAuth struct {
 	// instead of removing it.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
-	store storage.Store
+	store tokenVerifier
 	// results holds one resolved counter per storage.VerifyResult, so the
 	// hot path increments without a label lookup or an allocation.
 	results []prometheus.Counter
@@ -74,6 +74,12 @@ func (p *TokenAuth) Provision(ctx caddy.Context) error {
 	p.store = app.Store()
 	p.results = counters
 	return nil
+}
+
+// tokenVerifier is what the provider needs from storage: the hot path's
+// Verify, which reads the in-memory index (*storage.Store has it).
+type tokenVerifier interface {
+	Verify(secret string) (storage.Identity, storage.VerifyResult)
 }
 
 // The challenges of RFC 6750 section 3.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/caddymodule"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 // headerOnlyWriter is the least a provider can write to: a header map.
@@ -30,7 +31,7 @@ func (w *headerOnlyWriter) WriteHeader(int)             {}
 //
 //	go test -run '^$' -bench BenchmarkProvider -benchmem ./caddymodule/
 func BenchmarkProvider(b *testing.B) {
-	store, err := storage.OpenBadger(b.TempDir(), storage.Options{PasswordCost: bcrypt.MinCost})
+	store, err := badgerstore.OpenStore(b.TempDir(), storage.Options{PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		b.Fatal(err)
 	}

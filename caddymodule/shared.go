@@ -10,6 +10,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 // sharedPool holds one sharedState per absolute storage path. A config
@@ -23,7 +24,7 @@ var sharedPool = caddy.NewUsagePool()
 // attacker a fresh budget), the clock they share and the alert loops'
 // shared state (one pass at a time, counters, the last faults).
 type sharedState struct {
-	store    *storage.Badger
+	store    *storage.Store
 	throttle *admin.LoginThrottle
 	clock    storage.Clock
 	alerts   *alerts.Shared
@@ -38,7 +39,7 @@ func loadShared(path string, logger *zap.Logger) (*sharedState, error) {
 	val, _, err := sharedPool.LoadOrNew(path, func() (caddy.Destructor, error) {
 		opts := currentStoreOptions()
 		opts.Logger = logger.Named("storage")
-		store, err := storage.OpenBadger(path, opts)
+		store, err := badgerstore.OpenStore(path, opts)
 		if err != nil {
 			return nil, fmt.Errorf("opening token database (storage_path %s): %w", path, err)
 		}

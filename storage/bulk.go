@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // maxBatch bounds CreateTokens so one call stays well inside Badger's
@@ -13,37 +12,33 @@ const maxBatch = 1000
 // CreateTokens creates many tokens in one transaction and one fsync: all of
 // them or none. It is for bulk provisioning and for seeding load tests with
 // millions of tokens, where one fsync per token would take hours. Each
-// token is validated and audited exactly as by CreateToken.
-func (s *Badger) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []Token, error) {
+// token is validated, minted and audited exactly as by CreateToken.
+func (s *Store) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []Token, error) {
 	if len(ts) > maxBatch {
 		return nil, nil, fmt.Errorf("%w: at most %d tokens per batch, got %d", ErrInvalid, maxBatch, len(ts))
 	}
+	checked := make([]NewToken, len(ts))
+	for i, t := range ts {
+		var err error
+		if checked[i], err = checkNewToken(ctx, t); err != nil {
+			return nil, nil, err
+		}
+	}
 	secrets := make([]string, len(ts))
 	metas := make([]Token, len(ts))
-	err := s.update(func(w *writeTxn) error {
+	err := s.update(ctx, func(w *writeTxn) error {
 		owners := map[string]bool{} // checked already: a batch usually has one owner
-		for i, t := range ts {
-			t, err := checkNewToken(ctx, t)
-			if err != nil {
-				return err
-			}
+		for i, t := range checked {
 			if !owners[t.User] {
-				if err := s.checkTokenOwner(w.txn, t.User); err != nil {
+				if err := checkTokenOwner(w, t.User); err != nil {
 					return err
 				}
 				owners[t.User] = true
 			}
-			secrets[i] = NewSecret(t.Kind)
-			rec := tokenRecord{Hash: HashSecret(secrets[i]), Token: Token{
-				ID: NewTokenID(), User: t.User, Name: t.Name, Kind: t.Kind,
-				CreatedAt: w.now, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt.UTC(),
-			}}
-			if err := s.insertToken(w, &rec); err != nil {
+			var err error
+			if secrets[i], metas[i], err = s.mint(ctx, w, t); err != nil {
 				return err
 			}
-			w.record(ctx, ActionTokenCreate, rec.ID, fmt.Sprintf("user=%s name=%q expires_at=%s", rec.User, rec.Name, rec.ExpiresAt.Format(time.RFC3339)))
-			metas[i] = rec.Token
-			metas[i].Status = rec.StatusAt(w.now)
 		}
 		return nil
 	})

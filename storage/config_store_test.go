@@ -1,4 +1,4 @@
-package storage
+package storage_test
 
 import (
 	"context"
@@ -7,158 +7,168 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
 func TestSettings(t *testing.T) {
-	s, _ := newTestStore(t)
-	ctx := ctxAs("root")
-	list, err := s.ListSettings(ctx)
-	if err != nil || list == nil || len(list) != 0 {
-		t.Fatalf("empty ListSettings = %#v, %v", list, err)
-	}
-	_, err = s.GetSetting(ctx, SettingNotificationDays)
-	wantErr(t, err, ErrNotFound, `setting "EnableUserTokenNotification" is not set`)
-	wantErr(t, s.DeleteSetting(ctx, SettingNotificationDays), ErrNotFound, "is not set")
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, _ := newTestStore(t, db)
+		ctx := ctxAs("root")
+		list, err := s.ListSettings(ctx)
+		if err != nil || list == nil || len(list) != 0 {
+			t.Fatalf("empty ListSettings = %#v, %v", list, err)
+		}
+		_, err = s.GetSetting(ctx, SettingNotificationDays)
+		wantErr(t, err, ErrNotFound, `setting "EnableUserTokenNotification" is not set`)
+		wantErr(t, s.DeleteSetting(ctx, SettingNotificationDays), ErrNotFound, "is not set")
 
-	got, err := s.PutSetting(ctx, SettingNotificationEmails, " b@example.com ; a@example.com")
-	want := Setting{Type: "AppConfig", Key: SettingNotificationEmails, Value: "b@example.com;a@example.com"}
-	if err != nil || got != want {
-		t.Fatalf("PutSetting = %+v, %v; want %+v", got, err, want)
-	}
-	if _, err := s.PutSetting(ctx, SettingNotificationDays, "7;30"); err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.PutSetting(ctx, SettingNotificationDays, "400")
-	wantErr(t, err, ErrInvalid, "1 to 365")
-	_, err = s.PutSetting(ctx, "Nope", "1")
-	wantErr(t, err, ErrInvalid, "unknown setting key")
+		got, err := s.PutSetting(ctx, SettingNotificationEmails, " b@example.com ; a@example.com")
+		want := Setting{Type: "AppConfig", Key: SettingNotificationEmails, Value: "b@example.com;a@example.com"}
+		if err != nil || got != want {
+			t.Fatalf("PutSetting = %+v, %v; want %+v", got, err, want)
+		}
+		if _, err := s.PutSetting(ctx, SettingNotificationDays, "7;30"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.PutSetting(ctx, SettingNotificationDays, "400")
+		wantErr(t, err, ErrInvalid, "1 to 365")
+		_, err = s.PutSetting(ctx, "Nope", "1")
+		wantErr(t, err, ErrInvalid, "unknown setting key")
 
-	list, _ = s.ListSettings(ctx)
-	if len(list) != 2 || list[0] != (Setting{"AppConfig", SettingNotificationDays, "30;7"}) || list[1] != want {
-		t.Fatalf("ListSettings = %+v", list)
-	}
-	a, _ := s.ListAudit(ctx, 1)
-	if a[0].Action != ActionSettingPut || a[0].Target != SettingNotificationDays || a[0].Detail != "EnableUserTokenNotification=30;7" {
-		t.Fatalf("audit = %+v (the rejected puts must not be audited)", a[0])
-	}
-	if err := s.DeleteSetting(ctx, SettingNotificationDays); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GetSetting(ctx, SettingNotificationDays); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("GetSetting after delete = %v", err)
-	}
-	a, _ = s.ListAudit(ctx, 1)
-	if a[0].Action != ActionSettingDelete || a[0].Target != SettingNotificationDays {
-		t.Fatalf("audit = %+v", a[0])
-	}
+		list, _ = s.ListSettings(ctx)
+		if len(list) != 2 || list[0] != (Setting{"AppConfig", SettingNotificationDays, "30;7"}) || list[1] != want {
+			t.Fatalf("ListSettings = %+v", list)
+		}
+		a, _ := s.ListAudit(ctx, 1)
+		if a[0].Action != ActionSettingPut || a[0].Target != SettingNotificationDays || a[0].Detail != "EnableUserTokenNotification=30;7" {
+			t.Fatalf("audit = %+v (the rejected puts must not be audited)", a[0])
+		}
+		if err := s.DeleteSetting(ctx, SettingNotificationDays); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetSetting(ctx, SettingNotificationDays); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("GetSetting after delete = %v", err)
+		}
+		a, _ = s.ListAudit(ctx, 1)
+		if a[0].Action != ActionSettingDelete || a[0].Target != SettingNotificationDays {
+			t.Fatalf("audit = %+v", a[0])
+		}
+	})
 }
 
 func TestAlertStates(t *testing.T) {
-	s, clock := newTestStore(t)
-	ctx := context.Background()
-	mustCreateUser(t, s, "alice", false)
-	_, tk, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
-	if _, found, err := s.GetAlertState(ctx, tk.ID); found || err != nil {
-		t.Fatalf("GetAlertState before any = %v, %v", found, err)
-	}
-	st := AlertState{NotifiedDays: 7, RaisedAt: t0}
-	if err := s.PutAlertStates(ctx, map[string]AlertState{tk.ID: st, "tok_gone": {NotifiedDays: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	got, found, err := s.GetAlertState(ctx, tk.ID)
-	if err != nil || !found || got.NotifiedDays != 7 || !got.RaisedAt.Equal(t0) {
-		t.Fatalf("GetAlertState = %+v, %v, %v", got, found, err)
-	}
-	if _, found, _ := s.GetAlertState(ctx, "tok_gone"); found {
-		t.Fatal("alert state stored for a token that does not exist")
-	}
-	if err := s.DeleteToken(ctx, "alice", tk.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, found, _ := s.GetAlertState(ctx, tk.ID); found {
-		t.Fatal("alert state outlived its token")
-	}
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, clock := newTestStore(t, db)
+		ctx := context.Background()
+		mustCreateUser(t, s, "alice", false)
+		_, tk, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
+		if _, found, err := s.GetAlertState(ctx, tk.ID); found || err != nil {
+			t.Fatalf("GetAlertState before any = %v, %v", found, err)
+		}
+		st := AlertState{NotifiedDays: 7, RaisedAt: t0}
+		if err := s.PutAlertStates(ctx, map[string]AlertState{tk.ID: st, "tok_gone": {NotifiedDays: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		got, found, err := s.GetAlertState(ctx, tk.ID)
+		if err != nil || !found || got.NotifiedDays != 7 || !got.RaisedAt.Equal(t0) {
+			t.Fatalf("GetAlertState = %+v, %v, %v", got, found, err)
+		}
+		if _, found, _ := s.GetAlertState(ctx, "tok_gone"); found {
+			t.Fatal("alert state stored for a token that does not exist")
+		}
+		if err := s.DeleteToken(ctx, "alice", tk.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, found, _ := s.GetAlertState(ctx, tk.ID); found {
+			t.Fatal("alert state outlived its token")
+		}
+	})
 }
 
 func TestAuditListing(t *testing.T) {
-	s, clock := newTestStore(t)
-	ctx := ctxAs("carol")
-	empty, err := s.ListAudit(ctx, 10)
-	if err != nil || empty == nil || len(empty) != 0 {
-		t.Fatalf("empty ListAudit = %#v, %v", empty, err)
-	}
-	for range 1005 {
-		clock.Advance(time.Millisecond)
-		if err := s.AppendAudit(ctx, AuditEntry{Action: ActionLoginFailed, Target: "mallory"}); err != nil {
-			t.Fatal(err)
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, clock := newTestStore(t, db)
+		ctx := ctxAs("carol")
+		empty, err := s.ListAudit(ctx, 10)
+		if err != nil || empty == nil || len(empty) != 0 {
+			t.Fatalf("empty ListAudit = %#v, %v", empty, err)
 		}
-	}
-	all, _ := s.ListAudit(ctx, 5000)
-	if len(all) != 1000 {
-		t.Fatalf("ListAudit(5000) returned %d; want the cap of 1000", len(all))
-	}
-	if !all[0].Time.Equal(clock.Now()) || !all[0].Time.After(all[1].Time) {
-		t.Fatalf("not newest first: %v then %v", all[0].Time, all[1].Time)
-	}
-	if all[0].Actor != "carol" || all[0].ClientIP != "192.0.2.7" {
-		t.Fatalf("actor from context not recorded: %+v", all[0])
-	}
-	if n, _ := s.ListAudit(ctx, 0); len(n) != 100 {
-		t.Fatalf("ListAudit(0) returned %d; want the default 100", len(n))
-	}
-	if n, _ := s.ListAudit(ctx, 3); len(n) != 3 {
-		t.Fatalf("ListAudit(3) returned %d", len(n))
-	}
-	err = s.AppendAudit(ctx, AuditEntry{})
-	wantErr(t, err, ErrInvalid, "action")
-	if e, _ := s.ListAudit(context.Background(), 1); e[0].Actor != "carol" {
-		t.Fatal("an invalid audit entry was written")
-	}
-	// Without WithActor the actor is "system".
-	s.AppendAudit(context.Background(), AuditEntry{Action: ActionLoginFailed})
-	if e, _ := s.ListAudit(ctx, 1); e[0].Actor != "system" {
-		t.Fatalf("actor = %q; want system", e[0].Actor)
-	}
+		for range 1005 {
+			clock.Advance(time.Millisecond)
+			if err := s.AppendAudit(ctx, AuditEntry{Action: ActionLoginFailed, Target: "mallory"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all, _ := s.ListAudit(ctx, 5000)
+		if len(all) != 1000 {
+			t.Fatalf("ListAudit(5000) returned %d; want the cap of 1000", len(all))
+		}
+		if !all[0].Time.Equal(clock.Now()) || !all[0].Time.After(all[1].Time) {
+			t.Fatalf("not newest first: %v then %v", all[0].Time, all[1].Time)
+		}
+		if all[0].Actor != "carol" || all[0].ClientIP != "192.0.2.7" {
+			t.Fatalf("actor from context not recorded: %+v", all[0])
+		}
+		if n, _ := s.ListAudit(ctx, 0); len(n) != 100 {
+			t.Fatalf("ListAudit(0) returned %d; want the default 100", len(n))
+		}
+		if n, _ := s.ListAudit(ctx, 3); len(n) != 3 {
+			t.Fatalf("ListAudit(3) returned %d", len(n))
+		}
+		err = s.AppendAudit(ctx, AuditEntry{})
+		wantErr(t, err, ErrInvalid, "action")
+		if e, _ := s.ListAudit(context.Background(), 1); e[0].Actor != "carol" {
+			t.Fatal("an invalid audit entry was written")
+		}
+		// Without WithActor the actor is "system".
+		s.AppendAudit(context.Background(), AuditEntry{Action: ActionLoginFailed})
+		if e, _ := s.ListAudit(ctx, 1); e[0].Actor != "system" {
+			t.Fatalf("actor = %q; want system", e[0].Actor)
+		}
+	})
 }
 
 func TestPruneAudit(t *testing.T) {
-	s, clock := newTestStore(t)
-	ctx := ctxAs("carol")
-	// More entries than one pruning batch, a minute apart.
-	const entries = pruneBatch + 100
-	var times []time.Time
-	for range entries {
-		clock.Advance(time.Minute)
-		if err := s.AppendAudit(ctx, AuditEntry{Action: ActionLoginFailed, Target: "mallory"}); err != nil {
-			t.Fatal(err)
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, clock := newTestStore(t, db)
+		ctx := ctxAs("carol")
+		// More entries than one pruning batch, a minute apart.
+		entries := PurgeBatch() + 100
+		var times []time.Time
+		for range entries {
+			clock.Advance(time.Minute)
+			if err := s.AppendAudit(ctx, AuditEntry{Action: ActionLoginFailed, Target: "mallory"}); err != nil {
+				t.Fatal(err)
+			}
+			times = append(times, clock.Now())
 		}
-		times = append(times, clock.Now())
-	}
-	keep := 50
-	cutoff := times[entries-keep] // that entry and the newer ones stay
+		keep := 50
+		cutoff := times[entries-keep] // that entry and the newer ones stay
 
-	n, err := s.PruneAudit(context.Background(), cutoff)
-	if err != nil || n != entries-keep {
-		t.Fatalf("PruneAudit = %d, %v; want %d deleted", n, err, entries-keep)
-	}
-	left, _ := s.ListAudit(ctx, 1000)
-	if len(left) != keep+1 {
-		t.Fatalf("%d entries left; want the %d newer than the cutoff and the prune record", len(left), keep)
-	}
-	record := left[0]
-	if record.Action != ActionAuditPrune || record.Actor != "system" ||
-		!strings.Contains(record.Detail, fmt.Sprintf("deleted %d entries", entries-keep)) {
-		t.Fatalf("prune record = %+v", record)
-	}
-	if oldest := left[len(left)-1]; !oldest.Time.Equal(cutoff) {
-		t.Fatalf("oldest entry left is from %v; want the one at the cutoff, %v", oldest.Time, cutoff)
-	}
+		n, err := s.PruneAudit(context.Background(), cutoff)
+		if err != nil || n != entries-keep {
+			t.Fatalf("PruneAudit = %d, %v; want %d deleted", n, err, entries-keep)
+		}
+		left, _ := s.ListAudit(ctx, 1000)
+		if len(left) != keep+1 {
+			t.Fatalf("%d entries left; want the %d newer than the cutoff and the prune record", len(left), keep)
+		}
+		record := left[0]
+		if record.Action != ActionAuditPrune || record.Actor != "system" ||
+			!strings.Contains(record.Detail, fmt.Sprintf("deleted %d entries", entries-keep)) {
+			t.Fatalf("prune record = %+v", record)
+		}
+		if oldest := left[len(left)-1]; !oldest.Time.Equal(cutoff) {
+			t.Fatalf("oldest entry left is from %v; want the one at the cutoff, %v", oldest.Time, cutoff)
+		}
 
-	// Nothing older is left: a second prune deletes nothing and says nothing.
-	if n, err := s.PruneAudit(context.Background(), cutoff); err != nil || n != 0 {
-		t.Fatalf("second PruneAudit = %d, %v; want 0", n, err)
-	}
-	if again, _ := s.ListAudit(ctx, 1000); len(again) != len(left) {
-		t.Fatalf("a prune that deleted nothing changed the log: %d entries, had %d", len(again), len(left))
-	}
+		// Nothing older is left: a second prune deletes nothing and says nothing.
+		if n, err := s.PruneAudit(context.Background(), cutoff); err != nil || n != 0 {
+			t.Fatalf("second PruneAudit = %d, %v; want 0", n, err)
+		}
+		if again, _ := s.ListAudit(ctx, 1000); len(again) != len(left) {
+			t.Fatalf("a prune that deleted nothing changed the log: %d entries, had %d", len(again), len(left))
+		}
+	})
 }

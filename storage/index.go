@@ -8,9 +8,11 @@ import (
 )
 
 // The index is the in-memory view of the tokens that Verify reads (all of
-// them, except temporary ones once they have expired). It is built at open
-// from the token records and changed by the write path after each commit,
-// so it is never ahead of the disk and never behind a returned mutation.
+// them, except temporary ones once they have expired). It is built from a
+// snapshot of the token records when the change feed resets (at open, and
+// when a node reloads) and changed by the feed's Apply after that, so it is
+// never ahead of the database, and never behind a mutation that returned
+// on this node (the backend applies a change before Update returns).
 //
 // It holds no pointers per token: a token is a numbered slot in a
 // chunkedTable, found through hash -> slot maps split into shards (so
@@ -20,15 +22,19 @@ import (
 // GC cycle and cost the gateway about a tenth of its throughput.
 //
 // Slot lifecycle, and why reading a slot is safe: a slot is allocated and
-// filled under Badger.mu (or by the loader, before the store is in use),
+// filled under writeMu (or by the loader, before the index is in use),
 // put in its shard's map, and only released after being deleted from that
 // map under the shard's write lock. Verify reads a slot while holding the
 // shard's read lock and finding it in the map, so the slot cannot be
 // released, let alone reused, under it. Holders of a bare slot number (the
 // expiry heap, the last-use queue) compare the slot's generation, which
 // release increments under countMu; the last-use flush also holds
-// Badger.mu, so a slot it checked is not refilled while it reads it.
+// writeMu while it reads, so a slot it checked is not refilled meanwhile.
 type index struct {
+	// writeMu serializes every structural change: the feed's Apply, the
+	// sweep's removals and the last-use flush's reads.
+	writeMu sync.Mutex
+
 	shards [numShards]shard
 	slots  chunkedTable[tokenSlot]
 	users  userTable
@@ -103,7 +109,7 @@ func (e *tokenSlot) end() int64 {
 }
 
 // userTable numbers the users for the slots. Every method runs under
-// Badger.mu, except at, which Verify calls for a number it found in a slot
+// index.writeMu (or in the loader), except at, which Verify calls for a number it found in a slot
 // (published after the user's entry, so no lock is needed).
 type userTable struct {
 	byName map[string]*userState
@@ -121,8 +127,9 @@ type userState struct {
 const (
 	flagAdmin uint32 = 1 << iota
 	flagDisabled
-	// flagDeleted marks a deleted user whose tokens are still being
-	// purged: they verify as unknown, as they will once purged.
+	// flagDeleted marks a deleted user (deletedUser) whose tokens are
+	// still being purged: they verify as unknown, as they will once
+	// purged.
 	flagDeleted
 )
 
@@ -146,11 +153,12 @@ func (t *userTable) put(u User) *userState {
 	return st
 }
 
-// forget drops a deleted user whose tokens are all purged. Its number is
-// not reused: it points at a deleted state from now on, so even a token
-// slot left behind by a damaged store could never verify as another user.
+// forget drops a deleted user's name. Its number is not reused: it
+// points at a deleted state from now on, so the user's tokens, which stay
+// in the index until the purge's changes remove them, verify as unknown,
+// and a user created again under the name gets a new number.
 func (t *userTable) forget(name string) {
-	if st := t.byName[name]; st != nil && st.flags.Load()&flagDeleted != 0 {
+	if st := t.byName[name]; st != nil {
 		t.byNum.at(st.num).Store(deletedUser)
 		delete(t.byName, name)
 	}
@@ -190,7 +198,7 @@ type tokenFields struct {
 }
 
 // add puts a token in the index and counts it if it is active at now.
-// The caller holds Badger.mu.
+// The caller holds writeMu.
 func (idx *index) add(f tokenFields, now int64) {
 	i := idx.place(f)
 	idx.countMu.Lock()
@@ -199,7 +207,7 @@ func (idx *index) add(f tokenFields, now int64) {
 }
 
 // place fills a free slot with a token and makes it findable; the caller
-// holds Badger.mu or is the loader, and counts it.
+// holds writeMu or is the loader, and counts it.
 func (idx *index) place(f tokenFields) uint32 {
 	i := idx.slots.alloc()
 	e := idx.slots.at(i)
@@ -287,26 +295,17 @@ func (idx *index) revoke(h SecretHash, at, now int64) {
 	idx.countMu.Unlock()
 }
 
-// tokenState is what the write path reads of an indexed token.
-type tokenState struct {
-	lastUsed    int64
-	userDeleted bool
-}
-
-// state returns what the index knows of the token with hash h.
-func (idx *index) state(h SecretHash) (tokenState, bool) {
+// lastUsedOf returns the last use this node has seen of the token with
+// hash h (unix nanoseconds, 0 if none).
+func (idx *index) lastUsedOf(h SecretHash) int64 {
 	sh := idx.shardFor(h)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	i, ok := sh.m[h]
 	if !ok {
-		return tokenState{}, false
+		return 0
 	}
-	e := idx.slots.at(i)
-	return tokenState{
-		lastUsed:    e.lastUsed.Load(),
-		userDeleted: idx.users.at(e.user).flags.Load()&flagDeleted != 0,
-	}, true
+	return idx.slots.at(i).lastUsed.Load()
 }
 
 // sweep stops counting tokens that are no longer active at now and drops
@@ -393,7 +392,7 @@ func (idx *index) takeDirty() []slotRef {
 }
 
 // requeue puts slots whose flush failed back in the queue; the caller
-// holds Badger.mu, so none of them is reused meanwhile.
+// holds writeMu, so none of them is reused meanwhile.
 func (idx *index) requeue(refs []slotRef) {
 	idx.dirtyMu.Lock()
 	defer idx.dirtyMu.Unlock()
@@ -405,17 +404,20 @@ func (idx *index) requeue(refs []slotRef) {
 	}
 }
 
-// Verify checks a bearer secret against the index. It does not allocate
-// (except once per token and admin state, for the cached identity) and
-// never touches the disk.
-func (s *Badger) Verify(secret string) (Identity, VerifyResult) {
+// Verify checks a bearer secret on the request hot path, against the
+// in-memory index. It never touches the database, never for a malformed
+// secret either, and does not allocate (except once per token and admin
+// state, for the cached identity). A revocation, deletion, expiry or
+// disabled user is seen by the very next call on the node that made the
+// change, and on other nodes as soon as their change feed applies it.
+func (s *Store) Verify(secret string) (Identity, VerifyResult) {
 	if secret == "" {
 		return Identity{}, ResultMissing
 	}
 	if _, ok := ParseSecret(secret); !ok {
 		return Identity{}, ResultMalformed
 	}
-	return s.idx.verify(HashSecret(secret), s.clock.Now().UnixNano())
+	return s.idx.Load().verify(HashSecret(secret), s.clock.Now().UnixNano())
 }
 
 func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {

@@ -149,22 +149,3 @@ type userRecord struct {
 	User
 	PasswordHash []byte `json:"password_hash"`
 }
-
-// be64 encodes v big-endian, so byte order is numeric order for v >= 0.
-func be64(v int64) string {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(v))
-	return string(b[:])
-}
-
-func userKey(name string) string       { return prefixUser + name }
-func tokenKey(id string) string        { return prefixToken + id }
-func userTokenKey(u, id string) string { return userTokensPrefix(u) + id }
-func userTokensPrefix(u string) string { return prefixUserToken + u + "/" }
-func nameKey(u, name string) string    { return prefixName + u + "/" + name }
-func expiryKey(t time.Time, id string) string {
-	return prefixExpiry + be64(t.UnixNano()) + "/" + id
-}
-func lastUsedKey(id string) string { return prefixLastUsed + id }
-func alertKey(id string) string    { return prefixAlert + id }
-func settingKey(k string) string   { return prefixSetting + k }

@@ -3,13 +3,18 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 )
 
-// Errors a Store returns. They are wrapped with a message a person can act
-// on (errors.Is still matches); the admin API maps each to its HTTP status.
+// Errors the Store returns. They are wrapped with a message a person can
+// act on (errors.Is still matches); the admin API maps each to its HTTP
+// status. ErrUnavailable (backend.go) is the fifth: 503.
 var (
 	ErrNotFound  = errors.New("not found")       // 404
 	ErrConflict  = errors.New("conflict")        // 409: exists already, duplicate name
@@ -18,74 +23,253 @@ var (
 	ErrBadLogin  = errors.New("bad credentials") // 401: unknown user, wrong password or disabled user
 )
 
-// Store is everything the gateway, the admin API and the alert loop need
-// from persistent storage. Every method is safe for concurrent use.
+// Store is users, tokens, settings, alert state and the audit log: the
+// rules of API tokens for Caddy, written once over a Backend. Every method
+// is safe for concurrent use.
 //
-// Mutations are atomic, durable once they return nil (they survive kill -9),
-// and write their audit entry in the same transaction, taking the actor and
-// client address from the context (see WithActor).
-type Store interface {
-	// Verify checks a bearer secret on the request hot path. It never writes
-	// to disk and never touches disk for a malformed secret; a revocation,
-	// deletion, expiry or disabled user is seen by the very next call.
-	Verify(secret string) (Identity, VerifyResult)
+// Mutations are atomic and durable once they return nil (they survive
+// kill -9), and write their audit entry in the same transaction, taking
+// the actor and client address from the context (see WithActor).
+//
+// Verification on the request hot path reads an in-memory index of every
+// token. The index is fed by the backend's change feed, not by the local
+// write path, so a single node and a fleet of nodes on one database are
+// the same code: a mutation returns once this node's index has applied
+// it, and every other node applies it as its feed delivers it.
+type Store struct {
+	db     Backend
+	clock  Clock
+	log    *zap.Logger
+	cost   int
+	flushN time.Duration
 
-	// Users.
-	CreateUser(ctx context.Context, u NewUser) (User, error)
-	// EnsureAdmin creates u as an admin only if no admin exists yet, in one
-	// transaction. It reports whether it created the user.
-	EnsureAdmin(ctx context.Context, u NewUser) (bool, error)
-	GetUser(ctx context.Context, username string) (User, error)
-	ListUsers(ctx context.Context) ([]User, error)
-	UpdateUser(ctx context.Context, username string, p UserPatch) (User, error)
-	// DeleteUser removes the user and every token they own.
-	DeleteUser(ctx context.Context, username string) error
-	// CheckPassword does the same amount of work whether or not the user
-	// exists, so response time does not reveal which usernames exist. It
-	// returns ErrBadLogin for an unknown user, a wrong password or a
-	// disabled user.
-	CheckPassword(ctx context.Context, username, password string) (User, error)
+	// idx is swapped whole when the feed resets (a node that missed
+	// changes reloads everything); Verify reads whichever is current.
+	idx atomic.Pointer[index]
+	// orphans are the missing users that token records referred to at the
+	// last reset: a user deletion interrupted before its tombstone existed.
+	orphans map[string]bool
 
-	// Tokens. CreateToken returns the secret, which is never stored.
-	CreateToken(ctx context.Context, t NewToken) (secret string, meta Token, err error)
-	GetToken(ctx context.Context, id string) (Token, error)
-	ListUserTokens(ctx context.Context, username string) ([]Token, error)
-	ListTokens(ctx context.Context, f TokenFilter) ([]Token, error)
-	// DeleteToken removes a token of the given user; it stops working at once.
-	DeleteToken(ctx context.Context, username, id string) error
-	// Logout deletes the temporary token with this ID (audited as logout).
-	Logout(ctx context.Context, id string) error
-	// RotateToken creates a new permanent token with the same name and a
-	// fresh expiry (expiresAt), and revokes the old one after grace.
-	RotateToken(ctx context.Context, username, id string, grace time.Duration, expiresAt time.Time) (secret string, meta Token, err error)
-	// ForEachPermanentToken streams every permanent token (active, expired
-	// or revoked) in expiry order, with bounded memory. Returning an error
-	// from fn stops the walk and returns that error.
-	ForEachPermanentToken(ctx context.Context, fn func(Token) error) error
-	// CountTokens counts live (active) tokens by kind.
-	CountTokens() map[TokenKind]int
+	hooksMu          sync.Mutex
+	onSettingsChange []func()
 
-	// Settings (AppConfig). PutSetting validates with ValidateSetting.
-	ListSettings(ctx context.Context) ([]Setting, error)
-	GetSetting(ctx context.Context, key string) (string, error)
-	PutSetting(ctx context.Context, key, value string) (Setting, error)
-	DeleteSetting(ctx context.Context, key string) error
+	dummyOnce sync.Once
+	dummyHash []byte
 
-	// Alert state per token, written only by the alert loop and deleted
-	// with the token.
-	GetAlertState(ctx context.Context, tokenID string) (AlertState, bool, error)
-	PutAlertStates(ctx context.Context, states map[string]AlertState) error
+	// purgeHook, if set, runs before each batch of a user deletion's
+	// token purge. Tests only.
+	purgeHook func()
 
-	// Audit log.
-	AppendAudit(ctx context.Context, e AuditEntry) error
-	// ListAudit returns up to limit entries, newest first.
-	ListAudit(ctx context.Context, limit int) ([]AuditEntry, error)
-	// PruneAudit deletes the entries older than before and records that it
-	// did; it returns how many it deleted.
-	PruneAudit(ctx context.Context, before time.Time) (int, error)
+	closed    atomic.Bool
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
 
-	// Close flushes batched last-used times and releases the database.
-	Close() error
+// Options configure Open. Zero values get defaults.
+type Options struct {
+	// Clock defaults to SystemClock.
+	Clock Clock
+	// Logger defaults to a no-op logger.
+	Logger *zap.Logger
+	// LastUsedFlushInterval is how often batched last-used times are written;
+	// it is the staleness bound of last_used_at. Default 30s.
+	LastUsedFlushInterval time.Duration
+	// PasswordCost is the bcrypt cost for new password hashes. Default
+	// bcrypt.DefaultCost; tests use bcrypt.MinCost for speed.
+	PasswordCost int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Clock == nil {
+		o.Clock = SystemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.LastUsedFlushInterval <= 0 {
+		o.LastUsedFlushInterval = 30 * time.Second
+	}
+	if o.PasswordCost == 0 {
+		o.PasswordCost = bcrypt.DefaultCost
+	}
+	return o
+}
+
+// ErrClosed is returned by calls after Close, by the Store and by its
+// backend.
+var ErrClosed = errors.New("storage: the store is closed")
+
+// Open builds the store over db: it subscribes to db's change feed (which
+// loads every token into memory), finishes any user deletion that was
+// interrupted, and starts the background work (last-use flushes, dropping
+// expired sessions from memory). The Store owns db from then on: Close
+// closes it, and so does a failed Open.
+func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	s := &Store{
+		db:     db,
+		clock:  opts.Clock,
+		log:    opts.Logger,
+		cost:   opts.PasswordCost,
+		flushN: opts.LastUsedFlushInterval,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	s.idx.Store(newIndex())
+	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.finishDeletions(ctx); err != nil {
+		s.log.Warn("could not finish deleting the tokens of deleted users; they do not work, and the next start tries again", zap.Error(err))
+	}
+	s.fillExpiryCopies(ctx)
+	go s.background()
+	return s, nil
+}
+
+// Backend returns the backend the store runs on, for operations that only
+// some backends offer (backups, sync status).
+func (s *Store) Backend() Backend { return s.db }
+
+// OnSettingsChange registers fn to run whenever a setting changes, on
+// this node or on any other node of the database.
+func (s *Store) OnSettingsChange(fn func()) {
+	s.hooksMu.Lock()
+	s.onSettingsChange = append(s.onSettingsChange, fn)
+	s.hooksMu.Unlock()
+}
+
+func (s *Store) settingsChanged() {
+	s.hooksMu.Lock()
+	hooks := s.onSettingsChange
+	s.hooksMu.Unlock()
+	for _, fn := range hooks {
+		fn()
+	}
+}
+
+// Close flushes batched last-used times, stops the background work and
+// closes the backend. Calling it again returns the first result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.flushLastUsed(context.Background())
+		s.closed.Store(true)
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// background flushes last-used times, drops expired temporary tokens from
+// memory and prunes idle cached identities until Close.
+func (s *Store) background() {
+	defer close(s.done)
+	t := time.NewTicker(s.flushN)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.flushLastUsed(context.Background())
+			now := s.clock.Now()
+			idx := s.idx.Load()
+			idx.sweep(now)
+			idx.pruneIdentities(now)
+		}
+	}
+}
+
+// writeTxn is one mutation: the backend's transaction, its time and the
+// audit entries to write with it.
+type writeTxn struct {
+	Writer
+	now   time.Time
+	audit []AuditEntry
+}
+
+// record adds an audit entry, written in the same transaction.
+func (w *writeTxn) record(ctx context.Context, action, target, detail string) {
+	actor, ip := ActorFrom(ctx)
+	w.audit = append(w.audit, AuditEntry{Time: w.now, Actor: actor, Action: action, Target: target, Detail: detail, ClientIP: ip})
+}
+
+// update runs fn in a read-write transaction, writes the audit entries fn
+// recorded, and commits. If fn fails nothing is written. fn may run again
+// if the backend retries the transaction, so it must keep its results in
+// variables it overwrites, never appends to.
+func (s *Store) update(ctx context.Context, fn func(w *writeTxn) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.db.Update(ctx, func(tx Writer) error {
+		w := &writeTxn{Writer: tx, now: s.clock.Now()}
+		if err := fn(w); err != nil {
+			return err
+		}
+		return writeAudit(w, w.audit)
+	})
+}
+
+// view runs fn in a read-only transaction.
+func (s *Store) view(ctx context.Context, fn func(r Reader) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.db.View(ctx, fn)
+}
+
+// getValue reads a value and says what it was reading if that fails.
+func getValue(r Reader, key string) ([]byte, bool, error) {
+	val, found, err := r.Get(key)
+	if err != nil {
+		return nil, false, fmt.Errorf("storage: read %s: %w", keyKind(key), err)
+	}
+	return val, found, nil
+}
+
+func exists(r Reader, key string) (bool, error) {
+	_, found, err := getValue(r, key)
+	return found, err
+}
+
+func set(w Writer, key string, val []byte) error {
+	if err := w.Set(key, val, 0); err != nil {
+		return fmt.Errorf("storage: write %s: %w", keyKind(key), err)
+	}
+	return nil
+}
+
+func setTTL(w Writer, key string, val []byte, ttl time.Duration) error {
+	if err := w.Set(key, val, ttl); err != nil {
+		return fmt.Errorf("storage: write %s: %w", keyKind(key), err)
+	}
+	return nil
+}
+
+func del(w Writer, key string) error {
+	if err := w.Delete(key); err != nil {
+		return fmt.Errorf("storage: delete %s: %w", keyKind(key), err)
+	}
+	return nil
+}
+
+// scanKeys calls fn with the part after prefix of every key under prefix.
+func scanKeys(r Reader, prefix string, fn func(suffix string) error) error {
+	return r.Scan(prefix, ScanOptions{KeysOnly: true}, func(key, _ []byte) error {
+		return fn(string(key[len(prefix):]))
+	})
+}
+
+// ttlUntil is the TTL for a record that the clock says expires at t. The
+// TTL only collects garbage and runs on the backend's clock, so it is
+// rounded up generously; a minute is the floor Badger can honour well.
+func (s *Store) ttlUntil(t time.Time) time.Duration {
+	return max(t.Sub(s.clock.Now()), 0) + time.Minute
 }
 
 // AlertState is what the alert loop remembers about one permanent token so
@@ -117,16 +301,5 @@ func ActorFrom(ctx context.Context) (actor, clientIP string) {
 	return "system", ""
 }
 
-// Options configure OpenBadger. Zero values get defaults.
-type Options struct {
-	// Clock defaults to SystemClock.
-	Clock Clock
-	// Logger defaults to a no-op logger.
-	Logger *zap.Logger
-	// LastUsedFlushInterval is how often batched last-used times are written;
-	// it is the staleness bound of last_used_at. Default 30s.
-	LastUsedFlushInterval time.Duration
-	// PasswordCost is the bcrypt cost for new password hashes. Default
-	// bcrypt.DefaultCost; tests use bcrypt.MinCost for speed.
-	PasswordCost int
-}
+// Clock returns the store's clock.
+func (s *Store) Clock() Clock { return s.clock }

@@ -10,18 +10,12 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/dgraph-io/badger/v4"
-	"go.uber.org/zap"
 )
 
 const (
 	maxTokenNameLen = 64
 	// loginTokenName names temporary tokens created without a name.
 	loginTokenName = "login"
-	// flushChunk bounds the last-use updates written per transaction, so
-	// the write lock is released between chunks.
-	flushChunk = 1000
 )
 
 // latestExpiry keeps expiry times inside what int64 nanoseconds can hold.
@@ -50,32 +44,20 @@ func validateTokenName(name string) error {
 
 // CreateToken mints a token for an existing, enabled user and returns its
 // secret, which is shown once and never stored (only its SHA-256 is).
-func (s *Badger) CreateToken(ctx context.Context, t NewToken) (string, Token, error) {
+func (s *Store) CreateToken(ctx context.Context, t NewToken) (string, Token, error) {
 	t, err := checkNewToken(ctx, t)
 	if err != nil {
 		return "", Token{}, err
 	}
-	secret := NewSecret(t.Kind)
+	var secret string
 	var meta Token
-	err = s.update(func(w *writeTxn) error {
-		if err := s.checkTokenOwner(w.txn, t.User); err != nil {
+	err = s.update(ctx, func(w *writeTxn) error {
+		if err := checkTokenOwner(w, t.User); err != nil {
 			return err
 		}
-		rec := tokenRecord{Hash: HashSecret(secret), Token: Token{
-			ID: NewTokenID(), User: t.User, Name: t.Name, Kind: t.Kind,
-			CreatedAt: w.now, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt.UTC(),
-		}}
-		if err := s.insertToken(w, &rec); err != nil {
-			return err
-		}
-		action, detail := ActionTokenCreate, fmt.Sprintf("user=%s name=%q expires_at=%s", rec.User, rec.Name, rec.ExpiresAt.Format(time.RFC3339))
-		if t.Kind == Temporary {
-			action, detail = ActionLogin, fmt.Sprintf("user=%s expires_at=%s", rec.User, rec.ExpiresAt.Format(time.RFC3339))
-		}
-		w.record(ctx, action, rec.ID, detail)
-		meta = rec.Token
-		meta.Status = rec.StatusAt(w.now)
-		return nil
+		var err error
+		secret, meta, err = s.mint(ctx, w, t)
+		return err
 	})
 	if err != nil {
 		return "", Token{}, err
@@ -85,8 +67,7 @@ func (s *Badger) CreateToken(ctx context.Context, t NewToken) (string, Token, er
 
 // checkNewToken validates a token request and fills in its defaults: an
 // unnamed temporary token is a login token, and the creator defaults to
-// the context's actor. CreateToken and CreateTokens share it so a batch
-// accepts exactly what single creates accept.
+// the context's actor.
 func checkNewToken(ctx context.Context, t NewToken) (NewToken, error) {
 	if t.Kind != Permanent && t.Kind != Temporary {
 		return t, fmt.Errorf("%w: token kind must be %q or %q", ErrInvalid, Permanent, Temporary)
@@ -104,8 +85,8 @@ func checkNewToken(ctx context.Context, t NewToken) (NewToken, error) {
 }
 
 // checkTokenOwner refuses tokens for missing or disabled users.
-func (s *Badger) checkTokenOwner(txn *badger.Txn, name string) error {
-	u, err := getUser(txn, name)
+func checkTokenOwner(r Reader, name string) error {
+	u, err := getUser(r, name)
 	if err != nil {
 		return err
 	}
@@ -115,9 +96,32 @@ func (s *Badger) checkTokenOwner(txn *badger.Txn, name string) error {
 	return nil
 }
 
-// insertToken writes a new token with its index keys and schedules its
-// index entry. A permanent token's name must be free for its user.
-func (s *Badger) insertToken(w *writeTxn, rec *tokenRecord) error {
+// mint is the one place a token is made: a fresh secret, its record and
+// index keys, and the audit entry (login for a session, token_create for a
+// permanent token). t is checked (checkNewToken) and its owner too.
+func (s *Store) mint(ctx context.Context, w *writeTxn, t NewToken) (string, Token, error) {
+	secret := NewSecret(t.Kind)
+	rec := tokenRecord{Hash: HashSecret(secret), Token: Token{
+		ID: NewTokenID(), User: t.User, Name: t.Name, Kind: t.Kind,
+		CreatedAt: w.now, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt.UTC(),
+	}}
+	if err := s.insertToken(w, &rec); err != nil {
+		return "", Token{}, err
+	}
+	expires := rec.ExpiresAt.Format(time.RFC3339)
+	if t.Kind == Temporary {
+		w.record(ctx, ActionLogin, rec.ID, fmt.Sprintf("user=%s expires_at=%s", rec.User, expires))
+	} else {
+		w.record(ctx, ActionTokenCreate, rec.ID, fmt.Sprintf("user=%s name=%q expires_at=%s", rec.User, rec.Name, expires))
+	}
+	meta := rec.Token
+	meta.Status = rec.StatusAt(w.now)
+	return secret, meta, nil
+}
+
+// insertToken writes a new token with its index keys. A permanent token's
+// name must be free for its user.
+func (s *Store) insertToken(w *writeTxn, rec *tokenRecord) error {
 	if !rec.ExpiresAt.After(w.now) {
 		return fmt.Errorf("%w: expires_at %s is not in the future", ErrInvalid, rec.ExpiresAt.Format(time.RFC3339))
 	}
@@ -125,81 +129,95 @@ func (s *Badger) insertToken(w *writeTxn, rec *tokenRecord) error {
 		return fmt.Errorf("%w: expires_at %s is too far in the future", ErrInvalid, rec.ExpiresAt.Format(time.RFC3339))
 	}
 	if rec.Kind == Permanent {
-		taken, err := exists(w.txn, nameKey(rec.User, rec.Name))
+		taken, err := exists(w, nameKey(rec.User, rec.Name))
 		if err != nil {
 			return err
 		}
 		if taken {
 			return fmt.Errorf("%w: user %q already has a token named %q", ErrConflict, rec.User, rec.Name)
 		}
-		if err := set(w.txn, nameKey(rec.User, rec.Name), []byte(rec.ID)); err != nil {
+		if err := set(w, nameKey(rec.User, rec.Name), []byte(rec.ID)); err != nil {
 			return err
 		}
 	}
-	if err := s.putTokenRecord(w.txn, rec); err != nil {
+	if err := s.putTokenRecord(w, rec); err != nil {
 		return err
 	}
-	if err := s.setMaybeTTL(w.txn, rec, userTokenKey(rec.User, rec.ID), nil); err != nil {
+	return s.setForToken(w, rec, userTokenKey(rec.User, rec.ID), nil)
+}
+
+// putTokenRecord writes a token record and publishes the change with the
+// token's hash. Every write of t/<id> goes through here, so a permanent
+// token's copy under its expiry key (which ForEachPermanentToken reads
+// instead of t/<id>) never differs from it.
+func (s *Store) putTokenRecord(w Writer, rec *tokenRecord) error {
+	val := rec.marshal()
+	if rec.Kind == Permanent {
+		if err := set(w, expiryKey(rec.ExpiresAt, rec.ID), val); err != nil {
+			return err
+		}
+	}
+	if err := s.setForToken(w, rec, tokenKey(rec.ID), val); err != nil {
 		return err
 	}
-	w.then(func() {
-		s.idx.add(tokenFields{
-			hash: rec.Hash, id: []byte(rec.ID), user: s.idx.users.byName[rec.User],
-			kind: kindByte(rec.Kind), expires: rec.ExpiresAt.UnixNano(),
-		}, w.now.UnixNano())
-	})
+	w.Publish(tokenKey(rec.ID), rec.Hash[:])
 	return nil
 }
 
-// putTokenRecord writes a token record. Every write of t/<id> goes through
-// here, so a permanent token's copy under its expiry key (which
-// ForEachPermanentToken reads instead of t/<id>) never differs from it.
-func (s *Badger) putTokenRecord(txn *badger.Txn, rec *tokenRecord) error {
-	val := rec.marshal()
-	if rec.Kind == Permanent {
-		if err := set(txn, expiryKey(rec.ExpiresAt, rec.ID), val); err != nil {
-			return err
-		}
-	}
-	return s.setMaybeTTL(txn, rec, tokenKey(rec.ID), val)
-}
-
-// setMaybeTTL writes a key that belongs to token rec; a temporary token's
-// keys expire on disk shortly after the token does.
-func (s *Badger) setMaybeTTL(txn *badger.Txn, rec *tokenRecord, key string, val []byte) error {
-	e := badger.NewEntry([]byte(key), val)
+// setForToken writes a key that belongs to token rec; a temporary token's
+// keys may be collected by the backend shortly after the token expires.
+func (s *Store) setForToken(w Writer, rec *tokenRecord, key string, val []byte) error {
 	if rec.Kind == Temporary {
-		e = e.WithTTL(s.ttlUntil(rec.ExpiresAt))
+		return setTTL(w, key, val, s.ttlUntil(rec.ExpiresAt))
 	}
-	return setEntry(txn, e)
+	return set(w, key, val)
 }
 
-// getLiveToken reads a token record. An expired temporary token counts as
-// gone, whether or not Badger has collected it yet, and so does a token of
-// a deleted user that is still being purged.
-func (s *Badger) getLiveToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
-	rec, found, err := getToken(txn, id)
+// liveTokens reads token records as callers may see them: an expired
+// temporary token counts as gone, whether or not the backend has collected
+// it yet, and so does a token whose user was deleted and is only waiting
+// for the purge. It remembers which users exist, for lists.
+type liveTokens struct {
+	r     Reader
+	now   time.Time
+	users map[string]bool
+}
+
+func newLiveTokens(r Reader, now time.Time) *liveTokens {
+	return &liveTokens{r: r, now: now, users: map[string]bool{}}
+}
+
+// get reads the live token with this id.
+func (l *liveTokens) get(id string) (tokenRecord, bool, error) {
+	rec, found, err := getToken(l.r, id)
 	if err != nil || !found {
-		return rec, found, err
+		return rec, false, err
 	}
-	if rec.Kind == Temporary && !rec.ExpiresAt.After(s.clock.Now()) || s.ownerDeleted(&rec) {
-		return tokenRecord{}, false, nil
-	}
-	return rec, true, nil
+	live, err := l.live(&rec)
+	return rec, live, err
 }
 
-// ownerDeleted reports whether rec's user has been deleted and rec is
-// only waiting for the purge (see DeleteUser): such a token is gone.
-func (s *Badger) ownerDeleted(rec *tokenRecord) bool {
-	st, ok := s.idx.state(rec.Hash)
-	return ok && st.userDeleted
+// live reports whether a record read from storage is a live token.
+func (l *liveTokens) live(rec *tokenRecord) (bool, error) {
+	if rec.Kind == Temporary && !rec.ExpiresAt.After(l.now) {
+		return false, nil
+	}
+	found, known := l.users[rec.User]
+	if !known {
+		var err error
+		if found, err = exists(l.r, userKey(rec.User)); err != nil {
+			return false, err
+		}
+		l.users[rec.User] = found
+	}
+	return found, nil
 }
 
-func getToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
+func getToken(r Reader, id string) (tokenRecord, bool, error) {
 	if !plausibleTokenID(id) {
 		return tokenRecord{}, false, nil
 	}
-	val, found, err := getValue(txn, tokenKey(id))
+	val, found, err := getValue(r, tokenKey(id))
 	if err != nil || !found {
 		return tokenRecord{}, found, err
 	}
@@ -213,8 +231,8 @@ func getToken(txn *badger.Txn, id string) (tokenRecord, bool, error) {
 // maxTokenIDLen bounds ids looked up; real ones (NewTokenID) are 24 bytes.
 const maxTokenIDLen = 64
 
-// plausibleTokenID rejects ids that cannot exist before they reach Badger,
-// whose keys are limited in size.
+// plausibleTokenID rejects ids that cannot exist before they reach the
+// backend, whose keys are limited in size.
 func plausibleTokenID(id string) bool { return id != "" && len(id) <= maxTokenIDLen }
 
 func tokenNotFound(id string) error {
@@ -226,12 +244,13 @@ func notUsersToken(user, id string) error {
 }
 
 // deleteToken removes a token and everything keyed by its id, and
-// schedules its removal from the index.
-func (s *Badger) deleteToken(w *writeTxn, rec tokenRecord) error {
+// publishes the deletion with the token's hash, by which every node's
+// index finds it.
+func deleteToken(w Writer, rec tokenRecord) error {
 	keys := []string{tokenKey(rec.ID), userTokenKey(rec.User, rec.ID), lastUsedKey(rec.ID), alertKey(rec.ID)}
 	if rec.Kind == Permanent {
 		keys = append(keys, expiryKey(rec.ExpiresAt, rec.ID))
-		owner, found, err := getValue(w.txn, nameKey(rec.User, rec.Name))
+		owner, found, err := getValue(w, nameKey(rec.User, rec.Name))
 		if err != nil {
 			return err
 		}
@@ -240,102 +259,148 @@ func (s *Badger) deleteToken(w *writeTxn, rec tokenRecord) error {
 		}
 	}
 	for _, k := range keys {
-		if err := del(w.txn, k); err != nil {
+		if err := del(w, k); err != nil {
 			return err
 		}
 	}
-	w.then(func() { s.idx.remove(rec.Hash) })
+	w.Publish(tokenKey(rec.ID), rec.Hash[:])
 	return nil
 }
 
 // GetToken returns a token's metadata.
-func (s *Badger) GetToken(_ context.Context, id string) (Token, error) {
+func (s *Store) GetToken(ctx context.Context, id string) (Token, error) {
 	var t Token
-	err := s.view(func(txn *badger.Txn) error {
-		rec, found, err := s.getLiveToken(txn, id)
+	err := s.view(ctx, func(r Reader) error {
+		rec, found, err := newLiveTokens(r, s.clock.Now()).get(id)
 		if err != nil {
 			return err
 		}
 		if !found {
 			return tokenNotFound(id)
 		}
-		t, err = s.tokenView(txn, rec, s.clock.Now())
-		return err
+		views, err := s.tokenViews(r, []tokenRecord{rec}, s.clock.Now())
+		if err != nil {
+			return err
+		}
+		t = views[0]
+		return nil
 	})
 	return t, err
 }
 
-// tokenView is the metadata callers see: status at now and the last use.
-// The index holds the last use of every token it has: the flushed one from
-// open (see lastUseCursor) and every use since, which only ever reach the
-// disk from there. Only a token missing from the index (a record the
-// loader skipped) needs its last use read from disk.
-func (s *Badger) tokenView(txn *badger.Txn, rec tokenRecord, now time.Time) (Token, error) {
-	t := rec.Token
-	t.Status = t.StatusAt(now)
-	var used int64
-	if st, ok := s.idx.state(rec.Hash); ok {
-		used = st.lastUsed
-	} else if val, found, err := getValue(txn, lastUsedKey(rec.ID)); err != nil {
-		return Token{}, err
-	} else if found && len(val) == 8 {
-		used = int64(binary.BigEndian.Uint64(val))
+// tokenViews turns records into the metadata callers see: the status at
+// now and the last use, the later of what this node saw (in memory) and
+// what any node flushed to storage.
+func (s *Store) tokenViews(r Reader, recs []tokenRecord, now time.Time) ([]Token, error) {
+	out := make([]Token, len(recs))
+	keys := make([]string, len(recs))
+	idx := s.idx.Load()
+	for i := range recs {
+		out[i] = recs[i].Token
+		out[i].Status = out[i].StatusAt(now)
+		keys[i] = lastUsedKey(recs[i].ID)
+		if used := idx.lastUsedOf(recs[i].Hash); used != 0 {
+			lu := nanosTime(used)
+			out[i].LastUsedAt = &lu
+		}
 	}
-	if used != 0 {
-		lu := nanosTime(used)
-		t.LastUsedAt = &lu
+	err := r.GetMany(keys, func(i int, val []byte) error {
+		if len(val) != 8 {
+			return nil
+		}
+		stored := nanosTime(int64(binary.BigEndian.Uint64(val)))
+		if out[i].LastUsedAt == nil || stored.After(*out[i].LastUsedAt) {
+			out[i].LastUsedAt = &stored
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: read last use: %w", err)
 	}
-	return t, nil
+	return out, nil
 }
 
 // ListUserTokens returns a user's tokens, oldest first. Expired temporary
 // tokens are gone; expired and revoked permanent tokens are listed.
-func (s *Badger) ListUserTokens(_ context.Context, name string) ([]Token, error) {
-	tokens := []Token{}
-	err := s.view(func(txn *badger.Txn) error {
-		if _, err := getUser(txn, name); err != nil {
+func (s *Store) ListUserTokens(ctx context.Context, name string) ([]Token, error) {
+	var tokens []Token
+	err := s.view(ctx, func(r Reader) error {
+		if _, err := getUser(r, name); err != nil {
 			return err
 		}
-		now := s.clock.Now()
-		prefix := prefixUserToken + name + "/"
-		return scan(txn, prefix, false, func(key, _ []byte) error {
-			return s.appendToken(txn, string(key[len(prefix):]), now, TokenFilter{}, &tokens)
-		})
+		var ids []string
+		if err := scanKeys(r, userTokensPrefix(name), func(id string) error {
+			ids = append(ids, id)
+			return nil
+		}); err != nil {
+			return err
+		}
+		recs, err := s.liveRecords(r, ids, TokenFilter{})
+		if err != nil {
+			return err
+		}
+		tokens, err = s.tokenViews(r, recs, s.clock.Now())
+		return err
 	})
 	sortTokens(tokens)
-	return tokens, err
+	return orEmpty(tokens), err
+}
+
+// liveRecords reads the live tokens with these ids that pass f.
+func (s *Store) liveRecords(r Reader, ids []string, f TokenFilter) ([]tokenRecord, error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = tokenKey(id)
+	}
+	live := newLiveTokens(r, s.clock.Now())
+	var recs []tokenRecord
+	err := r.GetMany(keys, func(_ int, val []byte) error {
+		rec, err := unmarshalToken(val)
+		if err != nil {
+			return err
+		}
+		if ok, err := live.live(&rec); err != nil || !ok || !f.keeps(&rec) {
+			return err
+		}
+		recs = append(recs, rec)
+		return nil
+	})
+	return recs, err
+}
+
+// keeps reports whether a record passes the filter.
+func (f TokenFilter) keeps(rec *tokenRecord) bool {
+	if f.Kind != "" && rec.Kind != f.Kind {
+		return false
+	}
+	return f.ExpiringBefore.IsZero() || rec.ExpiresAt.Before(f.ExpiringBefore)
 }
 
 // ListTokens returns every token that passes f, by user and creation time.
-func (s *Badger) ListTokens(_ context.Context, f TokenFilter) ([]Token, error) {
-	tokens := []Token{}
-	err := s.view(func(txn *badger.Txn) error {
-		now := s.clock.Now()
-		return scan(txn, prefixToken, false, func(key, _ []byte) error {
-			return s.appendToken(txn, string(key[len(prefixToken):]), now, f, &tokens)
+func (s *Store) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error) {
+	var tokens []Token
+	err := s.view(ctx, func(r Reader) error {
+		live := newLiveTokens(r, s.clock.Now())
+		var recs []tokenRecord
+		err := r.Scan(prefixToken, ScanOptions{}, func(_, val []byte) error {
+			rec, err := unmarshalToken(val)
+			if err != nil {
+				return err
+			}
+			if ok, err := live.live(&rec); err != nil || !ok || !f.keeps(&rec) {
+				return err
+			}
+			recs = append(recs, rec)
+			return nil
 		})
+		if err != nil {
+			return err
+		}
+		tokens, err = s.tokenViews(r, recs, s.clock.Now())
+		return err
 	})
 	sortTokens(tokens)
-	return tokens, err
-}
-
-func (s *Badger) appendToken(txn *badger.Txn, id string, now time.Time, f TokenFilter, out *[]Token) error {
-	rec, found, err := s.getLiveToken(txn, id)
-	if err != nil || !found {
-		return err
-	}
-	if f.Kind != "" && rec.Kind != f.Kind {
-		return nil
-	}
-	if !f.ExpiringBefore.IsZero() && !rec.ExpiresAt.Before(f.ExpiringBefore) {
-		return nil
-	}
-	t, err := s.tokenView(txn, rec, now)
-	if err != nil {
-		return err
-	}
-	*out = append(*out, t)
-	return nil
+	return orEmpty(tokens), err
 }
 
 func sortTokens(ts []Token) {
@@ -344,18 +409,26 @@ func sortTokens(ts []Token) {
 	})
 }
 
+// orEmpty returns s, or an empty slice for nil, so JSON says [] not null.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
 // DeleteToken deletes a token of the given user. A token of someone else
 // is reported as not found, so ids of other users' tokens are not probed.
-func (s *Badger) DeleteToken(ctx context.Context, user, id string) error {
-	return s.update(func(w *writeTxn) error {
-		rec, found, err := s.getLiveToken(w.txn, id)
+func (s *Store) DeleteToken(ctx context.Context, user, id string) error {
+	return s.update(ctx, func(w *writeTxn) error {
+		rec, found, err := newLiveTokens(w, w.now).get(id)
 		if err != nil {
 			return err
 		}
 		if !found || rec.User != user {
 			return notUsersToken(user, id)
 		}
-		if err := s.deleteToken(w, rec); err != nil {
+		if err := deleteToken(w, rec); err != nil {
 			return err
 		}
 		w.record(ctx, ActionTokenDelete, id, fmt.Sprintf("user=%s name=%q kind=%s", rec.User, rec.Name, rec.Kind))
@@ -364,9 +437,9 @@ func (s *Badger) DeleteToken(ctx context.Context, user, id string) error {
 }
 
 // Logout deletes a temporary token.
-func (s *Badger) Logout(ctx context.Context, id string) error {
-	return s.update(func(w *writeTxn) error {
-		rec, found, err := s.getLiveToken(w.txn, id)
+func (s *Store) Logout(ctx context.Context, id string) error {
+	return s.update(ctx, func(w *writeTxn) error {
+		rec, found, err := newLiveTokens(w, w.now).get(id)
 		if err != nil {
 			return err
 		}
@@ -376,7 +449,7 @@ func (s *Badger) Logout(ctx context.Context, id string) error {
 		if rec.Kind != Temporary {
 			return fmt.Errorf("%w: token %q is a permanent token; only login tokens can log out (delete permanent tokens instead)", ErrInvalid, id)
 		}
-		if err := s.deleteToken(w, rec); err != nil {
+		if err := deleteToken(w, rec); err != nil {
 			return err
 		}
 		w.record(ctx, ActionLogout, id, "user="+rec.User)
@@ -386,41 +459,35 @@ func (s *Badger) Logout(ctx context.Context, id string) error {
 
 // RotateToken replaces an active permanent token with a new one of the same
 // name expiring at expiresAt; the old one is revoked after grace.
-func (s *Badger) RotateToken(ctx context.Context, user, id string, grace time.Duration, expiresAt time.Time) (string, Token, error) {
+func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Duration, expiresAt time.Time) (string, Token, error) {
 	if grace < 0 {
 		return "", Token{}, fmt.Errorf("%w: grace must not be negative", ErrInvalid)
 	}
-	secret := NewSecret(Permanent)
+	var secret string
 	var meta Token
-	err := s.update(func(w *writeTxn) error {
-		old, err := s.rotatable(w, user, id)
+	err := s.update(ctx, func(w *writeTxn) error {
+		old, err := rotatable(w, user, id)
 		if err != nil {
 			return err
 		}
-		if err := s.checkTokenOwner(w.txn, user); err != nil {
+		if err := checkTokenOwner(w, user); err != nil {
 			return err
 		}
 		// Free the name for the new token; the old one keeps working until
 		// its revocation but no longer owns the name.
-		if err := del(w.txn, nameKey(user, old.Name)); err != nil {
+		if err := del(w, nameKey(user, old.Name)); err != nil {
 			return err
 		}
-		rec := tokenRecord{Hash: HashSecret(secret), Token: Token{
-			ID: NewTokenID(), User: user, Name: old.Name, Kind: Permanent,
-			CreatedAt: w.now, CreatedBy: actorOr(ctx), ExpiresAt: expiresAt.UTC(),
-		}}
-		if err := s.insertToken(w, &rec); err != nil {
+		secret, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: actorOr(ctx)})
+		if err != nil {
 			return err
 		}
 		revokeAt := w.now.Add(grace)
-		old.RevokedAt, old.RotatedTo = &revokeAt, rec.ID
-		if err := s.putTokenRecord(w.txn, &old); err != nil {
+		old.RevokedAt, old.RotatedTo = &revokeAt, meta.ID
+		if err := s.putTokenRecord(w, &old); err != nil {
 			return err
 		}
-		w.then(func() { s.idx.revoke(old.Hash, revokeAt.UnixNano(), w.now.UnixNano()) })
-		w.record(ctx, ActionTokenRotate, id, fmt.Sprintf("user=%s name=%q new_token=%s grace=%s", user, old.Name, rec.ID, grace))
-		meta = rec.Token
-		meta.Status = rec.StatusAt(w.now)
+		w.record(ctx, ActionTokenRotate, id, fmt.Sprintf("user=%s name=%q new_token=%s grace=%s", user, old.Name, meta.ID, grace))
 		return nil
 	})
 	if err != nil {
@@ -430,8 +497,8 @@ func (s *Badger) RotateToken(ctx context.Context, user, id string, grace time.Du
 }
 
 // rotatable returns the user's token id if it can be rotated.
-func (s *Badger) rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
-	old, found, err := s.getLiveToken(w.txn, id)
+func rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
+	old, found, err := newLiveTokens(w, w.now).get(id)
 	if err != nil {
 		return old, err
 	}
@@ -453,66 +520,51 @@ func actorOr(ctx context.Context) string {
 	return a
 }
 
-// ForEachPermanentToken walks the permanent tokens in expiry order inside
-// one read transaction, so memory stays bounded by one token. It reads the
-// records stored under the expiry keys, one sequential scan, rather than
-// looking up each t/<id>: at a million tokens those point reads cost tens
-// of seconds per walk. An empty value is an expiry key written before the
-// records were copied there, and is resolved through t/<id>.
-func (s *Badger) ForEachPermanentToken(ctx context.Context, fn func(Token) error) error {
-	return s.view(func(txn *badger.Txn) error {
+// ForEachPermanentToken walks the permanent tokens (active, expired or
+// revoked) in expiry order inside one read transaction, so memory stays
+// bounded by one token. It reads the records stored under the expiry keys,
+// one sequential scan, rather than looking up each t/<id>: at a million
+// tokens those point reads cost tens of seconds per walk. An empty value
+// is an expiry key written before the records were copied there, and is
+// resolved through t/<id>. The walk is for expiry: it leaves LastUsedAt
+// nil (reading it would cost a point read per token; GetToken and the
+// lists have it). Returning an error from fn stops the walk and returns
+// that error.
+func (s *Store) ForEachPermanentToken(ctx context.Context, fn func(Token) error) error {
+	return s.view(ctx, func(r Reader) error {
 		now := s.clock.Now()
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(prefixExpiry)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		live := newLiveTokens(r, now)
+		return r.Scan(prefixExpiry, ScanOptions{}, func(key, val []byte) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			rec, found, err := expiryRecord(txn, it.Item())
-			if err != nil {
+			rec, found, err := expiryRecord(r, key, val)
+			if err != nil || !found {
 				return err
 			}
-			if !found || s.ownerDeleted(&rec) {
-				continue
-			}
-			t, err := s.tokenView(txn, rec, now)
-			if err != nil {
+			if ok, err := live.live(&rec); err != nil || !ok {
 				return err
 			}
-			if err := fn(t); err != nil {
-				return err
-			}
-		}
-		return nil
+			t := rec.Token
+			t.Status = t.StatusAt(now)
+			return fn(t)
+		})
 	})
 }
 
 // expiryRecord decodes the token record stored under an expiry key, or
 // reads it from t/<id> if the key predates those copies (empty value).
-func expiryRecord(txn *badger.Txn, item *badger.Item) (tokenRecord, bool, error) {
-	key := item.Key()
+func expiryRecord(r Reader, key, val []byte) (tokenRecord, bool, error) {
 	if len(key) < len(prefixExpiry)+8+1 {
 		return tokenRecord{}, false, fmt.Errorf("storage: corrupt expiry index key")
 	}
 	id := string(key[len(prefixExpiry)+8+1:])
-	var rec tokenRecord
-	empty := false
-	err := item.Value(func(val []byte) error {
-		if len(val) == 0 {
-			empty = true
-			return nil
-		}
-		var err error
-		rec, err = unmarshalToken(val)
-		return err
-	})
+	if len(val) == 0 {
+		return getToken(r, id)
+	}
+	rec, err := unmarshalToken(val)
 	if err != nil {
 		return tokenRecord{}, false, fmt.Errorf("storage: read expiry index: %w", err)
-	}
-	if empty {
-		return getToken(txn, id)
 	}
 	if rec.ID != id {
 		return tokenRecord{}, false, fmt.Errorf("storage: expiry index entry for token %q holds token %q", id, rec.ID)
@@ -521,63 +573,6 @@ func expiryRecord(txn *badger.Txn, item *badger.Item) (tokenRecord, bool, error)
 }
 
 // CountTokens counts active tokens by kind from memory.
-func (s *Badger) CountTokens() map[TokenKind]int {
-	return s.idx.counts(s.clock.Now())
-}
-
-// flushLastUsed writes the batched last-use times, a chunk per transaction.
-// A token deleted meanwhile is skipped (the check and the write happen
-// under the write lock, so no orphan lu/ key is left behind).
-func (s *Badger) flushLastUsed() {
-	dirty := s.idx.takeDirty()
-	for len(dirty) > 0 {
-		n := min(len(dirty), flushChunk)
-		if !s.flushChunk(dirty[:n], dirty) {
-			return
-		}
-		dirty = dirty[n:]
-	}
-}
-
-// flushChunk writes the last uses of chunk in one transaction. If that
-// fails it puts all of pending (chunk and what follows) back in the queue
-// before releasing the write lock, under which no slot is reused, and
-// reports false.
-func (s *Badger) flushChunk(chunk, pending []slotRef) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	if err := s.writeLastUses(chunk); err != nil {
-		s.log.Warn("could not save last-used times; will retry", zap.Int("tokens", len(chunk)), zap.Error(err))
-		s.idx.requeue(pending)
-		return false
-	}
-	return true
-}
-
-func (s *Badger) writeLastUses(chunk []slotRef) error {
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	for _, r := range chunk {
-		e := s.idx.slots.at(r.slot)
-		if e.gen.Load() != r.gen {
-			continue // deleted; the slot may hold another token now
-		}
-		e.dirty.Store(false) // before reading, so a later use re-queues it
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], uint64(e.lastUsed.Load()))
-		be := badger.NewEntry([]byte(lastUsedKey(e.tokenID())), v[:])
-		if e.kind == kindByteTemporary {
-			be = be.WithTTL(s.ttlUntil(time.Unix(0, e.expires)))
-		}
-		if err := setEntry(txn, be); err != nil {
-			return err
-		}
-	}
-	if err := txn.Commit(); err != nil {
-		return fmt.Errorf("storage: commit last-used times: %w", err)
-	}
-	return nil
+func (s *Store) CountTokens() map[TokenKind]int {
+	return s.idx.Load().counts(s.clock.Now())
 }

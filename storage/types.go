@@ -2,8 +2,9 @@
 // tokens, settings, notification records and the audit log, the token
 // format, and the verification of bearer secrets on the request hot path.
 //
-// Store is the interface the rest of the product uses; Badger is its one
-// implementation today.
+// Store holds the rules, written once over a narrow Backend (backend.go):
+// an embedded Badger database (storage/badgerstore) for one gateway, or
+// PostgreSQL (storage/pgstore) for a fleet of gateways.
 package storage
 
 import "time"
@@ -134,6 +135,7 @@ const (
 	ActionSettingPut    = "setting_put"
 	ActionSettingDelete = "setting_delete"
 	ActionAuditPrune    = "audit_prune"
+	ActionBackup        = "backup"
 )
 
 // Identity is what a successful verification tells the gateway. Its fields

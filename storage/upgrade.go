@@ -1,9 +1,8 @@
 package storage
 
 import (
-	"fmt"
+	"context"
 
-	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
 )
 
@@ -17,74 +16,36 @@ const keyExpiryCopies = "m/expiry_copies"
 // sequentially there too. Until it succeeds the walk still works, reading
 // t/<id> for empty values; a failure is logged and retried at the next
 // open.
-func (s *Badger) fillExpiryCopies() {
+func (s *Store) fillExpiryCopies(ctx context.Context) {
 	var done bool
-	err := s.view(func(txn *badger.Txn) (err error) {
-		done, err = exists(txn, keyExpiryCopies)
+	err := s.view(ctx, func(r Reader) (err error) {
+		done, err = exists(r, keyExpiryCopies)
 		return err
 	})
-	filled := 0
-	from := []byte(prefixExpiry)
-	for !done && err == nil {
-		err = s.update(func(w *writeTxn) error {
-			n, next, end, err := fillExpiryBatch(w.txn, from, purgeBatch)
-			if err != nil {
-				return err
+	if err != nil || done {
+		return
+	}
+	filled, attempt := 0, 0
+	err = s.inBatches(ctx, prefixExpiry, ScanOptions{}, func(w *writeTxn, batch []batchItem) error {
+		attempt = 0
+		var keys, expiryKeys []string
+		for _, b := range batch {
+			if len(b.val) == 0 && len(b.suffix) > 9 { // <expiry BE>/<id>
+				keys = append(keys, tokenKey(b.suffix[9:]))
+				expiryKeys = append(expiryKeys, prefixExpiry+b.suffix)
 			}
-			filled, from, done = filled+n, next, end
-			if end {
-				return set(w.txn, keyExpiryCopies, nil)
-			}
-			return nil
+		}
+		return w.GetMany(keys, func(i int, val []byte) error {
+			attempt++
+			return set(w, expiryKeys[i], val)
 		})
+	}, func(int) { filled += attempt })
+	if err == nil {
+		err = s.update(ctx, func(w *writeTxn) error { return set(w, keyExpiryCopies, nil) })
 	}
 	if err != nil {
 		s.log.Warn("could not copy token records to the expiry index; the expiry walk stays slower until the next start retries", zap.Error(err))
 	} else if filled > 0 {
 		s.log.Info("copied token records to the expiry index", zap.Int("tokens", filled))
 	}
-}
-
-// fillExpiryBatch fills up to limit empty expiry values from the key from
-// on and returns how many, where to go on, and whether the e/ prefix is
-// exhausted. An expiry key without its record is left alone (the walk
-// skips it).
-func fillExpiryBatch(txn *badger.Txn, from []byte, limit int) (n int, next []byte, end bool, err error) {
-	var empty [][]byte
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(prefixExpiry)
-	opts.PrefetchValues = false
-	it := txn.NewIterator(opts)
-	for it.Seek(from); it.Valid() && err == nil; it.Next() {
-		item := it.Item()
-		if len(empty) == limit {
-			next = item.KeyCopy(nil)
-			break
-		}
-		err = item.Value(func(v []byte) error {
-			if len(v) == 0 {
-				empty = append(empty, item.KeyCopy(nil))
-			}
-			return nil
-		})
-	}
-	it.Close() // a read-write transaction allows one iterator at a time
-	if err != nil {
-		return 0, nil, false, fmt.Errorf("storage: read expiry index: %w", err)
-	}
-	for _, key := range empty {
-		id := string(key[len(prefixExpiry)+8+1:])
-		val, found, err := getValue(txn, tokenKey(id))
-		if err != nil {
-			return n, nil, false, err
-		}
-		if !found {
-			continue
-		}
-		if err := set(txn, string(key), val); err != nil {
-			return n, nil, false, err
-		}
-		n++
-	}
-	return n, next, next == nil, nil
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -66,7 +65,7 @@ func validatePassword(pw string) error {
 
 // newUserRecord validates u and hashes its password. It runs before the
 // write lock is taken, so a slow bcrypt never holds up other writers.
-func (s *Badger) newUserRecord(u NewUser) (userRecord, error) {
+func (s *Store) newUserRecord(u NewUser) (userRecord, error) {
 	if err := ValidateUsername(u.Username); err != nil {
 		return userRecord{}, err
 	}
@@ -84,12 +83,12 @@ func (s *Badger) newUserRecord(u NewUser) (userRecord, error) {
 }
 
 // CreateUser adds a user; ErrConflict if the name is taken.
-func (s *Badger) CreateUser(ctx context.Context, u NewUser) (User, error) {
+func (s *Store) CreateUser(ctx context.Context, u NewUser) (User, error) {
 	rec, err := s.newUserRecord(u)
 	if err != nil {
 		return User{}, err
 	}
-	err = s.update(func(w *writeTxn) error {
+	err = s.update(ctx, func(w *writeTxn) error {
 		return s.insertUser(ctx, w, &rec)
 	})
 	if err != nil {
@@ -98,14 +97,18 @@ func (s *Badger) CreateUser(ctx context.Context, u NewUser) (User, error) {
 	return rec.User, nil
 }
 
-// insertUser writes a new user and its audit entry; the caller holds the lock.
-func (s *Badger) insertUser(ctx context.Context, w *writeTxn, rec *userRecord) error {
-	if s.purging[rec.Username] {
-		// The old user's tokens are still on disk under this name; a new
+// insertUser writes a new user and its audit entry.
+func (s *Store) insertUser(ctx context.Context, w *writeTxn, rec *userRecord) error {
+	purging, err := exists(w, deletedUserKey(rec.Username))
+	if err != nil {
+		return err
+	}
+	if purging {
+		// The old user's tokens are still stored under this name; a new
 		// user must not inherit them.
 		return fmt.Errorf("%w: user %q is still being deleted; try again when the deletion has finished", ErrConflict, rec.Username)
 	}
-	taken, err := exists(w.txn, userKey(rec.Username))
+	taken, err := exists(w, userKey(rec.Username))
 	if err != nil {
 		return err
 	}
@@ -113,24 +116,24 @@ func (s *Badger) insertUser(ctx context.Context, w *writeTxn, rec *userRecord) e
 		return fmt.Errorf("%w: user %q already exists", ErrConflict, rec.Username)
 	}
 	rec.CreatedAt = w.now
-	if err := putUser(w.txn, rec); err != nil {
+	if err := putUser(w, rec); err != nil {
 		return err
 	}
 	w.record(ctx, ActionUserCreate, rec.Username, fmt.Sprintf("admin=%t", rec.Admin))
-	w.then(func() { s.idx.users.put(rec.User) })
 	return nil
 }
 
 // EnsureAdmin creates u as an admin if no enabled admin exists.
-func (s *Badger) EnsureAdmin(ctx context.Context, u NewUser) (bool, error) {
+func (s *Store) EnsureAdmin(ctx context.Context, u NewUser) (bool, error) {
 	u.Admin = true
 	rec, err := s.newUserRecord(u)
 	if err != nil {
 		return false, err
 	}
 	created := false
-	err = s.update(func(w *writeTxn) error {
-		admins, err := enabledAdmins(w.txn)
+	err = s.update(ctx, func(w *writeTxn) error {
+		created = false
+		admins, err := enabledAdmins(w)
 		if err != nil || len(admins) > 0 {
 			return err
 		}
@@ -143,19 +146,25 @@ func (s *Badger) EnsureAdmin(ctx context.Context, u NewUser) (bool, error) {
 	return created, err
 }
 
-func putUser(txn *badger.Txn, rec *userRecord) error {
+// putUser writes a user record and publishes the change, so every node's
+// index learns the user's admin and disabled flags.
+func putUser(w Writer, rec *userRecord) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("storage: encode user: %w", err)
 	}
-	return set(txn, userKey(rec.Username), b)
+	if err := set(w, userKey(rec.Username), b); err != nil {
+		return err
+	}
+	w.Publish(userKey(rec.Username), nil)
+	return nil
 }
 
-func getUser(txn *badger.Txn, name string) (userRecord, error) {
-	if ValidateUsername(name) != nil { // cannot exist; also keeps huge input away from Badger's key limit
+func getUser(r Reader, name string) (userRecord, error) {
+	if ValidateUsername(name) != nil { // cannot exist; also keeps huge input away from the backend's key limits
 		return userRecord{}, fmt.Errorf("%w: user %q does not exist", ErrNotFound, short(name))
 	}
-	val, found, err := getValue(txn, userKey(name))
+	val, found, err := getValue(r, userKey(name))
 	if err != nil {
 		return userRecord{}, err
 	}
@@ -170,9 +179,9 @@ func getUser(txn *badger.Txn, name string) (userRecord, error) {
 }
 
 // enabledAdmins lists the usernames of admins who are not disabled.
-func enabledAdmins(txn *badger.Txn) ([]string, error) {
+func enabledAdmins(r Reader) ([]string, error) {
 	var names []string
-	err := scan(txn, prefixUser, true, func(_, val []byte) error {
+	err := r.Scan(prefixUser, ScanOptions{}, func(_, val []byte) error {
 		var u User
 		if err := json.Unmarshal(val, &u); err != nil {
 			return fmt.Errorf("storage: corrupt user record: %w", err)
@@ -186,21 +195,22 @@ func enabledAdmins(txn *badger.Txn) ([]string, error) {
 }
 
 // GetUser returns a user or ErrNotFound.
-func (s *Badger) GetUser(_ context.Context, name string) (User, error) {
+func (s *Store) GetUser(ctx context.Context, name string) (User, error) {
 	var rec userRecord
-	err := s.view(func(txn *badger.Txn) error {
+	err := s.view(ctx, func(r Reader) error {
 		var err error
-		rec, err = getUser(txn, name)
+		rec, err = getUser(r, name)
 		return err
 	})
 	return rec.User, err
 }
 
 // ListUsers returns every user, ordered by username.
-func (s *Badger) ListUsers(context.Context) ([]User, error) {
+func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
 	users := []User{}
-	err := s.view(func(txn *badger.Txn) error {
-		return scan(txn, prefixUser, true, func(_, val []byte) error {
+	err := s.view(ctx, func(r Reader) error {
+		users = users[:0]
+		return r.Scan(prefixUser, ScanOptions{}, func(_, val []byte) error {
 			var u User
 			if err := json.Unmarshal(val, &u); err != nil {
 				return fmt.Errorf("storage: corrupt user record: %w", err)
@@ -218,7 +228,7 @@ func (s *Badger) ListUsers(context.Context) ([]User, error) {
 // the user is enabled again. A new password ends the login sessions too,
 // except p.KeepSession; permanent tokens are separate credentials and
 // keep working.
-func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User, error) {
+func (s *Store) UpdateUser(ctx context.Context, name string, p UserPatch) (User, error) {
 	var newHash []byte
 	if p.Email != nil {
 		if err := validateEmail(*p.Email); err != nil {
@@ -237,8 +247,8 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 	}
 	var out User
 	var disabling, newPassword bool
-	err := s.update(func(w *writeTxn) error {
-		rec, err := getUser(w.txn, name)
+	err := s.update(ctx, func(w *writeTxn) error {
+		rec, err := getUser(w, name)
 		if err != nil {
 			return err
 		}
@@ -249,11 +259,11 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 			return nil
 		}
 		if wasAdmin && (!rec.Admin || rec.Disabled) {
-			if err := checkNotLastAdmin(w.txn, name, "demote or disable"); err != nil {
+			if err := checkNotLastAdmin(w, name, "demote or disable"); err != nil {
 				return err
 			}
 		}
-		if err := putUser(w.txn, &rec); err != nil {
+		if err := putUser(w, &rec); err != nil {
 			return err
 		}
 		disabling = rec.Disabled && slices.Contains(changed, "disabled=true")
@@ -267,12 +277,6 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 			changed = append(changed, "login sessions ended")
 		}
 		w.record(ctx, ActionUserUpdate, name, "changed "+strings.Join(changed, ", "))
-		flags := userFlags(rec.User)
-		w.then(func() {
-			if st := s.idx.users.byName[name]; st != nil {
-				st.flags.Store(flags)
-			}
-		})
 		return nil
 	})
 	if err != nil {
@@ -287,7 +291,7 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 		if disabling {
 			keep = ""
 		}
-		if err := s.endSessions(name, keep); err != nil {
+		if err := s.endSessions(ctx, name, keep); err != nil {
 			return User{}, err
 		}
 	}
@@ -298,18 +302,22 @@ func (s *Badger) UpdateUser(ctx context.Context, name string, p UserPatch) (User
 // keep, purgeBatch per transaction. Should it stop half-way (a crash),
 // the sessions left expire with their session lifetime; a disabled user's
 // do not verify meanwhile.
-func (s *Badger) endSessions(name, keep string) error {
-	for {
-		var ended int
-		err := s.update(func(w *writeTxn) error {
-			var err error
-			ended, err = s.deleteUserTokens(w, name, Temporary, keep, purgeBatch)
-			return err
-		})
-		if err != nil || ended < purgeBatch {
-			return err
+func (s *Store) endSessions(ctx context.Context, name, keep string) error {
+	return s.inBatches(ctx, userTokensPrefix(name), ScanOptions{KeysOnly: true}, func(w *writeTxn, batch []batchItem) error {
+		keys := make([]string, 0, len(batch))
+		for _, b := range batch {
+			if b.suffix != keep {
+				keys = append(keys, tokenKey(b.suffix))
+			}
 		}
-	}
+		return w.GetMany(keys, func(_ int, val []byte) error {
+			rec, err := unmarshalToken(val)
+			if err != nil || rec.Kind != Temporary {
+				return err
+			}
+			return deleteToken(w, rec)
+		})
+	}, nil)
 }
 
 // applyPatch changes rec and returns a description of each changed field,
@@ -337,8 +345,8 @@ func applyPatch(rec *userRecord, p UserPatch, newHash []byte) []string {
 
 // checkNotLastAdmin refuses to take away the admin rights of name if no
 // other enabled admin would remain.
-func checkNotLastAdmin(txn *badger.Txn, name, verb string) error {
-	admins, err := enabledAdmins(txn)
+func checkNotLastAdmin(r Reader, name, verb string) error {
+	admins, err := enabledAdmins(r)
 	if err != nil {
 		return err
 	}
@@ -351,79 +359,52 @@ func checkNotLastAdmin(txn *badger.Txn, name, verb string) error {
 }
 
 // DeleteUser removes the user and all their tokens, with their alert
-// states and last-use records. A user can own more tokens than one Badger
-// transaction can delete, so it happens in two steps. The first
-// transaction deletes the user record and writes the audit entry; once it
-// commits, the user's tokens stop verifying and disappear from reads, and
-// the name cannot be taken again until the second step, purgeUserTokens,
-// has deleted the token keys in batches. If the process dies in between,
-// the next open finishes the purge (see purgeOrphanTokens).
-func (s *Badger) DeleteUser(ctx context.Context, name string) error {
-	err := s.update(func(w *writeTxn) error {
-		rec, err := getUser(w.txn, name)
+// states and last-use records. A user can own more tokens than one
+// transaction should delete, so it happens in two steps. The first
+// transaction deletes the user record, leaves a tombstone (ud/<name>) and
+// writes the audit entry; once it commits, the user's tokens stop
+// verifying on every node and disappear from reads, and the name cannot be
+// taken again until the second step, purgeUserTokens, has deleted the
+// tokens in batches and removed the tombstone. If the process dies in
+// between, the next start finishes the purge (see finishDeletions).
+func (s *Store) DeleteUser(ctx context.Context, name string) error {
+	err := s.update(ctx, func(w *writeTxn) error {
+		rec, err := getUser(w, name)
 		if err != nil {
 			return err
 		}
 		if rec.Admin && !rec.Disabled {
-			if err := checkNotLastAdmin(w.txn, name, "delete"); err != nil {
+			if err := checkNotLastAdmin(w, name, "delete"); err != nil {
 				return err
 			}
 		}
-		n, err := countKeys(w.txn, userTokensPrefix(name))
+		n, err := countKeys(w, userTokensPrefix(name))
 		if err != nil {
 			return err
 		}
-		if err := del(w.txn, userKey(name)); err != nil {
+		if err := del(w, userKey(name)); err != nil {
+			return err
+		}
+		w.Publish(userKey(name), nil)
+		if err := set(w, deletedUserKey(name), nil); err != nil {
 			return err
 		}
 		w.record(ctx, ActionUserDelete, name, fmt.Sprintf("%d tokens deleted", n))
-		w.then(func() { s.markDeleted(name) })
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if err := s.purgeUserTokens(name); err != nil {
-		return fmt.Errorf("storage: user %q is deleted and their tokens no longer work, but removing the tokens from disk failed; they are removed at the next start: %w", name, err)
+	if err := s.purgeUserTokens(ctx, name); err != nil {
+		return fmt.Errorf("storage: user %q is deleted and their tokens no longer work, but removing the tokens from the database failed; they are removed at the next start: %w", name, err)
 	}
 	return nil
-}
-
-// deleteUserTokens deletes up to limit of the user's tokens of one kind
-// ("" = all), except the token with id keep, and returns how many.
-func (s *Badger) deleteUserTokens(w *writeTxn, name string, kind TokenKind, keep string, limit int) (int, error) {
-	var ids []string
-	prefix := userTokensPrefix(name)
-	err := scan(w.txn, prefix, false, func(key, _ []byte) error {
-		ids = append(ids, string(key[len(prefix):]))
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, id := range ids {
-		rec, found, err := getToken(w.txn, id)
-		if err != nil {
-			return 0, err
-		}
-		if !found || (kind != "" && rec.Kind != kind) || rec.ID == keep {
-			continue
-		}
-		if err := s.deleteToken(w, rec); err != nil {
-			return 0, err
-		}
-		if n++; n == limit {
-			break
-		}
-	}
-	return n, nil
 }
 
 // dummyBcrypt returns a hash at the store's cost, made once, that
 // CheckPassword compares against for unknown users so they take as long as
 // known ones (the same defence as caddyauth's basic_auth).
-func (s *Badger) dummyBcrypt() []byte {
+func (s *Store) dummyBcrypt() []byte {
 	s.dummyOnce.Do(func() {
 		h, err := bcrypt.GenerateFromPassword([]byte("not a real password, only for timing"), s.cost)
 		if err != nil {
@@ -436,12 +417,12 @@ func (s *Badger) dummyBcrypt() []byte {
 
 // CheckPassword verifies a login. Every failure is the same ErrBadLogin,
 // after the same bcrypt work.
-func (s *Badger) CheckPassword(_ context.Context, name, password string) (User, error) {
+func (s *Store) CheckPassword(ctx context.Context, name, password string) (User, error) {
 	var rec userRecord
 	found := false
-	err := s.view(func(txn *badger.Txn) error {
+	err := s.view(ctx, func(r Reader) error {
 		var err error
-		rec, err = getUser(txn, name)
+		rec, err = getUser(r, name)
 		switch {
 		case err == nil:
 			found = true

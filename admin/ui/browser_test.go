@@ -24,6 +24,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/admin/ui"
 	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 // The fake clock starts here, so the dates on the page are known.
@@ -39,7 +40,7 @@ const (
 // Badger store on a fake clock, served over loopback HTTP.
 type testEnv struct {
 	srv    *httptest.Server
-	store  *storage.Badger
+	store  *storage.Store
 	clock  *storage.FakeClock
 	shared *alerts.Shared
 }
@@ -47,7 +48,7 @@ type testEnv struct {
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	clock := storage.NewFakeClock(start)
-	store, err := storage.OpenBadger(t.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	store, err := badgerstore.OpenStore(t.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		t.Fatalf("OpenBadger: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 func main() {
@@ -31,7 +32,7 @@ func main() {
 }
 
 func seed(dir string, n int, out string) error {
-	s, err := storage.OpenBadger(dir, storage.Options{})
+	s, err := badgerstore.OpenStore(dir, storage.Options{})
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 func TestResetPasswordRecovery(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "db")
 	s := startSite(t, dir, "")
-	s.login(adminUser, adminPassword)
+	session := s.login(adminUser, adminPassword)
 	const newPassword = "Recovered-Password-42 with spaces"
 	reset := func() (string, error) {
 		cmd := exec.Command(testtools.CaddyBinary(t), "api-tokens", "reset-password", "--storage-path", dir, "--user", adminUser)
@@ -36,9 +36,13 @@ func TestResetPasswordRecovery(t *testing.T) {
 		t.Fatalf("reset-password: %v\n%s", err, out)
 	} else if strings.Contains(out, newPassword) {
 		t.Errorf("reset-password echoed the password: %s", out)
+	} else if !strings.Contains(out, "their login sessions are ended") {
+		t.Errorf("reset-password does not say the sessions ended: %s", out)
 	}
 
 	again := startSite(t, dir, "")
+	// The new password ended the session logged in before the reset.
+	again.call(session, http.MethodGet, "/me", nil, http.StatusUnauthorized, nil)
 	again.call("", http.MethodPost, "/login", map[string]string{"username": adminUser, "password": adminPassword}, http.StatusUnauthorized, nil)
 	root := again.login(adminUser, newPassword)
 	var audit []storage.AuditEntry

@@ -1,4 +1,4 @@
-package storage
+package badgerstore
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // FuzzRestore feeds arbitrary bytes as the stream after a backup's header
@@ -14,15 +16,15 @@ import (
 // per input would allow a handful of inputs a minute). It must never panic
 // or allocate without bound; damaged input is an error.
 func FuzzRestore(f *testing.F) {
-	src, err := OpenBadger(f.TempDir(), Options{Clock: NewFakeClock(t0)})
+	src, err := OpenStore(f.TempDir(), storage.Options{Clock: storage.NewFakeClock(t0)})
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := src.PutSetting(context.Background(), SettingNotificationDays, "7"); err != nil {
+	if _, err := src.PutSetting(context.Background(), storage.SettingNotificationDays, "7"); err != nil {
 		f.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := src.Backup(&buf); err != nil {
+	if err := src.Backup(context.Background(), &buf); err != nil {
 		f.Fatal(err)
 	}
 	src.Close()

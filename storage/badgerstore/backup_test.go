@@ -1,4 +1,4 @@
-package storage
+package badgerstore
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // TestBackupRestoreRoundTrip backs up a live store while another goroutine
@@ -17,21 +19,21 @@ import (
 // finds users, passwords, tokens (which still verify), last use, settings
 // and the audit log, and a consistent cut of the concurrent writes.
 func TestBackupRestoreRoundTrip(t *testing.T) {
-	clock := NewFakeClock(t0)
-	s := openTest(t, t.TempDir(), clock)
-	ctx := WithActor(context.Background(), "root", "192.0.2.1")
-	if _, err := s.CreateUser(ctx, NewUser{Username: "alice", Email: "alice@example.com", Password: "pw-alice"}); err != nil {
+	clock := storage.NewFakeClock(t0)
+	s := openStore(t, t.TempDir(), clock)
+	ctx := storage.WithActor(context.Background(), "root", "192.0.2.1")
+	if _, err := s.CreateUser(ctx, storage.NewUser{Username: "alice", Email: "alice@example.com", Password: "pw-alice"}); err != nil {
 		t.Fatal(err)
 	}
-	secret, tok, err := s.CreateToken(ctx, NewToken{User: "alice", Name: "ci", Kind: Permanent, ExpiresAt: t0.Add(24 * time.Hour)})
+	secret, tok, err := s.CreateToken(ctx, storage.NewToken{User: "alice", Name: "ci", Kind: storage.Permanent, ExpiresAt: t0.Add(24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutSetting(ctx, SettingNotificationDays, "30;7"); err != nil {
+	if _, err := s.PutSetting(ctx, storage.SettingNotificationDays, "30;7"); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Minute)
-	if _, r := s.Verify(secret); r != ResultOK { // a last use, batched in memory
+	if _, r := s.Verify(secret); r != storage.ResultOK { // a last use, batched in memory
 		t.Fatalf("Verify = %v", r)
 	}
 
@@ -45,14 +47,14 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := s.CreateUser(ctx, NewUser{Username: fmt.Sprintf("w%d", i), Password: "pw"}); err != nil {
+			if _, err := s.CreateUser(ctx, storage.NewUser{Username: fmt.Sprintf("w%d", i), Password: "pw"}); err != nil {
 				t.Error(err)
 				return
 			}
 		}
 	})
 	var buf bytes.Buffer
-	err = s.Backup(&buf)
+	err = s.Backup(context.Background(), &buf)
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -63,17 +65,17 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err := Restore(dir, bytes.NewReader(buf.Bytes())); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
-	r := openTest(t, dir, clock)
+	r := openStore(t, dir, clock)
 	if _, err := r.CheckPassword(ctx, "alice", "pw-alice"); err != nil {
 		t.Errorf("alice's password after restore: %v", err)
 	}
-	if id, res := r.Verify(secret); res != ResultOK || id.TokenID != tok.ID {
+	if id, res := r.Verify(secret); res != storage.ResultOK || id.TokenID != tok.ID {
 		t.Errorf("token after restore: %+v %v", id, res)
 	}
 	if got, err := r.GetToken(ctx, tok.ID); err != nil || got.LastUsedAt == nil || !got.LastUsedAt.Equal(t0.Add(time.Minute)) {
 		t.Errorf("token metadata after restore: %+v, %v; want last use at %v", got, err, t0.Add(time.Minute))
 	}
-	if v, err := r.GetSetting(ctx, SettingNotificationDays); err != nil || v != "30;7" {
+	if v, err := r.GetSetting(ctx, storage.SettingNotificationDays); err != nil || v != "30;7" {
 		t.Errorf("setting after restore: %q, %v", v, err)
 	}
 	wantSameAudit(t, s, r)
@@ -94,11 +96,11 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	// New writes continue the audit sequence after the restored entries
 	// instead of overwriting one.
 	before, _ := r.ListAudit(ctx, 100000)
-	if _, err := r.PutSetting(ctx, SettingNotificationDays, "5"); err != nil {
+	if _, err := r.PutSetting(ctx, storage.SettingNotificationDays, "5"); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := r.ListAudit(ctx, 100000)
-	if len(after) != len(before)+1 || after[0].Action != ActionSettingPut {
+	if len(after) != len(before)+1 || after[0].Action != storage.ActionSettingPut {
 		t.Errorf("a write after restore: audit went from %d to %d entries, newest %+v", len(before), len(after), after[0])
 	}
 }
@@ -106,7 +108,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 // wantSameAudit checks that the restored store has every audit entry the
 // backup could have seen, in the same order (the restored log is a prefix
 // of the source's, which kept growing).
-func wantSameAudit(t *testing.T, src, restored *Badger) {
+func wantSameAudit(t *testing.T, src, restored *storage.Store) {
 	t.Helper()
 	ctx := context.Background()
 	want, _ := src.ListAudit(ctx, 100000)
@@ -123,9 +125,9 @@ func wantSameAudit(t *testing.T, src, restored *Badger) {
 }
 
 func TestRestoreRefusesNonEmptyDirectory(t *testing.T) {
-	src := openTest(t, t.TempDir(), NewFakeClock(t0))
+	src := openStore(t, t.TempDir(), storage.NewFakeClock(t0))
 	var buf bytes.Buffer
-	if err := src.Backup(&buf); err != nil {
+	if err := src.Backup(context.Background(), &buf); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -148,12 +150,12 @@ func TestRestoreRefusesNonEmptyDirectory(t *testing.T) {
 // backups cut short or with a damaged frame length: each is an error that
 // says so, never a panic or a huge allocation.
 func TestRestoreRejectsDamagedBackups(t *testing.T) {
-	src := openTest(t, t.TempDir(), NewFakeClock(t0))
-	if _, err := src.CreateUser(context.Background(), NewUser{Username: "alice", Password: "pw"}); err != nil {
+	src := openStore(t, t.TempDir(), storage.NewFakeClock(t0))
+	if _, err := src.CreateUser(context.Background(), storage.NewUser{Username: "alice", Password: "pw"}); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := src.Backup(&buf); err != nil {
+	if err := src.Backup(context.Background(), &buf); err != nil {
 		t.Fatal(err)
 	}
 	good := buf.Bytes()
@@ -184,11 +186,11 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 // running store holds.
 func TestBackupDirOffline(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenBadger(dir, Options{Clock: NewFakeClock(t0)})
+	s, err := OpenStore(dir, storage.Options{Clock: storage.NewFakeClock(t0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutSetting(context.Background(), SettingNotificationDays, "9"); err != nil {
+	if _, err := s.PutSetting(context.Background(), storage.SettingNotificationDays, "9"); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
@@ -206,8 +208,8 @@ func TestBackupDirOffline(t *testing.T) {
 	if err := Restore(restored, &buf); err != nil {
 		t.Fatal(err)
 	}
-	r := openTest(t, restored, NewFakeClock(t0))
-	if v, err := r.GetSetting(context.Background(), SettingNotificationDays); err != nil || v != "9" {
+	r := openStore(t, restored, storage.NewFakeClock(t0))
+	if v, err := r.GetSetting(context.Background(), storage.SettingNotificationDays); err != nil || v != "9" {
 		t.Errorf("setting after offline round trip: %q, %v", v, err)
 	}
 	if err := BackupDir(filepath.Join(t.TempDir(), "missing"), &buf); err == nil || !strings.Contains(err.Error(), "no such file") {

@@ -1,0 +1,96 @@
+package storage
+
+import (
+	"encoding/binary"
+	"time"
+)
+
+// Key layout. Every query is a point read or a prefix scan, on every
+// backend:
+//
+//	u/<username>               user record (JSON, with the bcrypt hash)
+//	ud/<username>              empty: a deleted user whose tokens are still being purged;
+//	                           the name cannot be taken again meanwhile
+//	t/<token id>               token record (binary, see record.go; holds the SHA-256 of the secret)
+//	ut/<username>/<token id>   empty: the tokens of a user
+//	un/<username>/<name>       token id: the unique name of a permanent token
+//	e/<expiry ns BE>/<id>      permanent tokens in expiry order; the value is a copy of
+//	                           t/<id>, kept equal by putTokenRecord, so the alert loop's walk
+//	                           reads sequentially (empty in stores written before: read t/<id>)
+//	lu/<token id>              last use, unix nanoseconds big-endian (batched)
+//	as/<token id>              alert state (JSON)
+//	s/<key>                    setting value, normalized
+//	a/<time ns BE><seq BE>     audit entry (JSON), so a reverse scan is newest first
+//	m/expiry_copies            empty: every e/ key holds its record (see fillExpiryCopies)
+//
+// Usernames cannot contain "/", so "ut/<user>/" and "un/<user>/" never
+// overlap between users. Temporary tokens (t/, ut/, lu/) are written with a
+// TTL so the backend may collect them; their expiry is still decided by the
+// Clock.
+//
+// Changes to u/, t/ and s/ keys are published on the change feed, which is
+// how every node's in-memory index learns of them.
+const (
+	prefixUser        = "u/"
+	prefixDeletedUser = "ud/"
+	prefixToken       = "t/"
+	prefixUserToken   = "ut/"
+	prefixName        = "un/"
+	prefixExpiry      = "e/"
+	prefixLastUsed    = "lu/"
+	prefixAlert       = "as/"
+	prefixSetting     = "s/"
+	prefixAudit       = "a/"
+)
+
+// be64 encodes v big-endian, so byte order is numeric order for v >= 0.
+func be64(v int64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v))
+	return string(b[:])
+}
+
+func userKey(name string) string        { return prefixUser + name }
+func deletedUserKey(name string) string { return prefixDeletedUser + name }
+func tokenKey(id string) string         { return prefixToken + id }
+func userTokenKey(u, id string) string  { return userTokensPrefix(u) + id }
+func userTokensPrefix(u string) string  { return prefixUserToken + u + "/" }
+func nameKey(u, name string) string     { return prefixName + u + "/" + name }
+func expiryKey(t time.Time, id string) string {
+	return prefixExpiry + be64(t.UnixNano()) + "/" + id
+}
+func lastUsedKey(id string) string { return prefixLastUsed + id }
+func alertKey(id string) string    { return prefixAlert + id }
+func settingKey(k string) string   { return prefixSetting + k }
+
+// prefixEnd is the first key after every key with the given prefix, for
+// an ascending scan's To; "" if there is none (a prefix of 0xff bytes).
+func prefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return ""
+}
+
+// keyKind names what a key holds for error messages, without its content.
+func keyKind(key string) string {
+	for _, p := range []struct{ prefix, name string }{
+		{prefixUserToken, "user token index"}, {prefixDeletedUser, "deleted user"}, {prefixUser, "user"},
+		{prefixToken, "token"}, {prefixName, "token name index"}, {prefixExpiry, "expiry index"},
+		{prefixLastUsed, "last use"}, {prefixAlert, "alert state"}, {prefixSetting, "setting"},
+		{prefixAudit, "audit log"},
+	} {
+		if len(key) >= len(p.prefix) && key[:len(p.prefix)] == p.prefix {
+			return p.name
+		}
+	}
+	return "metadata"
+}
+
+// KeyKind names what a key holds, for backends' error messages: it never
+// includes the key's content, which may be a username or a hash.
+func KeyKind(key string) string { return keyKind(key) }

@@ -25,9 +25,9 @@ func (s *Store) SetPurgeHook(fn func()) { s.purgeHook = fn }
 
 // Key layout, for tests that inspect what is stored.
 var (
-	UserKey         = userKey
-	DeletedUserKey  = deletedUserKey
-	TokenKey        = tokenKey
+	UserKey        = userKey
+	DeletedUserKey = deletedUserKey
+
 	ExpiryKey       = expiryKey
 	LastUsedKey     = lastUsedKey
 	KeyExpiryCopies = keyExpiryCopies

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,14 +13,22 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
 )
 
 // The tests of this package are the conformance suite: every one runs
 // against every backend, through forEachBackend, so the rules are proven
 // on each database the product runs on.
-var backends = []string{"badger"}
+var backends = []string{"badger", "postgres"}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testtools.FinishPostgres()
+	os.Exit(code)
+}
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -29,6 +38,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 type testDB struct {
 	Kind string `json:"kind"`
 	Dir  string `json:"dir,omitempty"` // badger
+	DSN  string `json:"dsn,omitempty"` // postgres
 }
 
 // forEachBackend runs fn as a subtest per backend, each with a database of
@@ -44,6 +54,8 @@ func newTestDB(t testing.TB, kind string) *testDB {
 	switch kind {
 	case "badger":
 		return &testDB{Kind: kind, Dir: t.TempDir()}
+	case "postgres":
+		return &testDB{Kind: kind, DSN: testtools.PostgresDatabase(t)}
 	}
 	t.Fatalf("unknown backend %q", kind)
 	return nil
@@ -52,7 +64,14 @@ func newTestDB(t testing.TB, kind string) *testDB {
 // backend opens a handle on the database.
 func (db *testDB) backend(t testing.TB, log *zap.Logger) Backend {
 	t.Helper()
-	b, err := badgerstore.Open(db.Dir, log)
+	var b Backend
+	var err error
+	switch db.Kind {
+	case "badger":
+		b, err = badgerstore.Open(db.Dir, log)
+	case "postgres":
+		b, err = pgstore.Open(context.Background(), db.DSN, pgstore.Options{Logger: log})
+	}
 	if err != nil {
 		t.Fatalf("opening %s: %v", db.Kind, err)
 	}

@@ -94,3 +94,7 @@ func keyKind(key string) string {
 // KeyKind names what a key holds, for backends' error messages: it never
 // includes the key's content, which may be a username or a hash.
 func KeyKind(key string) string { return keyKind(key) }
+
+// TokenKey is the key of a token's record, for tools and tests that work
+// on the database directly.
+func TokenKey(id string) string { return tokenKey(id) }

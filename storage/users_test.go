@@ -12,6 +12,29 @@ import (
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
+func TestCreateAndGetUser(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, _ := newTestStore(t, db)
+		ctx := ctxAs("root")
+		u, err := s.CreateUser(ctx, NewUser{Username: "alice", Email: "alice@example.com", Password: "s3cret", Admin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := User{Username: "alice", Email: "alice@example.com", Admin: true, CreatedAt: t0}
+		if u != want {
+			t.Fatalf("CreateUser = %+v; want %+v", u, want)
+		}
+		got, err := s.GetUser(ctx, "alice")
+		if err != nil || got != want {
+			t.Fatalf("GetUser = %+v, %v; want %+v", got, err, want)
+		}
+		_, err = s.CreateUser(ctx, NewUser{Username: "alice", Password: "x"})
+		wantErr(t, err, ErrConflict, `user "alice" already exists`)
+		_, err = s.GetUser(ctx, "bob")
+		wantErr(t, err, ErrNotFound, `"bob"`)
+	})
+}
+
 func TestCreateUserValidation(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s, _ := newTestStore(t, db)

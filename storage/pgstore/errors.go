@@ -1,0 +1,58 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
+)
+
+// unavailable reports whether err means the database could not be
+// reached or did not answer in time, as opposed to refusing a statement:
+// a request that failed so may succeed later, and answers 503.
+func unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, puddle.ErrClosedPool) || pgconn.Timeout(err) {
+		return true
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutting down, crash, cannot connect now
+			pe.Code == "53300", // too many connections
+			pe.Code == "57014": // cancelled, by our own deadline
+			return true
+		}
+		return false
+	}
+	// A connection that broke mid-statement (pgx reports "conn closed",
+	// "unexpected EOF" and friends as plain errors).
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "unexpected EOF")
+}
+
+// conflict reports whether err is a serialization failure or a deadlock:
+// the transaction lost a race with another and may be run again.
+func conflict(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}

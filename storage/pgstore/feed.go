@@ -1,0 +1,371 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// notifyChannel is the LISTEN/NOTIFY channel that wakes the nodes.
+const notifyChannel = "api_tokens_changes"
+
+// snapshot is a position in the change log: a PostgreSQL snapshot. Every
+// transaction with an id below xmax that is not in inProgress had ended
+// when it was taken, so the feed has applied exactly the change rows
+// visible in it; the rows still to read are those of transactions with
+// ids from xmax on, or in inProgress.
+type snapshot struct {
+	xmax       int64
+	inProgress []int64
+}
+
+// parseSnapshot reads pg_snapshot's text form, "xmin:xmax:xip,xip,...".
+func parseSnapshot(s string) (snapshot, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return snapshot{}, fmt.Errorf("unexpected snapshot %q", s)
+	}
+	var snap snapshot
+	var err error
+	if snap.xmax, err = strconv.ParseInt(parts[1], 10, 64); err != nil {
+		return snapshot{}, fmt.Errorf("unexpected snapshot %q", s)
+	}
+	if parts[2] != "" {
+		for x := range strings.SplitSeq(parts[2], ",") {
+			id, err := strconv.ParseInt(x, 10, 64)
+			if err != nil {
+				return snapshot{}, fmt.Errorf("unexpected snapshot %q", s)
+			}
+			snap.inProgress = append(snap.inProgress, id)
+		}
+	}
+	return snap, nil
+}
+
+// includes reports whether the transaction xid had ended when the
+// snapshot was taken, so its changes are applied at this position.
+func (s snapshot) includes(xid int64) bool {
+	return xid < s.xmax && !slices.Contains(s.inProgress, xid)
+}
+
+// oldest is the smallest transaction id whose change rows may still be
+// needed from this position.
+func (s snapshot) oldest() int64 {
+	oldest := s.xmax
+	for _, x := range s.inProgress {
+		oldest = min(oldest, x)
+	}
+	return oldest
+}
+
+// feed reads the change log and hands what it finds to the subscriber.
+// One goroutine polls: when a notification or a local write wakes it, and
+// every PollInterval otherwise. Another holds a connection of its own that
+// LISTENs, and wakes the poller on each notification and after each
+// (re)connect, so it subscribes first and then catches up.
+type feed struct {
+	b   *Backend
+	sub storage.Subscriber
+
+	wake chan struct{}
+
+	mu     sync.Mutex
+	pos    snapshot
+	valid  bool          // pos has been reached by a reset
+	polled chan struct{} // closed and replaced after every poll, applied or failed
+
+	connected   atomic.Bool
+	lastSync    atomic.Int64 // unix nanoseconds of the last successful poll
+	changes     atomic.Uint64
+	fullReloads atomic.Uint64
+}
+
+// Subscribe starts the feed and returns once the subscriber has the
+// first snapshot.
+func (b *Backend) Subscribe(ctx context.Context, sub storage.Subscriber) error {
+	f := &feed{b: b, sub: sub, wake: make(chan struct{}, 1), polled: make(chan struct{})}
+	b.feed = f
+	ctx, cancel := context.WithTimeout(ctx, 4*b.opts.Timeout)
+	defer cancel()
+	if err := f.poll(ctx); err != nil {
+		return err
+	}
+	b.wg.Add(3)
+	go f.pollLoop()
+	go f.listen()
+	go b.maintain()
+	return nil
+}
+
+// SyncStatus reports how current this node is.
+func (b *Backend) SyncStatus() storage.SyncStatus {
+	f := b.feed
+	if f == nil {
+		return storage.SyncStatus{}
+	}
+	return storage.SyncStatus{
+		Connected:   f.connected.Load(),
+		LastSync:    time.Unix(0, f.lastSync.Load()),
+		Changes:     f.changes.Load(),
+		FullReloads: f.fullReloads.Load(),
+	}
+}
+
+// kick asks for a poll now. It never blocks.
+func (f *feed) kick() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// waitApplied returns once a poll has applied the changes of transaction
+// xid, which has committed. If the feed cannot confirm it in time (the
+// database went away right after the commit), the change is still saved
+// and every node applies it when its feed reconnects; the caller learns
+// nothing more by failing, so it only logs.
+func (f *feed) waitApplied(ctx context.Context, xid int64) {
+	f.kick()
+	for {
+		f.mu.Lock()
+		done, polled := f.valid && f.pos.includes(xid), f.polled
+		f.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-polled:
+		case <-ctx.Done():
+			f.b.log.Warn("a change was saved but this node could not apply it in time; it will when its change feed reconnects",
+				zap.Int64("xid", xid), zap.Error(ctx.Err()))
+			return
+		case <-f.b.stop:
+			return
+		}
+	}
+}
+
+func (f *feed) pollLoop() {
+	defer f.b.wg.Done()
+	timer := time.NewTimer(f.b.opts.PollInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-f.b.stop:
+			return
+		case <-f.wake:
+		case <-timer.C:
+		}
+		ctx, cancel := f.b.withTimeout(context.Background())
+		err := f.poll(ctx)
+		cancel()
+		if err != nil && !f.b.closed() {
+			if f.connected.Swap(false) {
+				f.b.log.Warn("lost the token database's change feed; serving from memory until it is back", zap.Error(err))
+			}
+		}
+		timer.Reset(f.b.opts.PollInterval)
+	}
+}
+
+// poll reads, in one snapshot, the change rows since the last position
+// and the current value of every key they name, applies them, and moves
+// the position to the snapshot. When the rows it needs may have been
+// pruned (or at the start), it loads everything instead.
+func (f *feed) poll(ctx context.Context) (err error) {
+	defer func() {
+		f.mu.Lock()
+		close(f.polled)
+		f.polled = make(chan struct{})
+		f.mu.Unlock()
+	}()
+	tx, err := f.b.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return f.b.failed("reading the change log", err)
+	}
+	defer tx.Rollback(context.Background())
+	var text string
+	var prunedBelow int64
+	if err := tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text, (SELECT pruned_below FROM api_tokens_feed)`).Scan(&text, &prunedBelow); err != nil {
+		return f.b.failed("reading the change log", err)
+	}
+	snap, err := parseSnapshot(text)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	pos, valid := f.pos, f.valid
+	f.mu.Unlock()
+	if !valid || pos.oldest() < prunedBelow {
+		return f.reset(ctx, tx, snap, valid)
+	}
+	changes, err := f.read(ctx, tx, pos)
+	if err != nil {
+		return f.b.failed("reading the change log", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return f.b.failed("reading the change log", err)
+	}
+	if len(changes) > 0 {
+		f.sub.Apply(changes)
+		f.changes.Add(uint64(len(changes)))
+	}
+	f.advance(snap)
+	return nil
+}
+
+// reset loads the whole snapshot into the subscriber, which swaps its
+// index once the load is done and serves the old one meanwhile.
+func (f *feed) reset(ctx context.Context, tx pgx.Tx, snap snapshot, reload bool) error {
+	r := &reader{ctx: ctx, tx: tx, b: f.b}
+	if err := f.sub.Reset(r, false); err != nil {
+		var dbe *dbError
+		if errors.As(err, &dbe) {
+			return f.b.failed("loading the tokens", dbe.err)
+		}
+		return err
+	}
+	if reload {
+		f.fullReloads.Add(1)
+		f.b.log.Warn("reloaded every token: the changes this node missed were pruned from the change log before it could read them")
+	}
+	f.advance(snap)
+	return nil
+}
+
+// read returns the changes committed between pos and the transaction's
+// snapshot, with each key's value in that snapshot.
+func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]storage.Change, error) {
+	inProgress := pos.inProgress
+	if inProgress == nil {
+		inProgress = []int64{}
+	}
+	rows, err := tx.Query(ctx, `SELECT key, hint FROM api_tokens_changes WHERE xid >= $1 OR xid = ANY($2)`, pos.xmax, inProgress)
+	if err != nil {
+		return nil, err
+	}
+	index := map[string]int{}
+	var changes []storage.Change
+	var keys [][]byte
+	for rows.Next() {
+		var key, hint []byte
+		if err := rows.Scan(&key, &hint); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if i, seen := index[string(key)]; seen {
+			if hint != nil {
+				changes[i].Hint = hint
+			}
+			continue
+		}
+		index[string(key)] = len(changes)
+		changes = append(changes, storage.Change{Key: string(key), Hint: hint})
+		keys = append(keys, key)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	rows, err = tx.Query(ctx, `SELECT key, value FROM api_tokens_kv WHERE key = ANY($1)`, keys)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var key, val []byte
+		if err := rows.Scan(&key, &val); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		c := &changes[index[string(key)]]
+		c.Value, c.Found = val, true
+	}
+	return changes, rows.Err()
+}
+
+// advance records a successful poll at snap.
+func (f *feed) advance(snap snapshot) {
+	f.mu.Lock()
+	f.pos, f.valid = snap, true
+	f.mu.Unlock()
+	f.lastSync.Store(time.Now().UnixNano())
+	if !f.connected.Swap(true) && f.changes.Load()+f.fullReloads.Load() > 0 {
+		f.b.log.Info("the token database's change feed is back")
+	}
+}
+
+// listen keeps a connection of its own LISTENing for notifications, and
+// wakes the poller on each one and after every (re)connect. It pings the
+// connection when quiet, so a dead one is replaced within seconds.
+func (f *feed) listen() {
+	defer f.b.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-f.b.stop
+		cancel()
+	}()
+	retry := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := f.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		f.b.log.Debug("the change notification connection dropped; reconnecting", zap.Error(err), zap.Duration("in", retry))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, 2*time.Second)
+	}
+}
+
+// listenOnce connects, subscribes, and then waits for notifications until
+// the connection fails.
+func (f *feed) listenOnce(ctx context.Context) error {
+	dialCtx, cancel := f.b.withTimeout(ctx)
+	conn, err := pgx.ConnectConfig(dialCtx, f.b.cfg.ConnConfig.Copy())
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `LISTEN `+notifyChannel); err != nil {
+		return err
+	}
+	f.kick() // catch up on what was committed before LISTEN took effect
+	for {
+		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		switch {
+		case err == nil:
+			f.kick()
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err = conn.Ping(pingCtx)
+			cancel()
+			if err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package pgstore
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// maintainLock is the advisory lock key that lets one node at a time do
+// the maintenance. It is a transaction-level lock: it is released with the
+// transaction, so a pooled connection never keeps it.
+const maintainLock = 0x6d61696e // "main"
+
+// maintainBatch bounds the rows one maintenance statement deletes.
+const maintainBatch = 10000
+
+// maintain deletes expired rows (the keys of temporary tokens, written
+// with a TTL) and change rows older than the retention, every
+// MaintenanceInterval, on whichever node gets the lock.
+func (b *Backend) maintain() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.opts.MaintenanceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := b.withTimeout(context.Background())
+		expired, pruned, err := b.maintainOnce(ctx)
+		cancel()
+		switch {
+		case err != nil && !b.closed():
+			b.log.Debug("maintenance of the token database failed; the next round tries again", zap.Error(err))
+		case expired+pruned > 0:
+			b.log.Debug("token database maintenance", zap.Int64("expired_rows_deleted", expired), zap.Int64("change_rows_pruned", pruned))
+		}
+	}
+}
+
+// maintainOnce does one round of maintenance if no other node is doing
+// it, and reports how many expired rows and change rows it deleted.
+func (b *Backend) maintainOnce(ctx context.Context) (expired, pruned int64, err error) {
+	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		var locked bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, maintainLock).Scan(&locked); err != nil || !locked {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM api_tokens_kv WHERE key IN
+			(SELECT key FROM api_tokens_kv WHERE expires_at < now() LIMIT $1)`, maintainBatch)
+		if err != nil {
+			return err
+		}
+		expired = tag.RowsAffected()
+		// The position a node needs is a transaction id, so pruning
+		// records the highest id it removed: a node that needs rows at or
+		// below it reloads everything.
+		var below *int64
+		err = tx.QueryRow(ctx, `WITH gone AS (
+				DELETE FROM api_tokens_changes WHERE ctid IN
+					(SELECT ctid FROM api_tokens_changes WHERE at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)
+				RETURNING xid)
+			SELECT max(xid) + 1, count(*) FROM gone`, b.opts.ChangeRetention.Microseconds(), maintainBatch).Scan(&below, &pruned)
+		if err != nil || below == nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE api_tokens_feed SET pruned_below = greatest(pruned_below, $1)`, *below)
+		return err
+	})
+	return expired, pruned, err
+}

@@ -1,0 +1,339 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
+)
+
+// What only a shared database has: several nodes, a change feed between
+// them, and a server that can go away. The rules themselves are tested on
+// PostgreSQL by the conformance suite in package storage.
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testtools.FinishPostgres()
+	os.Exit(code)
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// node opens a store on dsn, as one Caddy of a fleet would.
+func node(t testing.TB, dsn string, clock storage.Clock) *storage.Store {
+	t.Helper()
+	s, err := pgstore.OpenStore(context.Background(), dsn, pgstore.Options{},
+		storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
+	if err != nil {
+		t.Fatalf("opening a node: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func ctxAs(actor string) context.Context {
+	return storage.WithActor(context.Background(), actor, "192.0.2.7")
+}
+
+// eventually waits up to limit for cond, polling.
+func eventually(t testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// setup makes two nodes on one new database, a user and a permanent
+// token of theirs, created on the first node.
+func setup(t *testing.T) (a, b *storage.Store, secret string, tok storage.Token, dsn string) {
+	t.Helper()
+	dsn = testtools.PostgresDatabase(t)
+	clock := storage.NewFakeClock(t0)
+	a, b = node(t, dsn, clock), node(t, dsn, clock)
+	if _, err := a.CreateUser(ctxAs("root"), storage.NewUser{Username: "alice", Password: "pw-alice"}); err != nil {
+		t.Fatal(err)
+	}
+	secret, tok, err := a.CreateToken(ctxAs("root"), storage.NewToken{User: "alice", Name: "ci", Kind: storage.Permanent, ExpiresAt: t0.Add(24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b, secret, tok, dsn
+}
+
+// Every kind of refusal made on one node is refused on the other within
+// a second, and a created token passes on the other as soon as the
+// creating call returned.
+func TestChangesReachTheOtherNode(t *testing.T) {
+	a, b, secret, tok, _ := setup(t)
+	ctx := ctxAs("root")
+	eventually(t, time.Second, "a token created on A passes on B", func() bool { _, r := b.Verify(secret); return r == storage.ResultOK })
+
+	if err := a.DeleteToken(ctx, "alice", tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "a token deleted on A is refused on B", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
+
+	sec2, _, err := b.CreateToken(ctx, storage.NewToken{User: "alice", Name: "ci2", Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "a user disabled on A is refused on B", func() bool { _, r := b.Verify(sec2); return r == storage.ResultDisabled })
+	if _, err := b.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "a user enabled on B passes on A", func() bool { _, r := a.Verify(sec2); return r == storage.ResultOK })
+	if err := b.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "a user deleted on B is refused on A", func() bool { _, r := a.Verify(sec2); return r == storage.ResultUnknown })
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// A transaction that took its id before others but commits after them is
+// applied all the same: positions are snapshots, not sequence numbers.
+// The late transaction here is written by hand, as another node's slow
+// deletion would be: the token's rows go, with the change row, in one
+// transaction that stays open while other writes commit.
+func TestLateCommitIsNotSkipped(t *testing.T) {
+	a, b, secret, tok, dsn := setup(t)
+	ctx := context.Background()
+	eventually(t, time.Second, "B has the token", func() bool { _, r := b.Verify(secret); return r == storage.ResultOK })
+
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	late, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := storage.HashSecret(secret)
+	if _, err := late.Exec(ctx, `DELETE FROM api_tokens_kv WHERE key = $1`, []byte(storage.TokenKey(tok.ID))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := late.Exec(ctx, `INSERT INTO api_tokens_changes (key, hint) VALUES ($1, $2)`, []byte(storage.TokenKey(tok.ID)), hash[:]); err != nil {
+		t.Fatal(err)
+	}
+	// Later transactions commit first; B moves past them.
+	for i := range 5 {
+		if _, err := a.PutSetting(ctxAs("root"), storage.SettingNotificationDays, fmt.Sprint(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // several of B's polls
+	if _, r := b.Verify(secret); r != storage.ResultOK {
+		t.Fatalf("the token is refused before the late transaction committed: %v", r)
+	}
+	if err := late.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "B applies the late commit", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
+}
+
+// A transaction left open (an operator's psql session, a long batch job)
+// holds back the oldest transaction id, but not the feed: changes that
+// commit meanwhile still arrive within a second.
+func TestOpenTransactionDoesNotStallTheFeed(t *testing.T) {
+	a, b, secret, tok, dsn := setup(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	idle, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Rollback(ctx)
+	if _, err := idle.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil { // takes an id and keeps it
+		t.Fatal(err)
+	}
+	if err := a.DeleteToken(ctxAs("root"), "alice", tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "a deletion reaches B past an open transaction", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
+}
+
+// A node whose position was pruned from the change log reloads
+// everything, counts it, and serves correctly afterwards.
+func TestPrunedPositionReloadsEverything(t *testing.T) {
+	a, b, secret, tok, dsn := setup(t)
+	ctx := context.Background()
+	eventually(t, time.Second, "B has the token", func() bool { _, r := b.Verify(secret); return r == storage.ResultOK })
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	// As if the change rows B needs were pruned while it was away: the
+	// deletion's row is removed before B reads it.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE api_tokens_changes IN EXCLUSIVE MODE`); err != nil { // holds B's polls back
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		tx.Exec(ctx, `DELETE FROM api_tokens_changes`)
+		tx.Exec(ctx, `UPDATE api_tokens_feed SET pruned_below = pg_current_xact_id()::text::bigint + 1000`)
+		tx.Commit(ctx)
+	}()
+	reloads := b.Backend().(storage.Syncer).SyncStatus().FullReloads
+	if err := a.DeleteToken(ctxAs("root"), "alice", tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "B reloads and refuses the deleted token", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
+	if got := b.Backend().(storage.Syncer).SyncStatus().FullReloads; got != reloads+1 {
+		t.Fatalf("full reloads = %d; want %d", got, reloads+1)
+	}
+}
+
+// Killing every connection of the fleet loses no change: the nodes
+// reconnect, subscribe, catch up, and every deletion made around the
+// outage is refused on every node.
+func TestKilledConnectionsLoseNoChange(t *testing.T) {
+	a, b, _, _, dsn := setup(t)
+	ctx := ctxAs("root")
+	var secrets []string
+	var ids []string
+	for i := range 40 {
+		sec, tk, err := a.CreateToken(ctx, storage.NewToken{User: "alice", Name: fmt.Sprintf("t%d", i), Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets, ids = append(secrets, sec), append(ids, tk.ID)
+	}
+	admin, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	dbName := admin.Config().Database
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range 5 {
+			time.Sleep(30 * time.Millisecond)
+			admin.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName)
+		}
+	})
+	deleted := map[int]bool{}
+	for i, id := range ids {
+		if err := a.DeleteToken(ctx, "alice", id); err == nil {
+			deleted[i] = true
+		} else if !errors.Is(err, storage.ErrUnavailable) {
+			t.Fatalf("deleting during the kills: %v", err)
+		}
+	}
+	wg.Wait()
+	for i := range ids { // whatever failed is retried, as a client would
+		if !deleted[i] {
+			if err := a.DeleteToken(ctx, "alice", ids[i]); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				t.Fatalf("retrying a deletion: %v", err)
+			}
+		}
+	}
+	for _, n := range []*storage.Store{a, b} {
+		eventually(t, 5*time.Second, "every deletion is refused on every node", func() bool {
+			for _, sec := range secrets {
+				if _, r := n.Verify(sec); r != storage.ResultUnknown {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+// Nodes starting at once on an empty database apply the schema once and
+// create one bootstrap admin between them.
+func TestNodesStartingTogetherMakeOneAdmin(t *testing.T) {
+	dsn := testtools.PostgresDatabase(t)
+	const n = 4
+	stores := make([]*storage.Store, n)
+	created := make([]bool, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			stores[i] = node(t, dsn, storage.NewFakeClock(t0))
+			var err error
+			created[i], err = stores[i].EnsureAdmin(context.Background(), storage.NewUser{Username: fmt.Sprintf("admin%d", i), Password: "pw"})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	admins := 0
+	for _, c := range created {
+		if c {
+			admins++
+		}
+	}
+	users, err := stores[0].ListUsers(context.Background())
+	if err != nil || admins != 1 || len(users) != 1 {
+		t.Fatalf("%d nodes starting together created %d admins; users %+v, %v", n, admins, users, err)
+	}
+}
+
+// A node refuses a schema newer than it knows, with a message that says
+// what to do.
+func TestNewerSchemaIsRefused(t *testing.T) {
+	dsn := testtools.PostgresDatabase(t)
+	node(t, dsn, storage.SystemClock{})
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `UPDATE api_tokens_schema SET version = version + 1`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgstore.Open(context.Background(), dsn, pgstore.Options{})
+	if err == nil || !strings.Contains(err.Error(), "newer than this Caddy knows") || !strings.Contains(err.Error(), "upgrade Caddy") {
+		t.Fatalf("Open on a newer schema = %v", err)
+	}
+}
+
+// A bad dsn and an unreachable server each give one clear error that
+// never shows the password.
+func TestBadDSNAndUnreachableServer(t *testing.T) {
+	const password = "s3cret-Pa55word"
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://app:" + password + "@127.0.0.1:99999/db", "not a valid connection string"},
+		{"host=127.0.0.1 port=nope password=" + password, "not a valid connection string"},
+		{fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/db?connect_timeout=2", password, testtools.FreePort(t)), "cannot connect to PostgreSQL at 127.0.0.1"},
+	} {
+		start := time.Now()
+		_, err := pgstore.Open(context.Background(), tc.dsn, pgstore.Options{Timeout: 2 * time.Second})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), password) {
+			t.Errorf("Open(%q) = %v; want an error mentioning %q without the password", tc.dsn, err, tc.want)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Errorf("Open(%q) took %s", tc.dsn, time.Since(start))
+		}
+	}
+}

@@ -6,6 +6,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -287,6 +288,11 @@ func (h *handler) authenticate(r *http.Request) (caller, error) {
 			"authentication required: send Authorization: Bearer <token>")
 	}
 	id, res := h.cfg.Store.Verify(secret)
+	if res == storage.ResultUnavailable {
+		e := newError(http.StatusServiceUnavailable, "this gateway has lost touch with the token database for too long to trust what it holds; try again shortly")
+		e.header = http.Header{"Retry-After": {retryAfterUnavailable}}
+		return caller{}, e
+	}
 	if res != storage.ResultOK {
 		return caller{}, unauthorized(`Bearer realm="api-tokens", error="invalid_token"`,
 			"token is "+verifyProblem(res))
@@ -328,9 +334,14 @@ func bearerToken(header string) (token string, given bool) {
 }
 
 // writeError answers err as {"error": "..."}. Errors that are not the
-// client's doing are logged with context and answered with a generic 500.
+// client's doing are logged with context and answered with a generic 500;
+// an unreachable database is logged too and answered 503.
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, actor string, err error) {
 	ae := clientError(err)
+	if ae != nil && ae.status == http.StatusServiceUnavailable && errors.Is(err, storage.ErrUnavailable) {
+		h.cfg.Logger.Warn("admin API request failed: the token database is unavailable",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("actor", actor), zap.Error(err))
+	}
 	if ae == nil {
 		h.cfg.Logger.Error("admin API request failed",
 			zap.String("method", r.Method), zap.String("path", r.URL.Path),

@@ -37,11 +37,31 @@ var storageStatuses = []struct {
 	{storage.ErrBadLogin, http.StatusUnauthorized},
 }
 
+// retryAfterUnavailable is how long a client is asked to wait when the
+// database is unavailable: about how long a node takes to notice that it
+// is back.
+const retryAfterUnavailable = "5"
+
+// unavailable answers a failure to reach the database: 503 with
+// Retry-After, and a message that says nothing was changed unless the
+// store said the outcome is unknown.
+func unavailable(err error) *apiError {
+	e := newError(http.StatusServiceUnavailable, "the token database is unavailable; nothing was changed, try again shortly")
+	if strings.Contains(err.Error(), "check before retrying") {
+		e.msg = "the token database connection broke while saving; the change may or may not have been saved: check before retrying"
+	}
+	e.header = http.Header{"Retry-After": {retryAfterUnavailable}}
+	return e
+}
+
 // clientError converts err into the apiError the client sees, or returns
 // nil if err is not the client's doing (the caller then answers 500).
 func clientError(err error) *apiError {
 	if ae, ok := errors.AsType[*apiError](err); ok {
 		return ae
+	}
+	if errors.Is(err, storage.ErrUnavailable) {
+		return unavailable(err)
 	}
 	for _, m := range storageStatuses {
 		if errors.Is(err, m.err) {

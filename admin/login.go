@@ -49,8 +49,18 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 	if wait, ok := h.cfg.Throttle.begin(username, ip); !ok {
 		return tooManyLogins(wait)
 	}
+	// Deferred, so a panic (recovered by ServeHTTP) still releases the
+	// attempt. Only a wrong password counts as a failure: an unreachable
+	// database is nobody's guess.
+	outcome := attemptUndecided
+	defer func() { h.cfg.Throttle.end(username, ip, outcome) }()
 	user, err := h.checkPassword(r, username, req.Password, ip)
-	h.cfg.Throttle.end(username, ip, err == nil)
+	switch {
+	case err == errBadLogin:
+		outcome = attemptFailed
+	case err == nil:
+		outcome = attemptSucceeded
+	}
 	if err != nil {
 		return err
 	}

@@ -85,10 +85,19 @@ func (t *LoginThrottle) begin(username, ip string) (retryAfter time.Duration, ok
 	return 0, true
 }
 
+// attemptOutcome is how a login attempt ended, for the throttle.
+type attemptOutcome int
+
+const (
+	attemptSucceeded attemptOutcome = iota
+	attemptFailed
+	attemptUndecided // the password could not be checked (database unavailable)
+)
+
 // end records the outcome of an attempt begun with begin. A success clears
 // the username's failures (the IP's stay: one right guess must not unlock
 // guessing other accounts from the same address).
-func (t *LoginThrottle) end(username, ip string, success bool) {
+func (t *LoginThrottle) end(username, ip string, outcome attemptOutcome) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.cfg.Clock.Now()
@@ -97,11 +106,11 @@ func (t *LoginThrottle) end(username, ip string, success bool) {
 		if e.inFlight > 0 { // 0 if the entry was evicted meanwhile
 			e.inFlight--
 		}
-		if !success {
+		if outcome == attemptFailed {
 			e.failures++
 		}
 	}
-	if success && username != "" {
+	if outcome == attemptSucceeded && username != "" {
 		t.removeLocked(userKey(username))
 	}
 }

@@ -18,7 +18,7 @@ func TestThrottleBoundsMemory(t *testing.T) {
 		if _, ok := th.begin("", ip); !ok {
 			t.Fatalf("first attempt from %s refused", ip)
 		}
-		th.end("", ip, false)
+		th.end("", ip, attemptFailed)
 		if n := th.len(); n > 10 {
 			t.Fatalf("%d entries held; bound is 10", n)
 		}
@@ -43,7 +43,7 @@ func TestThrottleCountsAttemptsInFlight(t *testing.T) {
 	if ok || wait != time.Second {
 		t.Fatalf("6th parallel attempt = %v, %v; want refused with a 1s wait", wait, ok)
 	}
-	th.end("alice", "192.0.2.1", true) // one succeeds: alice's count is cleared
+	th.end("alice", "192.0.2.1", attemptSucceeded) // one succeeds: alice's count is cleared
 	if _, ok := th.begin("alice", "192.0.2.2"); !ok {
 		t.Error("attempt after a success refused")
 	}

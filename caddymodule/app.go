@@ -3,10 +3,10 @@ package caddymodule
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/mail"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,19 +38,32 @@ const (
 	generatedAdmin = "admin"
 )
 
-// App is the api_tokens Caddy app. It owns the token database (one Badger
-// directory), the failed-login throttle, the expiry alert loop and its SMTP
-// settings. The api_token authentication provider and the api_token_admin
-// handler use it; when a config has neither a global `api_tokens` block nor
-// an "api_tokens" app in JSON, they get one with the defaults below.
+// App is the api_tokens Caddy app. It owns the token database (an embedded
+// Badger directory, or PostgreSQL for a fleet of Caddy nodes), the
+// failed-login throttle, the expiry alert loop and its SMTP settings. The
+// api_token authentication provider and the api_token_admin handler use
+// it; when a config has neither a global `api_tokens` block nor an
+// "api_tokens" app in JSON, they get one with the defaults below.
 //
 // The database outlives config generations: `caddy reload` shares one open
-// Badger handle between the old and the new config, so no data is lost and
+// database between the old and the new config, so no data is lost and
 // serving never stops.
 type App struct {
-	// Directory of the Badger database. Default: "api_tokens" under Caddy's
+	// Where the tokens are kept: {"module": "badger", "path": "..."} (the
+	// default) or {"module": "postgres", "dsn": "..."} for a fleet of Caddy
+	// nodes sharing one PostgreSQL database.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=api_tokens.storage inline_key=module"`
+
+	// Shorthand for {"module": "badger", "path": storage_path}: the
+	// directory of the Badger database. Default: "api_tokens" under Caddy's
 	// data directory. Two configs pointing at the same directory share it.
 	StoragePath string `json:"storage_path,omitempty"`
+
+	// With PostgreSQL: after this long without confirming that it has
+	// every change, a node answers 503 to tokens instead of trusting what
+	// it holds. Default: never; it keeps verifying from memory while the
+	// database is unreachable.
+	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
 
 	// How long a temporary token from POST /login lives. Default: 12h.
 	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
@@ -79,6 +92,7 @@ type App struct {
 	// and metrics still work but no email is sent.
 	SMTP *SMTPConfig `json:"smtp,omitempty"`
 
+	db          tokenDatabase
 	shared      *sharedState
 	poolKey     string
 	logger      *zap.Logger
@@ -146,22 +160,45 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	key, err := filepath.Abs(a.StoragePath)
-	if err != nil {
-		return fmt.Errorf("storage_path %q: %v", a.StoragePath, err)
+	if err := a.loadDatabase(ctx); err != nil {
+		return err
 	}
-	shared, err := loadShared(key, a.logger)
+	shared, err := loadShared(a.db, a.storeOptions(), a.logger)
 	if err != nil {
 		return err
 	}
-	a.shared, a.poolKey = shared, key
+	a.shared, a.poolKey = shared, a.db.poolKey()
 	return a.alerting.provision(a)
 }
 
-func (a *App) setDefaults() {
-	if a.StoragePath == "" {
-		a.StoragePath = filepath.Join(caddy.AppDataDir(), "api_tokens")
+// loadDatabase provisions the storage module: the one configured, or
+// Badger in storage_path (or its default directory).
+func (a *App) loadDatabase(ctx caddy.Context) error {
+	if a.StorageRaw == nil {
+		a.db = &BadgerStorage{Path: a.StoragePath}
+		return a.db.(*BadgerStorage).Provision(ctx)
 	}
+	mod, err := ctx.LoadModule(a, "StorageRaw")
+	if err != nil {
+		return fmt.Errorf("loading the storage module: %v", err)
+	}
+	a.db = mod.(tokenDatabase)
+	if a.MaxStaleness != 0 && !a.db.shared() {
+		return errors.New("max_staleness applies to storage postgres only: a Badger database is never stale")
+	}
+	return nil
+}
+
+// storeOptions are the options of the store this config opens (a reload
+// on the same database reuses the open store and its options).
+func (a *App) storeOptions() storage.Options {
+	opts := currentStoreOptions()
+	opts.Logger = a.logger.Named("storage")
+	opts.MaxStaleness = time.Duration(a.MaxStaleness)
+	return opts
+}
+
+func (a *App) setDefaults() {
 	if a.SessionTTL == 0 {
 		a.SessionTTL = caddy.Duration(defaultSessionTTL)
 	}
@@ -198,7 +235,6 @@ func defaultSMTPPort(encryption string) int {
 // of the config file.
 func (a *App) replacePlaceholders() error {
 	repl := caddy.NewReplacer()
-	a.StoragePath = repl.ReplaceKnown(a.StoragePath, "")
 	if a.BootstrapAdmin != nil {
 		user := repl.ReplaceKnown(a.BootstrapAdmin.Username, "")
 		pass := repl.ReplaceKnown(a.BootstrapAdmin.Password, "")
@@ -225,8 +261,13 @@ func (a *App) replacePlaceholders() error {
 
 // Validate checks the config without changing anything.
 func (a *App) Validate() error {
-	if a.StoragePath == "" {
-		return errors.New("storage_path must not be empty")
+	if a.StorageRaw != nil && a.StoragePath != "" {
+		return errors.New("set storage or storage_path, not both (storage_path is short for storage badger { path <dir> })")
+	}
+	if a.MaxStaleness != 0 {
+		if err := checkDuration("max_staleness", a.MaxStaleness, time.Second, maxTokenLifetime); err != nil {
+			return err
+		}
 	}
 	if err := checkDuration("session_ttl", a.SessionTTL, time.Minute, maxTokenLifetime); err != nil {
 		return err
@@ -326,10 +367,10 @@ func (a *App) Cleanup() error {
 	a.poolKey = ""
 	deleted, err := sharedPool.Delete(key)
 	if deleted {
-		a.logger.Debug("closed token database", zap.String("storage_path", key))
+		a.logger.Debug("closed token database", zap.String("database", a.db.describe()))
 	}
 	if err != nil {
-		return fmt.Errorf("closing token database %s: %v", key, err)
+		return fmt.Errorf("closing token database (%s): %v", a.db.describe(), err)
 	}
 	return nil
 }

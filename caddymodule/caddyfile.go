@@ -24,7 +24,14 @@ func init() {
 // parseGlobalOption sets up the api_tokens app from the global option:
 //
 //	api_tokens {
-//		storage_path <dir>
+//		storage postgres {
+//			dsn <dsn>
+//		}
+//		storage badger {
+//			path <dir>
+//		}
+//		storage_path <dir>        # shorthand for storage badger { path <dir> }
+//		max_staleness <duration>  # postgres only
 //		session_ttl <duration>
 //		permanent_token_lifetime <duration>
 //		bootstrap_admin <username> <password>
@@ -67,6 +74,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		seen[name] = true
 		var err error
 		switch name {
+		case "storage":
+			err = a.unmarshalStorage(d)
+		case "max_staleness":
+			a.MaxStaleness, err = durationArg(d)
 		case "storage_path":
 			a.StoragePath, err = oneArg(d)
 		case "session_ttl":
@@ -87,12 +98,39 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.SMTP = new(SMTPConfig)
 			err = a.SMTP.unmarshalCaddyfile(d)
 		default:
-			return d.Errf("api_tokens: unrecognized option %q (known: storage_path, session_ttl, permanent_token_lifetime, bootstrap_admin, alert_interval, audit_retention, smtp)", name)
+			return d.Errf("api_tokens: unrecognized option %q (known: storage, storage_path, max_staleness, session_ttl, permanent_token_lifetime, bootstrap_admin, alert_interval, audit_retention, smtp)", name)
 		}
 		if err != nil {
 			return err
 		}
 	}
+	if a.StorageRaw != nil && a.StoragePath != "" {
+		return d.Err("api_tokens: set storage or storage_path, not both (storage_path is short for storage badger { path <dir> })")
+	}
+	return nil
+}
+
+// unmarshalStorage reads `storage badger|postgres { ... }` into the
+// storage module's JSON.
+func (a *App) unmarshalStorage(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Err("storage needs a kind: storage postgres { dsn ... } or storage badger { path ... }")
+	}
+	kind := d.Val()
+	if kind != "badger" && kind != "postgres" {
+		return d.Errf("storage: unknown kind %q (known: badger, postgres)", kind)
+	}
+	if d.NextArg() {
+		return d.Errf("storage %s takes its options in a block, got %q", kind, d.Val())
+	}
+	var mod caddyfile.Unmarshaler = new(BadgerStorage)
+	if kind == "postgres" {
+		mod = new(PostgresStorage)
+	}
+	if err := mod.UnmarshalCaddyfile(d); err != nil {
+		return err
+	}
+	a.StorageRaw = caddyconfig.JSONModuleObject(mod, "module", kind, nil)
 	return nil
 }
 

@@ -75,6 +75,38 @@ http://localhost {
 	}
 }
 
+// TestCaddyfileStorage checks the two storage forms and max_staleness.
+func TestCaddyfileStorage(t *testing.T) {
+	for _, tc := range []struct{ name, block, storage string }{
+		{"postgres", "storage postgres {\n\t\t\tdsn {env.API_TOKENS_DATABASE_URL}\n\t\t}\n\t\tmax_staleness 5m",
+			`{"dsn":"{env.API_TOKENS_DATABASE_URL}","module":"postgres"}`},
+		{"badger", "storage badger {\n\t\t\tpath /var/lib/caddy/api_tokens\n\t\t}",
+			`{"module":"badger","path":"/var/lib/caddy/api_tokens"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := adapt(t, "{\n\tapi_tokens {\n\t\t"+tc.block+"\n\t}\n}\n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg struct {
+				Apps struct {
+					APITokens caddymodule.App `json:"api_tokens"`
+				} `json:"apps"`
+			}
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatalf("%v in %s", err, out)
+			}
+			app := cfg.Apps.APITokens
+			if string(app.StorageRaw) != tc.storage {
+				t.Errorf("storage = %s; want %s", app.StorageRaw, tc.storage)
+			}
+			if tc.name == "postgres" && time.Duration(app.MaxStaleness) != 5*time.Minute {
+				t.Errorf("max_staleness = %v", time.Duration(app.MaxStaleness))
+			}
+		})
+	}
+}
+
 // TestDirectivesNeedNoOrder adapts a site that uses both directives with
 // no global `order`: api_token_auth runs right after basic_auth and
 // api_token_admin before respond, whatever order they are written in.
@@ -114,7 +146,13 @@ func TestCaddyfileErrors(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
 		{"option without value", "{\n\tapi_tokens {\n\t\tsession_ttl\n\t}\n}", "session_ttl needs a value, at Caddyfile:3"},
 		{"extra value", "{\n\tapi_tokens {\n\t\tstorage_path /a /b\n\t}\n}", `storage_path takes one value, got an extra "/b", at Caddyfile:3`},
-		{"unknown option", "{\n\tapi_tokens {\n\t\tstorage /a\n\t}\n}", `unrecognized option "storage"`},
+		{"unknown option", "{\n\tapi_tokens {\n\t\tstorage_dir /a\n\t}\n}", `unrecognized option "storage_dir"`},
+		{"storage without a kind", "{\n\tapi_tokens {\n\t\tstorage\n\t}\n}", "storage needs a kind: storage postgres { dsn ... } or storage badger { path ... }, at Caddyfile:3"},
+		{"unknown storage kind", "{\n\tapi_tokens {\n\t\tstorage mysql {\n\t\t}\n\t}\n}", `storage: unknown kind "mysql" (known: badger, postgres), at Caddyfile:3`},
+		{"storage path on the line", "{\n\tapi_tokens {\n\t\tstorage badger /data\n\t}\n}", `storage badger takes its options in a block, got "/data"`},
+		{"postgres without a dsn", "{\n\tapi_tokens {\n\t\tstorage postgres {\n\t\t}\n\t}\n}", "storage postgres needs a dsn"},
+		{"unknown postgres option", "{\n\tapi_tokens {\n\t\tstorage postgres {\n\t\t\turl x\n\t\t}\n\t}\n}", `storage postgres: unrecognized option "url" (known: dsn), at Caddyfile:4`},
+		{"storage and storage_path", "{\n\tapi_tokens {\n\t\tstorage_path /a\n\t\tstorage badger {\n\t\t\tpath /b\n\t\t}\n\t}\n}", "set storage or storage_path, not both"},
 		{"bad duration", "{\n\tapi_tokens {\n\t\tsession_ttl\t12 hours\n\t}\n}", `session_ttl takes one value, got an extra "hours", at Caddyfile:3`},
 		{"not a duration", "{\n\tapi_tokens {\n\t\tpermanent_token_lifetime forever\n\t}\n}", `permanent_token_lifetime: "forever" is not a duration like 90m, 12h or 30d, at Caddyfile:3`},
 		{"negative duration", "{\n\tapi_tokens {\n\t\talert_interval -1h\n\t}\n}", `alert_interval must be positive, got "-1h", at Caddyfile:3`},
@@ -146,6 +184,8 @@ func FuzzCaddyfile(f *testing.F) {
 	for _, seed := range []string{
 		"api_tokens",
 		"api_tokens {\n storage_path /data\n session_ttl 12h\n permanent_token_lifetime 365d\n alert_interval 1h\n}",
+		"api_tokens {\n storage postgres {\n dsn {env.DB}\n }\n max_staleness 1m\n}",
+		"api_tokens {\n storage badger {\n path /d\n }\n}",
 		"api_tokens {\n bootstrap_admin {env.A} {env.B}\n smtp {\n host h\n port 25\n encryption none\n from a@b.c\n username u\n password p\n }\n}",
 		"api_tokens {\n smtp {\n port x\n }\n}",
 		"api_tokens {\n session_ttl 1d2h3m\n session_ttl\n}",

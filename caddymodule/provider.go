@@ -114,6 +114,11 @@ func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddya
 		return caddyauth.User{}, false, nil
 	}
 	id, result := p.store.Verify(secret)
+	if result == storage.ResultUnavailable {
+		p.count(result)
+		writeUnavailable(w)
+		return caddyauth.User{}, false, nil
+	}
 	if result != storage.ResultOK {
 		p.count(result)
 		w.Header().Set(wwwAuthenticate, challengeInvalidToken)
@@ -181,6 +186,21 @@ func writeForbidden(w http.ResponseWriter) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusForbidden)
 	_, _ = w.Write(forbiddenBody)
+}
+
+// unavailableBody is the whole 503 response of a node that has not synced
+// with a shared token database for longer than max_staleness.
+var unavailableBody = []byte(`{"error":"this gateway has lost touch with the token database for too long to trust what it holds; try again shortly"}` + "\n")
+
+// writeUnavailable answers 503 with Retry-After, the same way
+// writeForbidden answers 403: caddyauth's 401 that follows is ignored.
+func writeUnavailable(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Retry-After", "5")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write(unavailableBody)
 }
 
 // bearerToken extracts the token from an Authorization header value of

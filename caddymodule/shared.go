@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 
@@ -10,13 +11,13 @@ import (
 	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
-	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
-// sharedPool holds one sharedState per absolute storage path. A config
-// reload provisions the new config before cleaning up the old one, so the
-// reference count never drops to zero and the new generation reuses the
-// open database (Badger cannot open one directory twice anyway).
+// sharedPool holds one sharedState per database (Badger directory or
+// PostgreSQL DSN). A config reload provisions the new config before
+// cleaning up the old one, so the reference count never drops to zero and
+// the new generation reuses the open database (Badger cannot open one
+// directory twice anyway).
 var sharedPool = caddy.NewUsagePool()
 
 // sharedState is everything that must outlive a config generation: the
@@ -34,16 +35,14 @@ type sharedState struct {
 // batched last-used times first.
 func (s *sharedState) Destruct() error { return s.store.Close() }
 
-// loadShared opens the database at path, or joins the already open one.
-func loadShared(path string, logger *zap.Logger) (*sharedState, error) {
-	val, _, err := sharedPool.LoadOrNew(path, func() (caddy.Destructor, error) {
-		opts := currentStoreOptions()
-		opts.Logger = logger.Named("storage")
-		store, err := badgerstore.OpenStore(path, opts)
+// loadShared opens the database, or joins the already open one.
+func loadShared(db tokenDatabase, opts storage.Options, logger *zap.Logger) (*sharedState, error) {
+	val, _, err := sharedPool.LoadOrNew(db.poolKey(), func() (caddy.Destructor, error) {
+		store, err := db.open(context.Background(), opts)
 		if err != nil {
-			return nil, fmt.Errorf("opening token database (storage_path %s): %w", path, err)
+			return nil, fmt.Errorf("opening the token database (%s): %w", db.describe(), err)
 		}
-		logger.Info("opened token database", zap.String("storage_path", path))
+		logDatabase(logger, db)
 		return &sharedState{
 			store:    store,
 			throttle: admin.NewLoginThrottle(admin.LoginThrottleConfig{Clock: opts.Clock}),

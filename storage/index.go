@@ -417,6 +417,9 @@ func (s *Store) Verify(secret string) (Identity, VerifyResult) {
 	if _, ok := ParseSecret(secret); !ok {
 		return Identity{}, ResultMalformed
 	}
+	if s.stale.Load() {
+		return Identity{}, ResultUnavailable
+	}
 	return s.idx.Load().verify(HashSecret(secret), s.clock.Now().UnixNano())
 }
 

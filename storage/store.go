@@ -60,6 +60,11 @@ type Store struct {
 	// token purge. Tests only.
 	purgeHook func()
 
+	// stale is set while the node has not synced for longer than
+	// maxStale; Verify reads it on every request.
+	stale    atomic.Bool
+	maxStale time.Duration
+
 	closed    atomic.Bool
 	stop      chan struct{}
 	done      chan struct{}
@@ -79,6 +84,10 @@ type Options struct {
 	// PasswordCost is the bcrypt cost for new password hashes. Default
 	// bcrypt.DefaultCost; tests use bcrypt.MinCost for speed.
 	PasswordCost int
+	// MaxStaleness, for a backend shared by several nodes: once this node
+	// has not confirmed for this long that it has every change, Verify
+	// answers ResultUnavailable to well-formed tokens. 0 never does.
+	MaxStaleness time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -113,9 +122,10 @@ func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 		clock:  opts.Clock,
 		log:    opts.Logger,
 		cost:   opts.PasswordCost,
-		flushN: opts.LastUsedFlushInterval,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		flushN:   opts.LastUsedFlushInterval,
+		maxStale: opts.MaxStaleness,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s.idx.Store(newIndex())
 	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
@@ -165,21 +175,45 @@ func (s *Store) Close() error {
 }
 
 // background flushes last-used times, drops expired temporary tokens from
-// memory and prunes idle cached identities until Close.
+// memory and prunes idle cached identities until Close, and watches how
+// long ago a shared backend last synced.
 func (s *Store) background() {
 	defer close(s.done)
 	t := time.NewTicker(s.flushN)
 	defer t.Stop()
+	syncer, _ := s.db.(Syncer)
+	var watch <-chan time.Time
+	if s.maxStale > 0 && syncer != nil {
+		w := time.NewTicker(min(time.Second, s.maxStale/4))
+		defer w.Stop()
+		watch = w.C
+	}
 	for {
 		select {
 		case <-s.stop:
 			return
+		case <-watch:
+			s.checkStaleness(syncer)
 		case <-t.C:
 			s.flushLastUsed(context.Background())
 			now := s.clock.Now()
 			idx := s.idx.Load()
 			idx.sweep(now)
 			idx.pruneIdentities(now)
+		}
+	}
+}
+
+// checkStaleness sets stale when the backend has not synced for longer
+// than maxStale, and clears it once it has.
+func (s *Store) checkStaleness(syncer Syncer) {
+	age := time.Since(syncer.SyncStatus().LastSync)
+	if stale := age > s.maxStale; s.stale.Swap(stale) != stale {
+		if stale {
+			s.log.Error("refusing tokens with 503: this node has not synced with the token database for longer than max_staleness",
+				zap.Duration("since_last_sync", age.Round(time.Millisecond)), zap.Duration("max_staleness", s.maxStale))
+		} else {
+			s.log.Info("synced with the token database again; verifying tokens")
 		}
 	}
 }

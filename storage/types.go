@@ -168,10 +168,14 @@ const (
 	ResultRevoked
 	ResultDisabled
 	ResultForbidden
+	// ResultUnavailable: a well-formed token that this node will not
+	// judge, because it has not synced with the shared database for
+	// longer than MaxStaleness. Answered 503, not 401.
+	ResultUnavailable
 	numVerifyResults
 )
 
-var verifyResultNames = [numVerifyResults]string{"ok", "missing", "malformed", "unknown", "expired", "revoked", "disabled", "forbidden"}
+var verifyResultNames = [numVerifyResults]string{"ok", "missing", "malformed", "unknown", "expired", "revoked", "disabled", "forbidden", "unavailable"}
 
 // String returns the metric label value.
 func (r VerifyResult) String() string {

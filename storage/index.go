@@ -420,7 +420,12 @@ func (s *Store) Verify(secret string) (Identity, VerifyResult) {
 	if s.stale.Load() {
 		return Identity{}, ResultUnavailable
 	}
-	return s.idx.Load().verify(HashSecret(secret), s.clock.Now().UnixNano())
+	h := HashSecret(secret)
+	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano())
+	if r == ResultUnknown && s.shared {
+		return s.verifyMiss(h)
+	}
+	return id, r
 }
 
 func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {

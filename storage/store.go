@@ -65,6 +65,12 @@ type Store struct {
 	stale    atomic.Bool
 	maxStale time.Duration
 
+	// shared is whether other nodes write the database too; then a token
+	// missing from the index may have been created a moment ago
+	// elsewhere (see verifyMiss).
+	shared bool
+	misses missGuard
+
 	closed    atomic.Bool
 	stop      chan struct{}
 	done      chan struct{}
@@ -118,16 +124,17 @@ var ErrClosed = errors.New("storage: the store is closed")
 func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
-		db:     db,
-		clock:  opts.Clock,
-		log:    opts.Logger,
-		cost:   opts.PasswordCost,
+		db:       db,
+		clock:    opts.Clock,
+		log:      opts.Logger,
+		cost:     opts.PasswordCost,
 		flushN:   opts.LastUsedFlushInterval,
 		maxStale: opts.MaxStaleness,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	s.idx.Store(newIndex())
+	_, s.shared = db.(CatchUpper)
 	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
 		db.Close()
 		return nil, err

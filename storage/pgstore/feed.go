@@ -84,6 +84,11 @@ type feed struct {
 	pos    snapshot
 	valid  bool          // pos has been reached by a reset
 	polled chan struct{} // closed and replaced after every poll, applied or failed
+	// started numbers the polls; finished is the number of the last poll
+	// that ended, and finishedErr how it ended.
+	started     uint64
+	finished    uint64
+	finishedErr error
 
 	connected   atomic.Bool
 	lastSync    atomic.Int64 // unix nanoseconds of the last successful poll
@@ -156,6 +161,31 @@ func (f *feed) waitApplied(ctx context.Context, xid int64) {
 	}
 }
 
+// CatchUp returns once a poll that started after the call has applied
+// what was committed before it. Concurrent callers share the poll.
+func (b *Backend) CatchUp(ctx context.Context) error {
+	f := b.feed
+	f.mu.Lock()
+	target := f.started + 1
+	f.mu.Unlock()
+	f.kick()
+	for {
+		f.mu.Lock()
+		finished, err, polled := f.finished, f.finishedErr, f.polled
+		f.mu.Unlock()
+		if finished >= target {
+			return err
+		}
+		select {
+		case <-polled:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-b.stop:
+			return storage.ErrClosed
+		}
+	}
+}
+
 func (f *feed) pollLoop() {
 	defer f.b.wg.Done()
 	timer := time.NewTimer(f.b.opts.PollInterval)
@@ -184,8 +214,13 @@ func (f *feed) pollLoop() {
 // the position to the snapshot. When the rows it needs may have been
 // pruned (or at the start), it loads everything instead.
 func (f *feed) poll(ctx context.Context) (err error) {
+	f.mu.Lock()
+	f.started++
+	number := f.started
+	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
+		f.finished, f.finishedErr = number, err
 		close(f.polled)
 		f.polled = make(chan struct{})
 		f.mu.Unlock()

@@ -292,6 +292,7 @@ func (b *Backend) failed(step string, err error) error {
 
 // Interface guards
 var (
-	_ storage.Backend = (*Backend)(nil)
-	_ storage.Syncer  = (*Backend)(nil)
+	_ storage.Backend    = (*Backend)(nil)
+	_ storage.Syncer     = (*Backend)(nil)
+	_ storage.CatchUpper = (*Backend)(nil)
 )

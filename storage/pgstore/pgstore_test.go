@@ -337,3 +337,19 @@ func TestBadDSNAndUnreachableServer(t *testing.T) {
 		}
 	}
 }
+
+// A token created on one node passes on another as soon as the creating
+// call returned, before the other node's feed has brought it: the miss
+// makes that node catch up.
+func TestCreatedTokenPassesAtOnceElsewhere(t *testing.T) {
+	a, b, _, _, _ := setup(t)
+	for i := range 30 {
+		sec, _, err := a.CreateToken(ctxAs("root"), storage.NewToken{User: "alice", Name: fmt.Sprintf("now-%d", i), Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, r := b.Verify(sec); r != storage.ResultOK {
+			t.Fatalf("token %d created on A verifies on B right after as %v", i, r)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package storage
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// CatchUpper is implemented by backends shared by several nodes: CatchUp
+// returns once the change feed has applied everything committed before
+// the call.
+type CatchUpper interface {
+	CatchUp(ctx context.Context) error
+}
+
+// A token created on another node reaches this node's index through the
+// change feed a few milliseconds after the creating call returned. A
+// client that uses it at once, on another node, must not be refused: so a
+// well-formed token missing from the index makes the node catch up with
+// the feed and look again. Anyone can compute a checksum, so a flood of
+// forged tokens must not become a flood of database reads. The catch-up
+// is bounded three ways:
+//
+//   - single-flight: concurrent misses share one catch-up (the feed's
+//     next poll);
+//   - rate-limited: at most missRate catch-ups a second, with a burst of
+//     missBurst; a miss beyond that is refused without one;
+//   - negatively cached: a hash still missing after a catch-up is refused
+//     without another for missTTL. The only way for its token to appear
+//     is a creation after that catch-up, which the feed applies within
+//     milliseconds anyway.
+const (
+	missRate  = 20
+	missBurst = 20
+	missTTL   = 2 * time.Second
+	missWait  = 250 * time.Millisecond // bounds the request's wait for a catch-up
+	missSlots = 4096                   // negative cache entries, a power of two
+)
+
+// missGuard bounds the catch-ups that index misses cause.
+type missGuard struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+	// recent is a small direct-mapped cache of hashes that were missing
+	// after a catch-up, until when; pointer-free and fixed in size, so a
+	// flood of forged tokens costs no memory.
+	recent [missSlots]struct {
+		hash  SecretHash
+		until int64
+	}
+}
+
+// recentlyMissing reports whether h was missing after a catch-up less
+// than missTTL ago.
+func (g *missGuard) recentlyMissing(h SecretHash, now time.Time) bool {
+	slot := &g.recent[missSlot(h)]
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slot.hash == h && now.UnixNano() < slot.until
+}
+
+// remember notes that h was missing after a catch-up at now.
+func (g *missGuard) remember(h SecretHash, now time.Time) {
+	slot := &g.recent[missSlot(h)]
+	g.mu.Lock()
+	slot.hash, slot.until = h, now.Add(missTTL).UnixNano()
+	g.mu.Unlock()
+}
+
+// missSlot places a hash in the cache; hashes are uniform, so two bytes
+// are as good as any.
+func missSlot(h SecretHash) int { return (int(h[1])<<8 | int(h[2])) & (missSlots - 1) }
+
+// allow takes one catch-up from the token bucket.
+func (g *missGuard) allow(now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.tokens = min(missBurst, g.tokens+now.Sub(g.last).Seconds()*missRate)
+	g.last = now
+	if g.tokens < 1 {
+		return false
+	}
+	g.tokens--
+	return true
+}
+
+// verifyMiss handles a well-formed token the index does not have: on a
+// shared backend, it catches up with the feed (within the bounds above)
+// and looks again.
+func (s *Store) verifyMiss(h SecretHash) (Identity, VerifyResult) {
+	cu, ok := s.db.(CatchUpper)
+	if !ok {
+		return Identity{}, ResultUnknown
+	}
+	// Real time, not the store's clock: these bounds protect the database.
+	now := time.Now()
+	if s.misses.recentlyMissing(h, now) || !s.misses.allow(now) {
+		return Identity{}, ResultUnknown
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), missWait)
+	err := cu.CatchUp(ctx)
+	cancel()
+	if err != nil {
+		return Identity{}, ResultUnknown
+	}
+	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano())
+	if r == ResultUnknown {
+		s.misses.remember(h, time.Now())
+	}
+	return id, r
+}

@@ -54,6 +54,7 @@ type site struct {
 	siteCfg  string // directives in the site block
 	appCfg   string // options inside the api_tokens block
 	logPath  string // where extraCfg sends Caddy's log, if not to its output
+	dsn      string // a PostgreSQL database instead of Badger in storage
 }
 
 func (s *site) base() string    { return fmt.Sprintf("http://127.0.0.1:%d/api-tokens", s.port) }
@@ -63,7 +64,7 @@ func (s *site) gateway() string { return fmt.Sprintf("http://127.0.0.1:%d/app", 
 // /api-tokens, everything else behind api_token_auth. extra goes into the
 // global options (e.g. a log block), appExtra into the api_tokens block,
 // siteExtra into the site block.
-func caddyfile(port int, adminEP, storagePath, extra, appExtra, siteExtra string) string {
+func caddyfile(port int, adminEP, storage, extra, appExtra, siteExtra string) string {
 	return fmt.Sprintf(`{
 	admin %s
 	auto_https off
@@ -71,7 +72,7 @@ func caddyfile(port int, adminEP, storagePath, extra, appExtra, siteExtra string
 	default_bind 127.0.0.1
 	%s
 	api_tokens {
-		storage_path %s
+		%s
 		bootstrap_admin {env.E2E_ADMIN} {env.E2E_ADMIN_PASSWORD}
 		%s
 	}
@@ -86,7 +87,17 @@ http://127.0.0.1:%d {
 		respond "hello {http.auth.user.id}" 200
 	}
 }
-`, adminEP, extra, storagePath, appExtra, port, siteExtra)
+`, adminEP, extra, storage, appExtra, port, siteExtra)
+}
+
+// storageOption is the api_tokens storage line of s: its Badger
+// directory, or its PostgreSQL database, whose DSN comes from the
+// environment as an operator would pass it.
+func (s *site) storageOption() string {
+	if s.dsn != "" {
+		return "storage postgres {\n\t\t\tdsn {env.E2E_DATABASE_URL}\n\t\t}"
+	}
+	return "storage_path " + s.storage
 }
 
 // newSite prepares (but does not start) a Caddy on fresh ports over
@@ -113,7 +124,7 @@ func (s *site) start() {
 	t := s.t
 	t.Helper()
 	cfgPath := filepath.Join(s.home, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(caddyfile(s.port, s.adminEP, s.storage, s.extraCfg, s.appCfg, s.siteCfg)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(caddyfile(s.port, s.adminEP, s.storageOption(), s.extraCfg, s.appCfg, s.siteCfg)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.logFile = filepath.Join(s.home, "caddy.out")
@@ -122,7 +133,7 @@ func (s *site) start() {
 		t.Fatal(err)
 	}
 	s.cmd = exec.Command(testtools.CaddyBinary(t), "run", "--config", cfgPath, "--adapter", "caddyfile")
-	s.cmd.Env = caddyEnv(s.home)
+	s.cmd.Env = append(caddyEnv(s.home), "E2E_DATABASE_URL="+s.dsn)
 	s.cmd.Stdout, s.cmd.Stderr = out, out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -67,9 +67,6 @@ type Config struct {
 	Throttle *LoginThrottle
 	// Faults returns the active faults for GET /faults; nil lists none.
 	Faults func() []storage.Fault
-	// OnSettingsChange is called after a setting is stored or deleted, so
-	// the alert loop can run at once.
-	OnSettingsChange func()
 	// ClientIP tells the caller's address for throttling and audit. Default:
 	// the host of r.RemoteAddr (behind a proxy, pass one that knows better).
 	ClientIP func(*http.Request) string
@@ -116,9 +113,6 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.Faults == nil {
 		cfg.Faults = func() []storage.Fault { return nil }
-	}
-	if cfg.OnSettingsChange == nil {
-		cfg.OnSettingsChange = func() {}
 	}
 	if cfg.ClientIP == nil {
 		cfg.ClientIP = remoteHost

@@ -36,7 +36,7 @@ type env struct {
 	clock    *storage.FakeClock
 	handler  http.Handler
 	srv      *httptest.Server
-	settings atomic.Int32 // OnSettingsChange calls
+	settings atomic.Int32 // the store's OnSettingsChange calls
 	faults   []storage.Fault
 	root     string // an admin's session token
 }
@@ -50,12 +50,12 @@ func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	e := &env{t: t, store: store, clock: clock}
+	store.OnSettingsChange(func() { e.settings.Add(1) })
 	cfg := Config{
-		Store:            store,
-		Clock:            clock,
-		Throttle:         NewLoginThrottle(LoginThrottleConfig{Clock: clock}),
-		Faults:           func() []storage.Fault { return e.faults },
-		OnSettingsChange: func() { e.settings.Add(1) },
+		Store:    store,
+		Clock:    clock,
+		Throttle: NewLoginThrottle(LoginThrottleConfig{Clock: clock}),
+		Faults:   func() []storage.Fault { return e.faults },
 		ClientIP: func(r *http.Request) string {
 			if ip := r.Header.Get(ipHeader); ip != "" {
 				return ip

@@ -31,8 +31,8 @@ func (h *handler) getSetting(w http.ResponseWriter, r *http.Request, _ caller) e
 	return nil
 }
 
-// putSetting stores a validated setting and tells the alert loop, which
-// reacts to a change at once rather than at its next tick.
+// putSetting stores a validated setting; the store tells the alert loop
+// (on whichever node runs it), which reacts at once.
 func (h *handler) putSetting(w http.ResponseWriter, r *http.Request, c caller) error {
 	var req putSettingRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -45,7 +45,6 @@ func (h *handler) putSetting(w http.ResponseWriter, r *http.Request, c caller) e
 	if err != nil {
 		return err
 	}
-	h.cfg.OnSettingsChange()
 	writeJSON(w, http.StatusOK, s)
 	return nil
 }
@@ -54,7 +53,6 @@ func (h *handler) deleteSetting(w http.ResponseWriter, r *http.Request, c caller
 	if err := h.cfg.Store.DeleteSetting(c.ctx(r), r.PathValue("key")); err != nil {
 		return err
 	}
-	h.cfg.OnSettingsChange()
 	writeNoContent(w)
 	return nil
 }

@@ -1,6 +1,7 @@
 package alerts
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
@@ -104,17 +106,15 @@ func seededStore(b *testing.B, n int) string {
 // is sent (no recipients are set), so the figure is the scan, the faults
 // and the metrics snapshot.
 //
-// Besides the time per pass it reports, in MiB: snapshot, the live heap
-// the published snapshot keeps between passes; pass-peak-live, the most
-// live heap a pass adds on top of that steady state (runtime/metrics
+// Besides the time per pass it reports, in MiB: view, the live heap the
+// last pass's view keeps between passes; pass-peak-live, the most live
+// heap a pass adds on top of that steady state (runtime/metrics
 // /gc/heap/live:bytes as measured by each GC during the passes, so garbage
 // awaiting collection does not count); and pass-peak-alloc, the same for
-// HeapAlloc (runtime.MemStats, sampled; includes that garbage). The
-// snapshot holds one small row per active permanent token for
-// api_tokens_token_expiry_timestamp_seconds, which is inherent to that
-// metric, and one Fault per token in the window; the rest of the pass
-// streams, so a pass needs about one more snapshot (the new one is built
-// while the old one is still served) and little else.
+// HeapAlloc (runtime.MemStats, sampled; includes that garbage). The view
+// holds one Fault per token in the window and one expiry series per
+// active token within the largest threshold; the rest of the pass
+// streams.
 func BenchmarkAlertPass(b *testing.B) {
 	n := benchTokens(b)
 	dir := seededStore(b, n)
@@ -127,8 +127,12 @@ func BenchmarkAlertPass(b *testing.B) {
 	ctx := context.Background()
 
 	storeLive, _ := heapAfterGC()
-	loop := NewLoop(Config{Store: st, Clock: clock, Interval: time.Hour, Shared: NewShared()})
-	if err := loop.RunOnce(ctx); err != nil { // the steady state: one snapshot published
+	sh, err := NewShared(ctx, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	loop := NewLoop(Config{Clock: clock, Interval: time.Hour, Shared: sh})
+	if err := loop.RunOnce(ctx); err != nil { // the steady state: one view published
 		b.Fatal(err)
 	}
 	steadyLive, steadyAlloc := heapAfterGC()
@@ -143,12 +147,12 @@ func BenchmarkAlertPass(b *testing.B) {
 	b.StopTimer()
 	peakLive, peakAlloc := sampler.stop()
 
-	snap := loop.cfg.Shared.current()
+	v := loop.cfg.Shared.current()
 	const mib = 1 << 20
 	b.ReportMetric(float64(n), "tokens")
-	b.ReportMetric(float64(len(snap.faults)), "faults")
-	b.ReportMetric(float64(snap.expiry.len()), "active")
-	b.ReportMetric(float64(int64(steadyLive)-int64(storeLive))/mib, "snapshot-MiB")
+	b.ReportMetric(float64(len(v.Faults)), "faults")
+	b.ReportMetric(float64(len(v.Expiring)), "series")
+	b.ReportMetric(float64(int64(steadyLive)-int64(storeLive))/mib, "view-MiB")
 	b.ReportMetric(float64(int64(peakLive)-int64(steadyLive))/mib, "pass-peak-live-MiB")
 	b.ReportMetric(float64(int64(peakAlloc)-int64(steadyAlloc))/mib, "pass-peak-alloc-MiB")
 }
@@ -220,28 +224,52 @@ func (s *heapSampler) stop() (live, alloc uint64) {
 	return r[0], r[1]
 }
 
-// BenchmarkCollectorScrape measures one scrape of the collector with
-// 100,000 active permanent tokens in the snapshot: the cost /metrics pays
-// for the per-token expiry series.
-func BenchmarkCollectorScrape(b *testing.B) {
-	const n = 100_000
-	table := &expiryTable{}
-	for i := range n {
-		table.add(fmt.Sprintf("user%04d", i%benchUsers), fmt.Sprintf("token-%07d", i), storage.NewTokenID(), benchStart.Add(time.Duration(i)*time.Minute))
-	}
-	sh := NewShared()
-	sh.publish(&snapshot{finishedAt: benchStart, interval: time.Hour, expiry: table,
-		countTokens: func() map[storage.TokenKind]int { return map[storage.TokenKind]int{storage.Permanent: n} }})
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(sh.Collector())
-	b.ReportAllocs()
-	for b.Loop() {
-		families, err := reg.Gather()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(families) != 7 {
-			b.Fatalf("%d metric families", len(families))
-		}
+// BenchmarkScrape measures one scrape of the collector (its share of
+// Caddy's /metrics) over the seeded store of a million permanent tokens,
+// with thresholds 30;7;1: with none of them near expiry (the clock set 60
+// days before the first expires), and with the clock at the seeding, when
+// about 8% are inside the 30-day window and each has its series. It
+// reports the exposition's size.
+func BenchmarkScrape(b *testing.B) {
+	n := benchTokens(b)
+	dir := seededStore(b, n)
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+	}{{"none_near_expiry", benchStart.Add(-60 * day)}, {"8pct_in_window", benchStart.Add(time.Minute)}} {
+		b.Run(tc.name, func(b *testing.B) {
+			st, err := badgerstore.OpenStore(dir, storage.Options{Clock: storage.NewFakeClock(tc.now), PasswordCost: bcrypt.MinCost})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			ctx := context.Background()
+			sh, err := NewShared(ctx, st)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := NewLoop(Config{Clock: storage.NewFakeClock(tc.now), Interval: time.Hour, Shared: sh}).RunOnce(ctx); err != nil {
+				b.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(sh.Collector())
+			var size int
+			b.ReportAllocs()
+			for b.Loop() {
+				families, err := reg.Gather()
+				if err != nil {
+					b.Fatal(err)
+				}
+				var buf bytes.Buffer
+				for _, f := range families {
+					if _, err := expfmt.MetricFamilyToText(&buf, f); err != nil {
+						b.Fatal(err)
+					}
+				}
+				size = buf.Len()
+			}
+			b.ReportMetric(float64(size)/1024, "KiB")
+			b.ReportMetric(float64(len(sh.current().Expiring)), "series")
+		})
 	}
 }

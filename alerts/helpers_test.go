@@ -2,6 +2,8 @@ package alerts
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -10,12 +12,21 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	testtools.FinishPostgres()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // t0 is when the test world starts; tokens created then expire a year later.
@@ -40,12 +51,11 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{
-		t:      t,
-		ctx:    context.Background(),
-		clock:  storage.NewFakeClock(t0),
-		dir:    t.TempDir(),
-		shared: NewShared(),
-		log:    zaptest.NewLogger(t),
+		t:     t,
+		ctx:   context.Background(),
+		clock: storage.NewFakeClock(t0),
+		dir:   t.TempDir(),
+		log:   zaptest.NewLogger(t),
 	}
 	w.smtp = startSMTP(t, smtpOptions{})
 	w.mailer = mailerFor(t, w.smtp, EncryptionNone, "", "")
@@ -56,7 +66,8 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-// open (re)opens the store, as a restart of the gateway would.
+// open (re)opens the store and makes its Shared, as a start of the
+// gateway would.
 func (w *world) open() {
 	w.t.Helper()
 	s, err := badgerstore.OpenStore(w.dir, storage.Options{Clock: w.clock, PasswordCost: bcrypt.MinCost})
@@ -64,6 +75,9 @@ func (w *world) open() {
 		w.t.Fatal(err)
 	}
 	w.store = s
+	if w.shared, err = NewShared(w.ctx, s); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 // restart closes the store and opens it again with a fresh Shared, as a
@@ -74,7 +88,6 @@ func (w *world) restart() {
 		w.t.Fatal(err)
 	}
 	w.open()
-	w.shared = NewShared()
 }
 
 func (w *world) createUser(name string, admin bool) {
@@ -113,7 +126,7 @@ func (w *world) unset(key string) {
 
 // loop returns a new, not started Loop on the world's store and Shared.
 func (w *world) loop() *Loop {
-	return NewLoop(Config{Store: w.store, Clock: w.clock, Logger: w.log, Interval: time.Hour, Mailer: w.mailer, Shared: w.shared})
+	return NewLoop(Config{Clock: w.clock, Logger: w.log, Interval: time.Hour, Mailer: w.mailer, Shared: w.shared})
 }
 
 // pass runs one pass of a fresh loop and fails the test on error.

@@ -30,6 +30,8 @@ package alerts
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -57,14 +59,19 @@ const (
 type Store interface {
 	ForEachPermanentToken(ctx context.Context, fn func(storage.Token) error) error
 	GetSetting(ctx context.Context, key string) (string, error)
-	GetAlertState(ctx context.Context, tokenID string) (storage.AlertState, bool, error)
-	PutAlertStates(ctx context.Context, states map[string]storage.AlertState) error
+	GetAlertStates(ctx context.Context, ids []string) (map[string]storage.AlertState, error)
+	PutAlertStates(ctx context.Context, l storage.Lease, states map[string]storage.AlertState) error
+	PutAlertView(ctx context.Context, l storage.Lease, view []byte) error
+	WatchAlertView(ctx context.Context, fn func(view []byte)) error
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (storage.Lease, bool, error)
+	ReleaseLease(ctx context.Context, l storage.Lease) error
 	CountTokens() map[storage.TokenKind]int
+	SyncStatus() (storage.SyncStatus, bool)
 }
 
-// Config is what a Loop needs. Store and Shared are required.
+// Config is what a Loop needs. Shared is required; the store is the
+// Shared's.
 type Config struct {
-	Store Store
 	// Clock defaults to storage.SystemClock.
 	Clock storage.Clock
 	// Logger defaults to a no-op logger.
@@ -78,11 +85,13 @@ type Config struct {
 	Shared *Shared
 }
 
-// Loop runs alert passes in one goroutine between Start and Stop. A Loop
-// is started at most once; a config reload makes a new Loop with the same
-// Shared.
+// Loop runs alert passes in one goroutine between Start and Stop, while
+// this node holds the alert lease; another goroutine keeps taking or
+// renewing the lease. A Loop is started at most once; a config reload
+// makes a new Loop with the same Shared.
 type Loop struct {
 	cfg     Config
+	store   Store
 	trigger chan struct{}
 
 	mu     sync.Mutex
@@ -93,11 +102,15 @@ type Loop struct {
 	passes     atomic.Int64 // finished passes, for tests
 }
 
-// NewLoop returns a Loop that is not running yet. It panics if Store or
-// Shared is missing, which is a programming error in the caller.
+// ErrNotLeader is returned by RunOnce when another node holds the alert
+// lease: that node runs the passes.
+var ErrNotLeader = errors.New("alerts: another node holds the alert lease and runs the passes")
+
+// NewLoop returns a Loop that is not running yet. It panics if Shared is
+// missing, which is a programming error in the caller.
 func NewLoop(cfg Config) *Loop {
-	if cfg.Store == nil || cfg.Shared == nil {
-		panic("alerts: Config needs Store and Shared")
+	if cfg.Shared == nil {
+		panic("alerts: Config needs Shared")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = storage.SystemClock{}
@@ -108,11 +121,12 @@ func NewLoop(cfg Config) *Loop {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
 	}
-	return &Loop{cfg: cfg, trigger: make(chan struct{}, 1)}
+	return &Loop{cfg: cfg, store: cfg.Shared.store, trigger: make(chan struct{}, 1)}
 }
 
-// Start runs the first pass at once, then one every interval, in a new
-// goroutine. Calling it again does nothing.
+// Start runs the first pass at once (if this node holds the alert lease
+// or can take it), then one every interval, in a new goroutine. Calling
+// it again does nothing.
 func (l *Loop) Start() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -127,8 +141,9 @@ func (l *Loop) Start() {
 
 // Stop ends the loop and waits for its goroutine to return. A pass in
 // progress is cut short: an email being sent is abandoned (its tokens stay
-// pending for the next loop). Stop is safe to call more than once, and
-// before Start.
+// pending for the next loop). The last loop of a Shared to stop gives the
+// alert lease up, so another node takes over at once. Stop is safe to call
+// more than once, and before Start.
 func (l *Loop) Stop() {
 	l.mu.Lock()
 	cancel, done := l.cancel, l.done
@@ -136,9 +151,16 @@ func (l *Loop) Stop() {
 	if done == nil {
 		return
 	}
-	l.cfg.Shared.unregister(l)
+	last := l.cfg.Shared.unregister(l)
 	cancel()
 	<-done
+	if last {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := l.cfg.Shared.resign(ctx); err != nil {
+			l.cfg.Logger.Debug("could not give up the alert lease; it expires on its own", zap.Error(err))
+		}
+	}
 }
 
 // Trigger asks the running loop for a pass now, for example after a
@@ -151,40 +173,114 @@ func (l *Loop) Trigger() {
 	}
 }
 
-// RunOnce runs one pass now, waiting for any other loop's pass on the same
-// Shared to finish first. It returns an error when the pass could not read
-// the store, when ctx ended, or when sending the digest failed (the failure
-// is counted, and the tokens stay pending for a retry).
+// RunOnce takes or renews the alert lease and runs one pass now, waiting
+// for any other loop's pass on the same Shared to finish first. It returns
+// ErrNotLeader when another node holds the lease, and an error when the
+// pass could not read the store, when ctx ended, or when sending the
+// digest failed (the failure is counted, and the tokens stay pending for a
+// retry).
 func (l *Loop) RunOnce(ctx context.Context) error {
-	_, err := l.pass(ctx)
+	lease, ok, err := l.cfg.Shared.lead(ctx)
+	if err != nil {
+		return fmt.Errorf("taking the alert lease: %w", err)
+	}
+	if !ok {
+		return ErrNotLeader
+	}
+	_, err = l.pass(ctx, lease)
 	return err
 }
 
 func (l *Loop) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
+	keeper := make(chan struct{})
+	go l.keepLease(ctx, keeper)
+	defer func() { <-keeper }()
+	var next time.Time // when the next pass is due; zero: at once
 	for {
-		wait, err := l.pass(ctx)
-		if ctx.Err() != nil {
-			return
+		wait := leaseRenew
+		if _, leading := l.currentLease(); leading {
+			if !l.cfg.Clock.Now().Before(next) {
+				wait, next = l.leadPass(ctx)
+				if ctx.Err() != nil {
+					return
+				}
+			} else {
+				wait = next.Sub(l.cfg.Clock.Now())
+			}
+		} else {
+			next = time.Time{} // on taking the lead, pass at once
 		}
-		if err != nil {
-			l.cfg.Logger.Error("alert pass failed", zap.Error(err), zap.Duration("next_pass_in", wait))
-		}
-		timer := time.NewTimer(wait)
+		timer := time.NewTimer(min(max(wait, minWait), leaseRenew))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
 		case <-l.trigger:
 			timer.Stop()
+			next = time.Time{}
 		case <-timer.C:
 		}
 	}
 }
 
-// pass runs one pass under the Shared lock and returns how long to wait
-// before the next one.
-func (l *Loop) pass(ctx context.Context) (time.Duration, error) {
+// leadPass renews the lease and runs a pass under it, and returns how long
+// to wait and when the next pass is due. A lease lost meanwhile is not an
+// error: the node that has it runs the passes.
+func (l *Loop) leadPass(ctx context.Context) (wait time.Duration, next time.Time) {
+	lease, leading, err := l.cfg.Shared.lead(ctx)
+	if err != nil || !leading {
+		return leaseRenew, time.Time{}
+	}
+	wait, err = l.pass(ctx, lease)
+	switch {
+	case errors.Is(err, storage.ErrLeaseLost):
+		return leaseRenew, time.Time{}
+	case err != nil && ctx.Err() == nil:
+		l.cfg.Logger.Error("alert pass failed", zap.Error(err), zap.Duration("next_pass_in", wait))
+	}
+	return wait, l.cfg.Clock.Now().Add(wait)
+}
+
+// keepLease takes or renews the alert lease every leaseRenew until ctx
+// ends, so a long pass never outlives its lease.
+func (l *Loop) keepLease(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(leaseRenew)
+	defer t.Stop()
+	for {
+		was := l.cfg.Shared.Leading()
+		_, leading, err := l.cfg.Shared.lead(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			l.cfg.Logger.Warn("could not take or renew the alert lease", zap.Error(err))
+		case leading && !was:
+			l.cfg.Logger.Info("this node now sends the expiry emails (holds the alert lease)")
+			l.Trigger() // pass at once
+		case !leading && was:
+			l.cfg.Logger.Info("another node now sends the expiry emails (holds the alert lease)")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// currentLease returns the lease if this node holds it.
+func (l *Loop) currentLease() (storage.Lease, bool) {
+	sh := l.cfg.Shared
+	sh.leaseMu.Lock()
+	defer sh.leaseMu.Unlock()
+	return sh.lease, sh.leading.Load()
+}
+
+// pass runs one pass under the Shared lock and the alert lease, and
+// returns how long to wait before the next one.
+func (l *Loop) pass(ctx context.Context, lease storage.Lease) (time.Duration, error) {
 	sh := l.cfg.Shared
 	if err := sh.acquire(ctx); err != nil {
 		return 0, err
@@ -192,32 +288,37 @@ func (l *Loop) pass(ctx context.Context) (time.Duration, error) {
 	defer sh.release()
 
 	now := l.cfg.Clock.Now()
-	set, invalid, err := readSettings(ctx, l.cfg.Store)
+	set, invalid, err := readSettings(ctx, l.store)
 	if err != nil {
 		return min(l.cfg.Interval, errorWait), err
 	}
 	if invalid != nil {
 		l.cfg.Logger.Error("ignoring an invalid notification setting; fix it with PUT /settings/{key}", zap.Error(invalid))
 	}
-	var prev *expiryTable
-	if last := sh.current(); last != nil {
-		prev = last.expiry
-	}
-	sc, err := scanTokens(ctx, l.cfg.Store, now, set, prev)
+	sc, err := scanTokens(ctx, l.store, lease, now, set)
 	if err != nil {
 		return min(l.cfg.Interval, errorWait), err
 	}
-	retryIn, sendErr := l.notify(ctx, now, set.recipients, sc)
-	sh.publish(&snapshot{
-		finishedAt:       l.cfg.Clock.Now(),
-		interval:         l.cfg.Interval,
-		notificationDays: set.largest(),
-		faults:           sc.faults,
-		countTokens:      l.cfg.Store.CountTokens,
-		expiry:           sc.expiry,
-	})
+	retryIn, sendErr := l.notify(ctx, lease, now, set.recipients, sc)
+	v := view{
+		FinishedAt:       l.cfg.Clock.Now(),
+		IntervalSeconds:  l.cfg.Interval.Seconds(),
+		NotificationDays: set.largest(),
+		Faults:           orEmpty(sc.faults),
+		Expiring:         orEmpty(sc.expiring),
+		Within:           sc.within[:],
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return min(l.cfg.Interval, errorWait), err
+	}
+	// The view is stored even if ctx was cancelled meanwhile: it holds
+	// what this pass did (emails included).
+	if err := l.store.PutAlertView(context.WithoutCancel(ctx), lease, b); err != nil {
+		return min(l.cfg.Interval, errorWait), fmt.Errorf("storing the pass's results: %w", err)
+	}
 	l.cfg.Logger.Debug("alert pass finished", zap.Int("faults", len(sc.faults)),
-		zap.Int("active_permanent_tokens", sc.expiry.len()), zap.Int("emailed_tokens", len(sc.notices)))
+		zap.Int("expiring_in_horizon", len(sc.expiring)), zap.Int("emailed_tokens", len(sc.notices)))
 
 	l.passes.Add(1)
 	wait := l.cfg.Interval
@@ -231,7 +332,7 @@ func (l *Loop) pass(ctx context.Context) (time.Duration, error) {
 // notified thresholds once the SMTP server accepted it. retryIn > 0 asks
 // for an earlier next pass: a retry after a failure, or the rest of a digest
 // that was too long for one email.
-func (l *Loop) notify(ctx context.Context, now time.Time, recipients []string, sc *scan) (retryIn time.Duration, err error) {
+func (l *Loop) notify(ctx context.Context, lease storage.Lease, now time.Time, recipients []string, sc *scan) (retryIn time.Duration, err error) {
 	if len(sc.notices) == 0 {
 		return 0, nil
 	}
@@ -243,8 +344,8 @@ func (l *Loop) notify(ctx context.Context, now time.Time, recipients []string, s
 		return 0, nil
 	}
 	r := &l.cfg.Shared.retry
-	if r.mailer == l.cfg.Mailer && now.Before(r.next) {
-		return r.next.Sub(now), nil // backing off after a failure
+	if sameServer(r.smtp, l.cfg.Mailer.cfg) && now.Before(r.next) {
+		return r.next.Sub(now), nil // backing off after a failure of this server
 	}
 	msg := composeDigest(now, sc.notices, sc.overdue)
 	if err := l.cfg.Mailer.Send(ctx, recipients, msg.subject, msg.body); err != nil {
@@ -252,8 +353,10 @@ func (l *Loop) notify(ctx context.Context, now time.Time, recipients []string, s
 			return 0, ctx.Err() // stopping; not the SMTP server's fault
 		}
 		l.cfg.Shared.failed.Add(1)
+		if !sameServer(r.smtp, l.cfg.Mailer.cfg) {
+			*r = retryState{smtp: l.cfg.Mailer.cfg}
+		}
 		r.failures++
-		r.mailer = l.cfg.Mailer
 		delay := retryDelay(r.failures, l.cfg.Interval)
 		r.next = now.Add(delay)
 		return delay, fmt.Errorf("sending the expiry email for %d tokens failed (%d in a row; retrying in %s, the tokens stay pending): %w",
@@ -263,7 +366,7 @@ func (l *Loop) notify(ctx context.Context, now time.Time, recipients []string, s
 	*r = retryState{}
 	// Record even if Stop was called meanwhile: the email is out, and a
 	// missing record would send it again after the reload.
-	if err := l.cfg.Store.PutAlertStates(context.WithoutCancel(ctx), notifiedStates(sc.notices)); err != nil {
+	if err := l.store.PutAlertStates(context.WithoutCancel(ctx), lease, notifiedStates(sc.notices)); err != nil {
 		return 0, fmt.Errorf("the expiry email was sent but recording it failed, so it may be sent again: %w", err)
 	}
 	l.cfg.Logger.Info("sent token expiry email", zap.Int("tokens", len(sc.notices)), zap.Int("recipients", len(recipients)))
@@ -292,4 +395,12 @@ func retryDelay(failures int, interval time.Duration) time.Duration {
 		d *= 2
 	}
 	return min(d, limit)
+}
+
+// orEmpty returns s, or an empty slice for nil, so JSON says [] not null.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

@@ -328,7 +328,10 @@ func TestRetryDelayDoublesUpToTheCap(t *testing.T) {
 }
 
 // A new SMTP config (a reload with a fixed password) is tried at once.
-func TestNewMailerSkipsOldBackoff(t *testing.T) {
+// A config reload makes a new Mailer with the same smtp block: the
+// backoff after a failure holds across it. A changed smtp block (another
+// server) is tried at once.
+func TestBackoffSurvivesReloadButNotNewServer(t *testing.T) {
 	w := newWorld(t)
 	w.token("ci-bot", "deploy", 5*day)
 	w.set(storage.SettingNotificationDays, "7")
@@ -338,10 +341,16 @@ func TestNewMailerSkipsOldBackoff(t *testing.T) {
 		t.Fatal("pass succeeded with a failing server")
 	}
 	w.smtp.failWith(0)
-	w.mailer = mailerFor(t, w.smtp, EncryptionNone, "", "")
+	w.mailer = mailerFor(t, w.smtp, EncryptionNone, "", "") // a reload: same settings, new Mailer
 	w.pass()
-	if n := len(w.smtp.Messages()); n != 1 {
-		t.Fatalf("%d emails from the new mailer, want 1", n)
+	if n := len(w.smtp.Messages()); n != 0 {
+		t.Fatalf("%d emails right after a reload; the backoff should hold", n)
+	}
+	other := startSMTP(t, smtpOptions{})
+	w.mailer = mailerFor(t, other, EncryptionNone, "", "") // a new server
+	w.pass()
+	if n := len(other.Messages()); n != 1 {
+		t.Fatalf("%d emails through the new server, want 1 at once", n)
 	}
 }
 
@@ -531,7 +540,12 @@ func TestLongDigestIsSplitAcrossPasses(t *testing.T) {
 	w.set(storage.SettingNotificationDays, "7")
 	w.set(storage.SettingNotificationEmails, ops)
 
-	wait, err := w.loop().pass(w.ctx)
+	l := w.loop()
+	lease, ok, err := w.shared.lead(w.ctx)
+	if err != nil || !ok {
+		t.Fatalf("taking the alert lease: %v, %v", ok, err)
+	}
+	wait, err := l.pass(w.ctx, lease)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,14 @@ type Mailer struct {
 	fromAddr string // the bare address of From, for the Message-ID
 }
 
+// sameServer reports whether two SMTP settings send through the same
+// server the same way: a reload that keeps them keeps backing off after a
+// failure, new ones are tried at once.
+func sameServer(a, b SMTPConfig) bool {
+	return a.Host == b.Host && a.Port == b.Port && a.Username == b.Username && a.Password == b.Password &&
+		a.Encryption == b.Encryption && a.From == b.From
+}
+
 // NewMailer checks cfg and returns a Mailer. It does not connect: an SMTP
 // server that is down at start must not stop the gateway.
 func NewMailer(cfg SMTPConfig) (*Mailer, error) {

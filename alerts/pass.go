@@ -11,9 +11,18 @@ import (
 
 const (
 	day = 24 * time.Hour
-	// stateFlushBatch bounds the new fault records buffered during a scan.
-	stateFlushBatch = 1000
+	// stateBatch bounds the alert states read, and the new fault records
+	// written, per round trip during a scan.
+	stateBatch = 1000
+	// metricsHorizon is how far ahead the per-token expiry series reach
+	// when notifications are off; with them on, the largest threshold.
+	metricsHorizon = 30 * day
 )
+
+// expiryBuckets are the windows of api_tokens_permanent_tokens_expiring:
+// how many active permanent tokens expire within each, without a series
+// per token.
+var expiryBuckets = [...]int{1, 7, 30, 90, 365}
 
 // maxDigestTokens bounds one digest email (and what a pass holds in memory
 // for it). Tokens past it stay pending and go out in the next digest, which
@@ -33,6 +42,14 @@ func (s settings) largest() int {
 	return s.thresholds[0]
 }
 
+// horizon is how far ahead per-token expiry series are reported.
+func (s settings) horizon() time.Duration {
+	if d := s.largest(); d > 0 {
+		return time.Duration(d) * day
+	}
+	return metricsHorizon
+}
+
 // notice is one token to put in the digest.
 type notice struct {
 	fault     storage.Fault
@@ -41,10 +58,11 @@ type notice struct {
 
 // scan is the result of walking every permanent token once.
 type scan struct {
-	faults  []storage.Fault
-	expiry  *expiryTable
-	notices []notice // at most maxDigestTokens
-	overdue int      // tokens that need an email but did not fit in notices
+	faults   []storage.Fault
+	expiring []expiring
+	within   [len(expiryBuckets)]int
+	notices  []notice // at most maxDigestTokens
+	overdue  int      // tokens that need an email but did not fit in notices
 }
 
 // readSettings reads the two notification settings. A missing setting
@@ -80,87 +98,105 @@ func readSettings(ctx context.Context, st Store) (s settings, invalid, err error
 	return s, errors.Join(errDays, errEmails), nil
 }
 
-// scanTokens streams the permanent tokens once: it fills the expiry table
-// with every active one, raises a fault for each inside the largest
-// threshold or expired, records when new faults were first raised, and
-// collects the tokens whose next email is due. Memory is bounded by the
-// faults (tokens inside the window), not by the number of tokens, apart from
-// the expiry table that the metric needs.
-//
-// prev, the last pass's table (or nil), sizes the new one, so that building
-// it does not copy a growing million-row slice over and over.
-func scanTokens(ctx context.Context, st Store, now time.Time, set settings, prev *expiryTable) (*scan, error) {
-	s := &scanner{ctx: ctx, st: st, now: now, set: set,
-		raised: map[string]storage.AlertState{}, out: &scan{expiry: prev.sizedLike()}}
+// scanTokens streams the permanent tokens once, in expiry order: it
+// counts the active ones by expiry window, lists those inside the metrics
+// horizon, raises a fault for each inside the largest threshold or
+// expired, records when new faults were first raised, and collects the
+// tokens whose next email is due. Memory is bounded by the tokens inside
+// the window and the horizon, not by the number of tokens. Alert states
+// are read, and new fault records written, stateBatch at a time.
+func scanTokens(ctx context.Context, st Store, lease storage.Lease, now time.Time, set settings) (*scan, error) {
+	s := &scanner{ctx: ctx, st: st, lease: lease, now: now, set: set, out: &scan{}}
 	if err := st.ForEachPermanentToken(ctx, s.visit); err != nil {
 		return nil, fmt.Errorf("scanning permanent tokens: %w", err)
 	}
-	return s.out, s.flush()
+	if err := s.resolve(); err != nil {
+		return nil, err
+	}
+	return s.out, nil
 }
 
 // scanner is the state of one scanTokens walk.
 type scanner struct {
-	ctx    context.Context
-	st     Store
-	now    time.Time
-	set    settings
-	raised map[string]storage.AlertState // new faults not yet recorded
-	out    *scan
+	ctx     context.Context
+	st      Store
+	lease   storage.Lease
+	now     time.Time
+	set     settings
+	pending []pendingFault // faults waiting for their alert state
+	out     *scan
+}
+
+// pendingFault is a token inside the window, before its alert state is
+// read.
+type pendingFault struct {
+	token     storage.Token
+	status    storage.TokenStatus
+	threshold int
 }
 
 func (s *scanner) visit(t storage.Token) error {
 	status := t.StatusAt(s.now)
+	left := t.ExpiresAt.Sub(s.now)
 	if status == storage.StatusActive {
-		s.out.expiry.add(t.User, t.Name, t.ID, t.ExpiresAt)
+		for i, d := range expiryBuckets {
+			if left <= time.Duration(d)*day {
+				s.out.within[i]++
+			}
+		}
+		if left <= s.set.horizon() {
+			s.out.expiring = append(s.out.expiring, expiring{User: t.User, Token: t.Name, TokenID: t.ID, Expires: t.ExpiresAt.Unix()})
+		}
 	}
-	threshold := tightestCrossed(s.set.thresholds, t.ExpiresAt.Sub(s.now))
+	threshold := tightestCrossed(s.set.thresholds, left)
 	// A revoked token, or one already scheduled for revocation because it
 	// was rotated, has been dealt with: warning about it would be noise.
 	if threshold == 0 || t.RevokedAt != nil {
 		return nil
 	}
-	state, err := s.alertState(t.ID)
-	if err != nil {
-		return err
-	}
-	f := newFault(t, status, s.now, state.RaisedAt)
-	s.out.faults = append(s.out.faults, f)
-	if s.set.recipients != nil && emailDue(state, threshold) {
-		if len(s.out.notices) < maxDigestTokens {
-			s.out.notices = append(s.out.notices, notice{f, threshold})
-		} else {
-			s.out.overdue++
-		}
+	s.pending = append(s.pending, pendingFault{t, status, threshold})
+	if len(s.pending) >= stateBatch {
+		return s.resolve()
 	}
 	return nil
 }
 
-// alertState reads what the loop stored for a token; for a new fault it
-// records now as the time the fault was first raised (in batches).
-func (s *scanner) alertState(id string) (storage.AlertState, error) {
-	state, found, err := s.st.GetAlertState(s.ctx, id)
-	if err != nil {
-		return state, fmt.Errorf("reading alert state of token %s: %w", id, err)
-	}
-	if found && !state.RaisedAt.IsZero() {
-		return state, nil
-	}
-	state.RaisedAt = s.now
-	s.raised[id] = state
-	if len(s.raised) >= stateFlushBatch {
-		return state, s.flush()
-	}
-	return state, nil
-}
-
-func (s *scanner) flush() error {
-	if len(s.raised) == 0 {
+// resolve reads the alert states of the pending faults in one call,
+// records when new faults were first raised (fenced by the lease), and
+// turns them into faults and notices.
+func (s *scanner) resolve() error {
+	if len(s.pending) == 0 {
 		return nil
 	}
-	if err := s.st.PutAlertStates(s.ctx, s.raised); err != nil {
+	ids := make([]string, len(s.pending))
+	for i, p := range s.pending {
+		ids[i] = p.token.ID
+	}
+	states, err := s.st.GetAlertStates(s.ctx, ids)
+	if err != nil {
+		return fmt.Errorf("reading alert states: %w", err)
+	}
+	raised := map[string]storage.AlertState{}
+	for _, p := range s.pending {
+		state := states[p.token.ID]
+		if state.RaisedAt.IsZero() {
+			state.RaisedAt = s.now
+			raised[p.token.ID] = state
+		}
+		f := newFault(p.token, p.status, s.now, state.RaisedAt)
+		s.out.faults = append(s.out.faults, f)
+		if s.set.recipients != nil && emailDue(state, p.threshold) {
+			if len(s.out.notices) < maxDigestTokens {
+				s.out.notices = append(s.out.notices, notice{f, p.threshold})
+			} else {
+				s.out.overdue++
+			}
+		}
+	}
+	s.pending = s.pending[:0]
+	if err := s.st.PutAlertStates(s.ctx, s.lease, raised); err != nil {
 		return fmt.Errorf("recording new faults: %w", err)
 	}
-	clear(s.raised)
 	return nil
 }
 

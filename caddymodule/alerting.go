@@ -39,7 +39,6 @@ func (al *alerting) provision(a *App) error {
 		return fmt.Errorf("registering alert metrics: %v", err)
 	}
 	al.loop = alerts.NewLoop(alerts.Config{
-		Store:    a.shared.store,
 		Clock:    a.shared.clock,
 		Logger:   a.logger.Named("alerts"),
 		Interval: time.Duration(a.AlertInterval),

@@ -43,18 +43,25 @@ func TestAlertsThroughCaddy(t *testing.T) {
 	expirySeries := fmt.Sprintf(`api_tokens_token_expiry_timestamp_seconds{token="deploy",token_id="%s",user="alice"}`, tok.ID)
 
 	// Setting the threshold runs a pass at once: the token is a year out,
-	// so it has an expiry series but raises no fault.
+	// so it is counted among the tokens expiring within 365 days, has no
+	// series of its own (those are for the 30-day window) and raises no
+	// fault.
 	api(t, base, root, http.MethodPut, "/settings/"+storage.SettingNotificationDays, map[string]string{"value": "30"}, http.StatusOK, nil)
 	waitForMetric(t, "api_tokens_notification_days", 30)
-	waitForMetric(t, expirySeries, float64(tok.ExpiresAt.Unix()))
+	waitForMetric(t, `api_tokens_permanent_tokens_expiring{within_days="365"}`, 1)
+	waitForMetric(t, `api_tokens_permanent_tokens_expiring{within_days="30"}`, 0)
+	if v, found := metricValue(t, expirySeries); found {
+		t.Fatalf("a token a year out has its own expiry series (%v)", v)
+	}
 	waitForMetric(t, "api_tokens_expiring_tokens", 0)
 	waitForMetric(t, `api_tokens_tokens{kind="permanent"}`, 1)
 
-	// 340 days later the token has 25 days left: a fault.
+	// 340 days later the token has 25 days left: a fault, and its series.
 	clock.Advance(340 * 24 * time.Hour)
 	root = login(t, base, "root", "root-password-1") // the old session ended long ago
 	api(t, base, root, http.MethodPut, "/settings/"+storage.SettingNotificationDays, map[string]string{"value": "30"}, http.StatusOK, nil)
 	waitForMetric(t, "api_tokens_expiring_tokens", 1)
+	waitForMetric(t, expirySeries, float64(tok.ExpiresAt.Unix()))
 	fault := onlyFault(t, base, root)
 	if fault.TokenID != tok.ID || fault.User != "alice" || fault.TokenName != "deploy" || fault.DaysLeft != 25 || fault.State != storage.FaultExpiring {
 		t.Fatalf("GET /faults = %+v, want alice's deploy token expiring in 25 days", fault)

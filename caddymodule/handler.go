@@ -61,7 +61,6 @@ func (h *AdminHandler) provisionWith(ctx caddy.Context, app *App) error {
 		PermanentTokenLifetime: time.Duration(app.PermanentTokenLifetime),
 		Throttle:               app.Throttle(),
 		Faults:                 app.shared.alerts.Faults,
-		OnSettingsChange:       app.shared.alerts.Trigger,
 		ClientIP:               clientIP,
 		UI:                     ui.Handler(),
 	})

@@ -43,11 +43,19 @@ func loadShared(db tokenDatabase, opts storage.Options, logger *zap.Logger) (*sh
 			return nil, fmt.Errorf("opening the token database (%s): %w", db.describe(), err)
 		}
 		logDatabase(logger, db)
+		shared, err := alerts.NewShared(context.Background(), store)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("opening the token database (%s): %w", db.describe(), err)
+		}
+		// Every node hears of every setting change, so the node that
+		// runs the alert passes reacts at once wherever it was made.
+		store.OnSettingsChange(shared.Trigger)
 		return &sharedState{
 			store:    store,
 			throttle: admin.NewLoginThrottle(admin.LoginThrottleConfig{Clock: opts.Clock}),
 			clock:    opts.Clock,
-			alerts:   alerts.NewShared(),
+			alerts:   shared,
 		}, nil
 	})
 	if err != nil {

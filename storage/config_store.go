@@ -119,13 +119,40 @@ func (s *Store) GetAlertState(ctx context.Context, tokenID string) (AlertState, 
 	return st, found, err
 }
 
-// PutAlertStates stores several alert states in one transaction. States of
-// tokens deleted meanwhile are dropped, so none outlives its token.
-func (s *Store) PutAlertStates(ctx context.Context, states map[string]AlertState) error {
+// GetAlertStates returns the alert states stored for the tokens with these
+// ids, in one read; tokens with none are absent from the map.
+func (s *Store) GetAlertStates(ctx context.Context, ids []string) (map[string]AlertState, error) {
+	states := make(map[string]AlertState, len(ids))
+	keys := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if plausibleTokenID(id) {
+			keys = append(keys, alertKey(id))
+		}
+	}
+	err := s.view(ctx, func(r Reader) error {
+		return r.GetMany(keys, func(i int, val []byte) error {
+			var st AlertState
+			if err := json.Unmarshal(val, &st); err != nil {
+				return fmt.Errorf("storage: corrupt alert state: %w", err)
+			}
+			states[keys[i][len(prefixAlert):]] = st
+			return nil
+		})
+	})
+	return states, err
+}
+
+// PutAlertStates stores several alert states in one transaction, fenced
+// by the alert lease l (ErrLeaseLost if another node holds it now). States
+// of tokens deleted meanwhile are dropped, so none outlives its token.
+func (s *Store) PutAlertStates(ctx context.Context, l Lease, states map[string]AlertState) error {
 	if len(states) == 0 {
 		return nil
 	}
 	return s.update(ctx, func(w *writeTxn) error {
+		if err := checkLease(w, l); err != nil {
+			return err
+		}
 		for id, st := range states {
 			if !plausibleTokenID(id) {
 				continue
@@ -147,6 +174,45 @@ func (s *Store) PutAlertStates(ctx context.Context, states map[string]AlertState
 		}
 		return nil
 	})
+}
+
+// alertViewKey holds what the last alert pass found (faults, the figures
+// its metrics show), as the alerts package encodes it, so that every node
+// shows the same.
+const alertViewKey = "m/alert_view"
+
+// PutAlertView stores the last alert pass's results, fenced by the alert
+// lease l, and tells every node (WatchAlertView).
+func (s *Store) PutAlertView(ctx context.Context, l Lease, view []byte) error {
+	return s.update(ctx, func(w *writeTxn) error {
+		if err := checkLease(w, l); err != nil {
+			return err
+		}
+		if err := set(w, alertViewKey, view); err != nil {
+			return err
+		}
+		w.Publish(alertViewKey, nil)
+		return nil
+	})
+}
+
+// WatchAlertView calls fn with the stored alert view (nil if none yet)
+// now, and again whenever any node stores a new one.
+func (s *Store) WatchAlertView(ctx context.Context, fn func(view []byte)) error {
+	s.hooksMu.Lock()
+	s.onAlertView = append(s.onAlertView, fn)
+	s.hooksMu.Unlock()
+	var view []byte
+	err := s.view(ctx, func(r Reader) error {
+		val, _, err := getValue(r, alertViewKey)
+		view = val
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fn(view)
+	return nil
 }
 
 // AppendAudit records an event that is not itself a store mutation, such

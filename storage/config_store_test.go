@@ -67,7 +67,7 @@ func TestAlertStates(t *testing.T) {
 			t.Fatalf("GetAlertState before any = %v, %v", found, err)
 		}
 		st := AlertState{NotifiedDays: 7, RaisedAt: t0}
-		if err := s.PutAlertStates(ctx, map[string]AlertState{tk.ID: st, "tok_gone": {NotifiedDays: 1}}); err != nil {
+		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{tk.ID: st, "tok_gone": {NotifiedDays: 1}}); err != nil {
 			t.Fatal(err)
 		}
 		got, found, err := s.GetAlertState(ctx, tk.ID)

@@ -180,7 +180,7 @@ func testInterruptedUserDelete(t *testing.T, tombstone bool) {
 		mustCreateUser(t, s, "bob", false)
 		perm, pm, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
 		tmp, _, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
-		if err := s.PutAlertStates(ctx, map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
+		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
 			t.Fatal(err)
 		}
 		bobs, _, _ := mustToken(t, s, "bob", "ci", Permanent, clock.Now().Add(time.Hour))

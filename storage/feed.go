@@ -35,12 +35,18 @@ func (sub subscriber) Reset(r Reader, concurrent bool) error {
 	return nil
 }
 
-// Apply changes the current index to match the changed keys.
+// Apply changes the current index to match the changed keys, and tells
+// the watchers of settings and of the alert view.
 func (sub subscriber) Apply(changes []Change) {
 	s := sub.s
 	settings := s.idx.Load().apply(changes, s.clock.Now().UnixNano(), s.log)
 	if settings {
 		s.settingsChanged()
+	}
+	for _, c := range changes {
+		if c.Key == alertViewKey {
+			s.alertViewChanged(c.Value)
+		}
 	}
 }
 

@@ -195,3 +195,14 @@ func storedLastUse(t testing.TB, s *Store, id string) int64 {
 	})
 	return used
 }
+
+// alertLease takes the alert lease for the test, as the alert loop does
+// before it writes alert states.
+func alertLease(t testing.TB, s *Store) Lease {
+	t.Helper()
+	l, ok, err := s.AcquireLease(context.Background(), "alerts", "test", time.Hour)
+	if err != nil || !ok {
+		t.Fatalf("AcquireLease = %+v, %v, %v", l, ok, err)
+	}
+	return l
+}

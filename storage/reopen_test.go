@@ -33,7 +33,7 @@ func TestEverythingSurvivesReopen(t *testing.T) {
 		if _, err := s.PutSetting(ctx, SettingNotificationDays, "30;7"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.PutAlertStates(ctx, map[string]AlertState{perm.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
+		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{perm.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		before, _ := s.ListAudit(ctx, 1000)

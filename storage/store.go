@@ -52,6 +52,7 @@ type Store struct {
 
 	hooksMu          sync.Mutex
 	onSettingsChange []func()
+	onAlertView      []func([]byte)
 
 	dummyOnce sync.Once
 	dummyHash []byte
@@ -152,7 +153,9 @@ func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 func (s *Store) Backend() Backend { return s.db }
 
 // OnSettingsChange registers fn to run whenever a setting changes, on
-// this node or on any other node of the database.
+// this node or on any other node of the database. fn runs while the change
+// is being applied: it must return at once and must not call the store
+// (hand the news to a goroutine, as alerts.Shared.Trigger does).
 func (s *Store) OnSettingsChange(fn func()) {
 	s.hooksMu.Lock()
 	s.onSettingsChange = append(s.onSettingsChange, fn)
@@ -165,6 +168,15 @@ func (s *Store) settingsChanged() {
 	s.hooksMu.Unlock()
 	for _, fn := range hooks {
 		fn()
+	}
+}
+
+func (s *Store) alertViewChanged(view []byte) {
+	s.hooksMu.Lock()
+	hooks := s.onAlertView
+	s.hooksMu.Unlock()
+	for _, fn := range hooks {
+		fn(view)
 	}
 }
 
@@ -340,6 +352,16 @@ func ActorFrom(ctx context.Context) (actor, clientIP string) {
 		return a.actor, a.clientIP
 	}
 	return "system", ""
+}
+
+// SyncStatus reports how current this node is with a database that other
+// nodes share; ok is false for a database this node alone writes.
+func (s *Store) SyncStatus() (status SyncStatus, ok bool) {
+	syncer, ok := s.db.(Syncer)
+	if !ok {
+		return SyncStatus{}, false
+	}
+	return syncer.SyncStatus(), true
 }
 
 // Clock returns the store's clock.

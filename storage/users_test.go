@@ -258,7 +258,7 @@ func TestDeleteUserDeletesTokens(t *testing.T) {
 		mustCreateUser(t, s, "alice", false)
 		perm, pm, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(24*time.Hour))
 		tmp, _, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
-		if err := s.PutAlertStates(ctx, map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
+		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.DeleteUser(ctx, "alice"); err != nil {

@@ -386,7 +386,7 @@ func TestHugeInputIsNotFoundNotAServerError(t *testing.T) {
 		if _, found, err := s.GetAlertState(ctx, huge); found || err != nil {
 			t.Errorf("GetAlertState(huge) = %v, %v", found, err)
 		}
-		if err := s.PutAlertStates(ctx, map[string]AlertState{huge: {NotifiedDays: 1}}); err != nil {
+		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{huge: {NotifiedDays: 1}}); err != nil {
 			t.Errorf("PutAlertStates(huge id) = %v", err)
 		}
 	})

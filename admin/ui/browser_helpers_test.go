@@ -40,7 +40,7 @@ var updateScreenshots = flag.Bool("update-screenshots", false,
 const viewportW, viewportH = 1024, 640
 
 // findTimeout bounds how long a step waits for the page to show something.
-const findTimeout = 5 * time.Second
+const findTimeout = 15 * time.Second
 
 // One headless Chromium serves every test of the package; each test gets
 // its own tab, so sessionStorage and the page state are its own.

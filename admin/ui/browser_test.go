@@ -59,23 +59,36 @@ func newEnv(t *testing.T) *testEnv {
 		t.Fatalf("EnsureAdmin: %v", err)
 	}
 
-	shared := alerts.NewShared()
-	loop := alerts.NewLoop(alerts.Config{Store: store, Clock: clock, Shared: shared})
+	shared, err := alerts.NewShared(context.Background(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := alerts.NewLoop(alerts.Config{Clock: clock, Shared: shared})
 	handler := admin.New(admin.Config{
 		Store:  store,
 		Clock:  clock,
 		UI:     ui.Handler(),
 		Faults: shared.Faults,
-		// The app triggers the loop; here the pass runs before the PUT
-		// answers, so the Faults page is current as soon as the form closes.
-		OnSettingsChange: func() {
+	})
+	// The app triggers the loop when a setting changes; here the pass runs
+	// before a settings change answers, so the Faults page is current as
+	// soon as the form closes.
+	passAfterSettings := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, r)
+		if strings.HasPrefix(r.URL.Path, "/settings/") && r.Method != http.MethodGet && rec.Code < 300 {
 			if err := loop.RunOnce(context.Background()); err != nil {
 				t.Errorf("alert pass: %v", err)
 			}
-		},
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
 	})
 	mux := http.NewServeMux()
-	mux.Handle(prefix+"/", http.StripPrefix(prefix, handler))
+	mux.Handle(prefix+"/", http.StripPrefix(prefix, passAfterSettings))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &testEnv{srv: srv, store: store, clock: clock, shared: shared}

@@ -83,6 +83,7 @@ type feed struct {
 	mu     sync.Mutex
 	pos    snapshot
 	valid  bool          // pos has been reached by a reset
+	pruned int64         // the change log's pruned_below as of pos
 	polled chan struct{} // closed and replaced after every poll, applied or failed
 	// started numbers the polls; finished is the number of the last poll
 	// that ended, and finishedErr how it ended.
@@ -240,10 +241,13 @@ func (f *feed) poll(ctx context.Context) (err error) {
 		return err
 	}
 	f.mu.Lock()
-	pos, valid := f.pos, f.valid
+	pos, valid, pruned := f.pos, f.valid, f.pruned
 	f.mu.Unlock()
-	if !valid || pos.oldest() < prunedBelow {
-		return f.reset(ctx, tx, snap, valid)
+	// Rows pruned since the last poll were all seen if every one of
+	// them is older than the oldest transaction the last position had
+	// not seen the end of; otherwise one may be missing: reload.
+	if !valid || prunedBelow > pruned && prunedBelow > pos.oldest() {
+		return f.reset(ctx, tx, snap, prunedBelow, valid)
 	}
 	changes, err := f.read(ctx, tx, pos)
 	if err != nil {
@@ -256,13 +260,13 @@ func (f *feed) poll(ctx context.Context) (err error) {
 		f.sub.Apply(changes)
 		f.changes.Add(uint64(len(changes)))
 	}
-	f.advance(snap)
+	f.advance(snap, prunedBelow)
 	return nil
 }
 
 // reset loads the whole snapshot into the subscriber, which swaps its
 // index once the load is done and serves the old one meanwhile.
-func (f *feed) reset(ctx context.Context, tx pgx.Tx, snap snapshot, reload bool) error {
+func (f *feed) reset(ctx context.Context, tx pgx.Tx, snap snapshot, prunedBelow int64, reload bool) error {
 	r := &reader{ctx: ctx, tx: tx, b: f.b}
 	if err := f.sub.Reset(r, false); err != nil {
 		var dbe *dbError
@@ -275,7 +279,7 @@ func (f *feed) reset(ctx context.Context, tx pgx.Tx, snap snapshot, reload bool)
 		f.fullReloads.Add(1)
 		f.b.log.Warn("reloaded every token: the changes this node missed were pruned from the change log before it could read them")
 	}
-	f.advance(snap)
+	f.advance(snap, prunedBelow)
 	return nil
 }
 
@@ -331,10 +335,11 @@ func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]storage.Cha
 	return changes, rows.Err()
 }
 
-// advance records a successful poll at snap.
-func (f *feed) advance(snap snapshot) {
+// advance records a successful poll at snap, which saw the change log
+// pruned below prunedBelow.
+func (f *feed) advance(snap snapshot, prunedBelow int64) {
 	f.mu.Lock()
-	f.pos, f.valid = snap, true
+	f.pos, f.valid, f.pruned = snap, true, prunedBelow
 	f.mu.Unlock()
 	f.lastSync.Store(time.Now().UnixNano())
 	if !f.connected.Swap(true) && f.changes.Load()+f.fullReloads.Load() > 0 {

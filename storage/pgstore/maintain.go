@@ -57,11 +57,17 @@ func (b *Backend) maintainOnce(ctx context.Context) (expired, pruned int64, err 
 		expired = tag.RowsAffected()
 		// The position a node needs is a transaction id, so pruning
 		// records the highest id it removed: a node that needs rows at or
-		// below it reloads everything.
+		// below it reloads everything. Rows of transactions newer than the
+		// oldest one still running are kept, however old: a node's
+		// position may still need them (a transaction that ran for longer
+		// than the retention and has just committed).
 		var below *int64
 		err = tx.QueryRow(ctx, `WITH gone AS (
 				DELETE FROM api_tokens_changes WHERE ctid IN
-					(SELECT ctid FROM api_tokens_changes WHERE at < now() - $1::bigint * interval '1 microsecond' LIMIT $2)
+					(SELECT ctid FROM api_tokens_changes
+					 WHERE at < now() - $1::bigint * interval '1 microsecond'
+					   AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+					 LIMIT $2)
 				RETURNING xid)
 			SELECT max(xid) + 1, count(*) FROM gone`, b.opts.ChangeRetention.Microseconds(), maintainBatch).Scan(&below, &pruned)
 		if err != nil || below == nil {

@@ -176,42 +176,6 @@ func TestOpenTransactionDoesNotStallTheFeed(t *testing.T) {
 	eventually(t, time.Second, "a deletion reaches B past an open transaction", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
 }
 
-// A node whose position was pruned from the change log reloads
-// everything, counts it, and serves correctly afterwards.
-func TestPrunedPositionReloadsEverything(t *testing.T) {
-	a, b, secret, tok, dsn := setup(t)
-	ctx := context.Background()
-	eventually(t, time.Second, "B has the token", func() bool { _, r := b.Verify(secret); return r == storage.ResultOK })
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	// As if the change rows B needs were pruned while it was away: the
-	// deletion's row is removed before B reads it.
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE api_tokens_changes IN EXCLUSIVE MODE`); err != nil { // holds B's polls back
-		t.Fatal(err)
-	}
-	go func() {
-		time.Sleep(200 * time.Millisecond)
-		tx.Exec(ctx, `DELETE FROM api_tokens_changes`)
-		tx.Exec(ctx, `UPDATE api_tokens_feed SET pruned_below = pg_current_xact_id()::text::bigint + 1000`)
-		tx.Commit(ctx)
-	}()
-	reloads := b.Backend().(storage.Syncer).SyncStatus().FullReloads
-	if err := a.DeleteToken(ctxAs("root"), "alice", tok.ID); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 2*time.Second, "B reloads and refuses the deleted token", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
-	if got := b.Backend().(storage.Syncer).SyncStatus().FullReloads; got != reloads+1 {
-		t.Fatalf("full reloads = %d; want %d", got, reloads+1)
-	}
-}
-
 // Killing every connection of the fleet loses no change: the nodes
 // reconnect, subscribe, catch up, and every deletion made around the
 // outage is refused on every node.

@@ -384,6 +384,10 @@ func (a *App) ensureAdmin() error {
 // Store returns the shared token store.
 func (a *App) Store() storage.Store { return a.shared.store }
 
+// verifier returns what the gateway asks on every request: the store's
+// in-memory token check, nothing more.
+func (a *App) verifier() tokenVerifier { return a.shared.store }
+
 // Clock returns the clock shared by the store, the admin API and the throttle.
 func (a *App) Clock() storage.Clock { return a.shared.clock }
 

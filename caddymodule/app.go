@@ -40,8 +40,8 @@ const (
 
 // App is the api_tokens Caddy app. It owns the token database (one Badger
 // directory), the failed-login throttle, the expiry alert loop and its SMTP
-// settings. The api_token authentication provider and the api_token_admin
-// handler use it; when a config has neither a global `api_tokens` block nor
+// settings. The api_token_auth and api_token_admin handlers and the
+// api_token authentication provider use it; when a config has neither a global `api_tokens` block nor
 // an "api_tokens" app in JSON, they get one with the defaults below.
 //
 // The database outlives config generations: `caddy reload` shares one open

@@ -10,11 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/apitokens/caddy-api-tokens/admin/bearer"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -273,58 +273,33 @@ func (h *handler) admin(fn authedFunc) http.HandlerFunc {
 	})
 }
 
-// authenticate checks the bearer token. The token's own value is never
-// logged or echoed.
+// authenticate checks the bearer token, read by the same parser as the
+// gateway's, so a header gets the same answer here as there. The token's
+// own value is never logged or echoed.
 func (h *handler) authenticate(r *http.Request) (caller, error) {
-	secret, given := bearerToken(r.Header.Get("Authorization"))
-	if !given {
-		return caller{}, unauthorized(`Bearer realm="api-tokens"`,
-			"authentication required: send Authorization: Bearer <token>")
+	secret, found := bearer.Parse(r.Header["Authorization"])
+	switch found {
+	case bearer.Missing:
+		return caller{}, unauthorized(bearer.ChallengeNoToken, bearer.Message(storage.ResultMissing))
+	case bearer.Multiple:
+		return caller{}, unauthorized(bearer.ChallengeInvalidToken, bearer.MessageMultiple)
 	}
 	id, res := h.cfg.Store.Verify(secret)
 	if res == storage.ResultUnavailable {
-		e := newError(http.StatusServiceUnavailable, "this gateway has lost touch with the token database for too long to trust what it holds; try again shortly")
-		e.header = http.Header{"Retry-After": {retryAfterUnavailable}}
+		e := newError(http.StatusServiceUnavailable, bearer.Message(res))
+		e.header = http.Header{"Retry-After": {bearer.RetryAfter}}
 		return caller{}, e
 	}
 	if res != storage.ResultOK {
-		return caller{}, unauthorized(`Bearer realm="api-tokens", error="invalid_token"`,
-			"token is "+verifyProblem(res))
+		return caller{}, unauthorized(bearer.Challenge(res), bearer.Message(res))
 	}
 	return caller{Identity: id, ip: h.cfg.ClientIP(r)}, nil
-}
-
-// verifyProblem words a failed verification for the 401 message. It tells
-// no more than the caller can learn anyway (expired vs revoked is on their
-// side of the token).
-func verifyProblem(res storage.VerifyResult) string {
-	switch res {
-	case storage.ResultExpired:
-		return "expired"
-	case storage.ResultRevoked:
-		return "revoked"
-	case storage.ResultDisabled:
-		return "of a disabled user"
-	default:
-		return "invalid"
-	}
 }
 
 func unauthorized(challenge, msg string) *apiError {
 	e := newError(http.StatusUnauthorized, msg)
 	e.header = http.Header{"Www-Authenticate": {challenge}}
 	return e
-}
-
-// bearerToken extracts the token of an "Authorization: Bearer <token>"
-// header; the scheme is case-insensitive (RFC 7235). given is false when
-// there is no bearer credential at all.
-func bearerToken(header string) (token string, given bool) {
-	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", header != ""
-	}
-	return strings.TrimSpace(token), true
 }
 
 // writeError answers err as {"error": "..."}. Errors that are not the

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/apitokens/caddy-api-tokens/admin/bearer"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -37,11 +38,6 @@ var storageStatuses = []struct {
 	{storage.ErrBadLogin, http.StatusUnauthorized},
 }
 
-// retryAfterUnavailable is how long a client is asked to wait when the
-// database is unavailable: about how long a node takes to notice that it
-// is back.
-const retryAfterUnavailable = "5"
-
 // unavailable answers a failure to reach the database: 503 with
 // Retry-After, and a message that says nothing was changed unless the
 // store said the outcome is unknown.
@@ -50,7 +46,7 @@ func unavailable(err error) *apiError {
 	if strings.Contains(err.Error(), "check before retrying") {
 		e.msg = "the token database connection broke while saving; the change may or may not have been saved: check before retrying"
 	}
-	e.header = http.Header{"Retry-After": {retryAfterUnavailable}}
+	e.header = http.Header{"Retry-After": {bearer.RetryAfter}}
 	return e
 }
 

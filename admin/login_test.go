@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -168,11 +169,13 @@ func TestAuthentication(t *testing.T) {
 		status       int
 		challenge    string
 	}{
-		{"no header", "", 401, `Bearer realm="api-tokens"`},
-		{"basic scheme", "Basic YWxpY2U6eA==", 401, `Bearer realm="api-tokens"`},
-		{"garbage token", "Bearer not-a-token", 401, `Bearer realm="api-tokens", error="invalid_token"`},
-		{"well-formed unknown token", "Bearer " + storage.NewSecret(storage.Permanent), 401, `error="invalid_token"`},
-		{"disabled user", "Bearer " + disabled, 401, `error="invalid_token"`},
+		{"no header", "", 401, `Bearer realm="api_tokens"`},
+		// Another scheme is no bearer token at all: no error code (RFC
+		// 6750, section 3.1), the same answer as the gateway's.
+		{"basic scheme", "Basic YWxpY2U6eA==", 401, `Bearer realm="api_tokens"`},
+		{"garbage token", "Bearer not-a-token", 401, `Bearer realm="api_tokens", error="invalid_token"`},
+		{"well-formed unknown token", "Bearer " + storage.NewSecret(storage.Permanent), 401, `Bearer realm="api_tokens", error="invalid_token"`},
+		{"disabled user", "Bearer " + disabled, 401, `Bearer realm="api_tokens", error="invalid_token"`},
 		{"lowercase scheme", "bearer " + session, 200, ""},
 		{"uppercase scheme", "BEARER " + session, 200, ""},
 	}
@@ -182,7 +185,7 @@ func TestAuthentication(t *testing.T) {
 			if r.status != c.status {
 				t.Fatalf("status %d %s; want %d", r.status, r.body, c.status)
 			}
-			if got := r.header.Get("WWW-Authenticate"); !strings.Contains(got, c.challenge) || (c.challenge == "" && got != "") {
+			if got := r.header.Get("WWW-Authenticate"); got != c.challenge {
 				t.Errorf("WWW-Authenticate %q; want %q", got, c.challenge)
 			}
 			if c.status == 401 && strings.Contains(string(r.body), "not-a-token") {
@@ -190,6 +193,31 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("two Authorization headers are refused, even if both are valid", func(t *testing.T) {
+		req, err := http.NewRequest("GET", e.srv.URL+"/me", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Add("Authorization", "Bearer "+session)
+		req.Header.Add("Authorization", "Bearer "+session)
+		res, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		r := resp{status: res.StatusCode, header: res.Header, body: b}
+		if r.status != http.StatusUnauthorized {
+			t.Fatalf("status %d %s; want 401", r.status, r.body)
+		}
+		if got := r.header.Get("WWW-Authenticate"); got != `Bearer realm="api_tokens", error="invalid_token"` {
+			t.Errorf("WWW-Authenticate %q", got)
+		}
+		if msg := r.errMsg(t); !strings.Contains(msg, "one Authorization header") {
+			t.Errorf("message %q does not say what to fix", msg)
+		}
+	})
 
 	t.Run("expired session", func(t *testing.T) {
 		e.clock.Advance(DefaultSessionTTL)

@@ -3,11 +3,30 @@
 # Caddy's own basic_auth, side by side in one Caddy process and one run, so
 # the ratios compare like with like on the same machine at the same moment.
 #
-# usage: bench/load.sh            # 20,000 and 1,000,000 stored tokens
-#        TOKENS="20000" DURATION=5s ROUNDS=3 bench/load.sh  # defaults: both sizes, 3s runs, 8 rounds
-#        PIN=1 bench/load.sh   # Caddy on CPU 0, one wrk thread on CPU 1: Caddy's own CPU per request
+# Every authenticated target is compared with plain Caddy sent the very same
+# request (the same Authorization header, to a route that ignores it), since
+# a header costs Caddy something whether or not anything checks it:
 #
-# Installs wrk from Debian if it is missing. Prints a table and the ratios.
+#   api_token/plain_token            valid tokens            bar: >= 0.97
+#   garbage/plain_garbage            tokens with a bad checksum, refused 401  bar: >= 0.95
+#   basic_auth/plain_basic           the peer: basic_auth, right password
+#   basic_auth_401/plain_basic_wrong the peer: basic_auth refusing a wrong password
+#
+# and "ahead of basic_auth" means api_token/plain_token above
+# basic_auth/plain_basic, and garbage/plain_garbage above
+# basic_auth_401/plain_basic_wrong (also printed as direct pairs).
+#
+# usage: bench/load.sh            # 20,000 and 1,000,000 stored tokens
+#        TOKENS="20000" DURATION=5s ROUNDS=12 bench/load.sh  # defaults: both sizes, 3s runs, 8 rounds
+#        PIN=1 bench/load.sh      # Caddy on CPU 0, one wrk thread on CPU 1: Caddy's own CPU per request
+#        PROFILE=1 bench/load.sh  # also CPU profiles of Caddy under the valid and the garbage load
+#                                 # (PROFILE_SECONDS=10 each, into PROFILE_DIR=/tmp/api-tokens-profiles;
+#                                 # PROFILE_TARGETS="api_token garbage plain_token plain_garbage" adds references)
+#        TOKENS=2000 DURATION=1s ROUNDS=1 bench/load.sh  # a smoke test of the script: its figures mean nothing
+#
+# Installs wrk from Debian if it is missing. Prints, per pair, the median
+# ratio, its spread (min-max) and every round's ratio; the figures mean
+# something only on an otherwise idle machine.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +36,14 @@ ROUNDS=${ROUNDS:-8}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 PIN=${PIN:-0}
+PROFILE=${PROFILE:-0}
+PROFILE_DIR=${PROFILE_DIR:-/tmp/api-tokens-profiles}
+PROFILE_SECONDS=${PROFILE_SECONDS:-10}
+PROFILE_TARGETS=${PROFILE_TARGETS:-"api_token garbage"}
+if ! [ "$ROUNDS" -ge 1 ] 2>/dev/null; then
+	echo "ROUNDS must be a whole number of at least 1, got '$ROUNDS'" >&2
+	exit 2
+fi
 caddy_cpu=() wrk_cpu=()
 if [ "$PIN" = 1 ]; then
 	# With wrk off Caddy's core, the rate is bounded by Caddy's CPU per
@@ -87,26 +114,46 @@ stop_caddy() {
 	caddy_pid=""
 }
 
-# measure TARGET -> req/s of one wrk run against it
+# measure TARGET -> req/s of one wrk run against it. The plain_* targets
+# send plain Caddy the request of the target they are named after.
 measure() {
 	case $1 in
 	plain) wrk_rps http://localhost:18081/ ;;
 	plain_token) wrk_rps http://localhost:18081/ "Authorization: Bearer $token" ;;
+	plain_garbage) wrk_rps http://localhost:18081/ "Authorization: Bearer $garbage" ;;
+	plain_basic) wrk_rps http://localhost:18081/ "$basic_header" ;;
+	plain_basic_wrong) wrk_rps http://localhost:18081/ "$basic_wrong" ;;
 	api_token) wrk_rps http://localhost:18082/ "Authorization: Bearer $token" ;;
-	basic_auth) wrk_rps http://localhost:18083/ "$basic_header" ;;
 	garbage) wrk_rps http://localhost:18082/ "Authorization: Bearer $garbage" ;;
+	basic_auth) wrk_rps http://localhost:18083/ "$basic_header" ;;
 	basic_auth_401) wrk_rps http://localhost:18083/ "$basic_wrong" ;;
+	*) echo "unknown target $1" >&2; exit 1 ;;
 	esac
 }
 
-# The comparisons, target/reference. plain_token is plain Caddy sent the
-# same request as api_token (a valid token in it), which Caddy parses and
-# clones whether or not anything checks it: against it, api_token's ratio
-# is the module's own cost.
-pairs=(api_token/plain api_token/plain_token basic_auth/plain garbage/plain
-	basic_auth_401/plain garbage/api_token plain_token/plain)
+# The comparisons, target/reference: each target against plain Caddy sent
+# the same request, then the direct comparisons with the peers, then what
+# the token header alone costs plain Caddy.
+pairs=(api_token/plain_token garbage/plain_garbage basic_auth/plain_basic basic_auth_401/plain_basic_wrong
+	api_token/basic_auth garbage/basic_auth_401 plain_token/plain)
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# pair_median PAIR -> the median ratio of PAIR's rounds in $work/rps-$n
+pair_median() { awk -v p="$1" '$2==p {printf "%.3f\n", $3/$4}' "$work/rps-$n" | median; }
+
+# profile TARGET -> the path of a CPU profile of Caddy taken from its admin
+# endpoint (on only with PROFILE=1) for PROFILE_SECONDS in the middle of a
+# wrk run against TARGET.
+profile() {
+	local out="$PROFILE_DIR/cpu-$1-$n.pprof" wrk_pid
+	DURATION=$((PROFILE_SECONDS + 2))s measure "$1" >/dev/null &
+	wrk_pid=$!
+	sleep 1
+	curl -fsS -o "$out" "http://localhost:18089/debug/pprof/profile?seconds=$PROFILE_SECONDS"
+	wait "$wrk_pid"
+	echo "$out"
+}
 
 printf "\nmachine: %s cores, %s; wrk -t%s -c%s -d%s per run, %s rounds, medians%s\n" \
 	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" \
@@ -121,9 +168,11 @@ for n in $TOKENS; do
 	seed_end=$(date +%s.%N)
 	token=$(cat "$work/token-$n")
 
+	admin=off
+	[ "$PROFILE" = 1 ] && admin=localhost:18089
 	cat >"$work/Caddyfile" <<CADDY
 {
-	admin off
+	admin $admin
 	auto_https off
 	log {
 		level ERROR
@@ -158,17 +207,37 @@ CADDY
 	start_caddy "$n"
 	first_start=$startup first_rss_kb=$rss_kb
 
-	# Sanity: the valid token passes, a garbage one does not.
-	[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" http://localhost:18082/)" = 200 ]
+	# Sanity: every target answers as it should, so no ratio compares a
+	# 200 with an error. The garbage token has the right shape and a wrong
+	# checksum.
 	garbage="${token%??????}000000"
-	[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $garbage" http://localhost:18082/)" = 401 ]
+	for check in "plain 200" "plain_token 200" "plain_garbage 200" "plain_basic 200" "plain_basic_wrong 200" \
+		"api_token 200" "garbage 401" "basic_auth 200" "basic_auth_401 401"; do
+		target=${check% *} want=${check#* }
+		case $target in
+		plain*) url=http://localhost:18081/ ;;
+		api_token | garbage) url=http://localhost:18082/ ;;
+		basic*) url=http://localhost:18083/ ;;
+		esac
+		case $target in
+		plain) header="X-None: 1" ;;
+		*token) header="Authorization: Bearer $token" ;;
+		*garbage) header="Authorization: Bearer $garbage" ;;
+		*basic | basic_auth) header=$basic_header ;;
+		*) header=$basic_wrong ;;
+		esac
+		got=$(curl -s -o /dev/null -w '%{http_code}' -H "$header" "$url")
+		if [ "$got" != "$want" ]; then
+			echo "sanity check: $target answered $got, want $want" >&2
+			exit 1
+		fi
+	done
 
 	# Warm up every target unmeasured: basic_auth pays bcrypt (cost 14) until
 	# its hash cache is warm (for right and wrong passwords alike), and every
 	# path should be in the CPU caches.
-	for target in "http://localhost:18081/" "http://localhost:18082/ Authorization: Bearer $token" "http://localhost:18083/ $basic_header" "http://localhost:18083/ $basic_wrong"; do
-		url=${target%% *}; header=${target#"$url"}; header=${header# }
-		DURATION=3s wrk_rps "$url" "$header" >/dev/null
+	for target in plain plain_token api_token garbage basic_auth basic_auth_401; do
+		DURATION=3s measure "$target" >/dev/null
 	done
 
 	# Each comparison is a pair of wrk runs back to back, target and
@@ -188,6 +257,13 @@ CADDY
 		done
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+	profiles=()
+	if [ "$PROFILE" = 1 ]; then
+		mkdir -p "$PROFILE_DIR"
+		for target in $PROFILE_TARGETS; do
+			profiles+=("$(profile "$target")")
+		done
+	fi
 
 	# Token creation over the admin API: each is one durable (fsynced) write.
 	admin_token=$(curl -fs -X POST -H 'Content-Type: application/json' \
@@ -208,11 +284,24 @@ CADDY
 	printf "RSS %d MiB at first start, %d MiB after the load runs, %d MiB after a restart\n" \
 		$((first_rss_kb / 1024)) $((rss_after_kb / 1024)) $((rss_kb / 1024))
 	printf "token creation over the admin API: %.0f tokens/s (non-2xx: %s)\n" "$create_rps" "${create_failed:-0}"
-	printf "%-28s %9s %9s %7s   %s\n" "target / reference" "req/s" "req/s" "ratio" "ratio in each round, sorted"
+	printf "%-34s %9s %9s %7s %15s   %s\n" "target / reference" "req/s" "req/s" "ratio" "spread" "ratio in each round, sorted"
 	for pair in "${pairs[@]}"; do
 		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
 		ratios=$(awk '{printf "%.3f\n", $3/$4}' "$work/pair" | sort -n)
-		printf "%-28s %9.0f %9.0f %7.3f   %s\n" "$pair" "$(awk '{print $3}' "$work/pair" | median)" \
-			"$(awk '{print $4}' "$work/pair" | median)" "$(echo "$ratios" | median)" "$(echo $ratios)"
+		printf "%-34s %9.0f %9.0f %7.3f %15s   %s\n" "$pair" "$(awk '{print $3}' "$work/pair" | median)" \
+			"$(awk '{print $4}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
+			"$(echo "$ratios" | head -1)-$(echo "$ratios" | tail -1)" "$(echo $ratios)"
+	done
+	valid=$(pair_median api_token/plain_token) basic=$(pair_median basic_auth/plain_basic)
+	bad=$(pair_median garbage/plain_garbage) basic_bad=$(pair_median basic_auth_401/plain_basic_wrong)
+	# at_least A B / above A B -> "yes" or "NO"
+	at_least() { awk -v a="$1" -v b="$2" 'BEGIN {print ((a >= b) ? "yes" : "NO")}'; }
+	above() { awk -v a="$1" -v b="$2" 'BEGIN {print ((a > b) ? "yes" : "NO")}'; }
+	printf "valid tokens:   %.3f of plain Caddy sent the same request (bar 0.97: %s); basic_auth %.3f (ahead of it: %s)\n" \
+		"$valid" "$(at_least "$valid" 0.97)" "$basic" "$(above "$valid" "$basic")"
+	printf "garbage tokens: %.3f of plain Caddy sent the same request (bar 0.95: %s); basic_auth's 401 %.3f (ahead of it: %s)\n" \
+		"$bad" "$(at_least "$bad" 0.95)" "$basic_bad" "$(above "$bad" "$basic_bad")"
+	for p in "${profiles[@]}"; do
+		printf "CPU profile: %s (go tool pprof -top %s)\n" "$p" "$p"
 	done
 done

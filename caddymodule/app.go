@@ -41,9 +41,10 @@ const (
 // App is the api_tokens Caddy app. It owns the token database (an embedded
 // Badger directory, or PostgreSQL for a fleet of Caddy nodes), the
 // failed-login throttle, the expiry alert loop and its SMTP settings. The
-// api_token authentication provider and the api_token_admin handler use
-// it; when a config has neither a global `api_tokens` block nor an
-// "api_tokens" app in JSON, they get one with the defaults below.
+// api_token_auth and api_token_admin handlers and the api_token
+// authentication provider use it; when a config has neither a global
+// `api_tokens` block nor an "api_tokens" app in JSON, they get one with the
+// defaults below.
 //
 // The database outlives config generations: `caddy reload` shares one open
 // database between the old and the new config, so no data is lost and
@@ -424,6 +425,10 @@ func (a *App) ensureAdmin() error {
 
 // Store returns the shared token store.
 func (a *App) Store() *storage.Store { return a.shared.store }
+
+// verifier returns what the gateway asks on every request: the store's
+// in-memory token check, nothing more.
+func (a *App) verifier() tokenVerifier { return a.shared.store }
 
 // Clock returns the clock shared by the store, the admin API and the throttle.
 func (a *App) Clock() storage.Clock { return a.shared.clock }

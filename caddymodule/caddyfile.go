@@ -8,14 +8,13 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 )
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("api_tokens", parseGlobalOption)
 	httpcaddyfile.RegisterHandlerDirective("api_token_auth", parseTokenAuth)
 	httpcaddyfile.RegisterHandlerDirective("api_token_admin", parseAdminHandler)
-	// Registered positions, so no global `order` is needed: authentication
+	// Registered positions, so no global `order` is needed: api_token_auth
 	// goes where basic_auth does, the admin API answers like respond.
 	httpcaddyfile.RegisterDirectiveOrder("api_token_auth", httpcaddyfile.After, "basic_auth")
 	httpcaddyfile.RegisterDirectiveOrder("api_token_admin", httpcaddyfile.Before, "respond")
@@ -177,35 +176,36 @@ func (s *SMTPConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //	api_token_auth [<matcher>] {
 //		require_admin
 //		keep_authorization
+//		use_handle_errors
 //	}
 //
-// It is Caddy's authentication handler with the api_token provider.
+// It is the http.handlers.api_token_auth handler.
 func parseTokenAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	var p TokenAuth
-	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
+	a := new(AuthHandler)
+	if err := a.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	return &caddyauth.Authentication{
-		ProvidersRaw: caddy.ModuleMap{"api_token": caddyconfig.JSON(p, nil)},
-	}, nil
+	return a, nil
 }
 
 // UnmarshalCaddyfile reads the api_token_auth directive (see
 // parseTokenAuth for the syntax).
-func (p *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (a *AuthHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
-		return d.Errf("api_token_auth takes no arguments, got %q; put require_admin or keep_authorization in a block", d.Val())
+		return d.Errf("api_token_auth takes no arguments, got %q; put require_admin, keep_authorization or use_handle_errors in a block", d.Val())
 	}
 	for d.NextBlock(0) {
 		name := d.Val()
 		switch name {
 		case "require_admin":
-			p.RequireAdmin = true
+			a.RequireAdmin = true
 		case "keep_authorization":
-			p.KeepAuthorization = true
+			a.KeepAuthorization = true
+		case "use_handle_errors":
+			a.UseHandleErrors = true
 		default:
-			return d.Errf("api_token_auth: unrecognized option %q (known: require_admin, keep_authorization)", name)
+			return d.Errf("api_token_auth: unrecognized option %q (known: require_admin, keep_authorization, use_handle_errors)", name)
 		}
 		if d.NextArg() {
 			return d.Errf("api_token_auth: %s takes no arguments, got %q", name, d.Val())
@@ -273,5 +273,5 @@ func portArg(d *caddyfile.Dispenser) (int, error) {
 // Interface guards
 var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
-	_ caddyfile.Unmarshaler = (*TokenAuth)(nil)
+	_ caddyfile.Unmarshaler = (*AuthHandler)(nil)
 )

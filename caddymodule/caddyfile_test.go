@@ -126,7 +126,7 @@ func TestDirectivesNeedNoOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(out)
-	markers := []string{`"http_basic"`, `"api_token":{"require_admin":true}`, `"handler":"api_token_admin"`, `"handler":"static_response"`}
+	markers := []string{`"http_basic"`, `"handler":"api_token_auth","require_admin":true`, `"handler":"api_token_admin"`, `"handler":"static_response"`}
 	last := -1
 	for _, m := range markers {
 		i := strings.Index(s, m)
@@ -190,7 +190,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"api_tokens {\n smtp {\n port x\n }\n}",
 		"api_tokens {\n session_ttl 1d2h3m\n session_ttl\n}",
 		"api_tokens a b {\n}",
-		"api_token_auth {\n require_admin\n keep_authorization\n}",
+		"api_token_auth {\n require_admin\n keep_authorization\n use_handle_errors\n}",
 		"api_token_auth {\n require_admin x\n}",
 		"api_token_auth {\n {\n }\n}",
 	} {
@@ -205,9 +205,9 @@ func FuzzCaddyfile(f *testing.F) {
 		if err := app.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err == nil {
 			roundTrip(t, &app, new(caddymodule.App))
 		}
-		var auth caddymodule.TokenAuth
+		var auth caddymodule.AuthHandler
 		if err := auth.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err == nil {
-			roundTrip(t, &auth, new(caddymodule.TokenAuth))
+			roundTrip(t, &auth, new(caddymodule.AuthHandler))
 		}
 	})
 }

@@ -15,16 +15,29 @@ func SetStoreOptions(opts storage.Options) (restore func()) {
 }
 
 // NewTestProvider returns a provisioned provider over store, for the
-// benchmark, with its counters on a private registry.
-func NewTestProvider(store *storage.Store, requireAdmin, keepAuthorization bool) (*TokenAuth, error) {
-	counters, err := authCounters(prometheus.NewRegistry())
+// benchmark and the fuzz test, with its counters on a private registry.
+func NewTestProvider(store tokenVerifier, requireAdmin, keepAuthorization bool) (*TokenAuth, error) {
+	counts, err := authCounters(prometheus.NewRegistry())
 	if err != nil {
 		return nil, err
 	}
 	return &TokenAuth{
 		RequireAdmin:      requireAdmin,
 		KeepAuthorization: keepAuthorization,
-		store:             store,
-		results:           counters,
+		verifier:          store,
+		counts:            counts,
 	}, nil
+}
+
+// NewTestHandler returns a provisioned api_token_auth handler over store,
+// for the benchmark and the fuzz test, with its counters on a private
+// registry.
+func NewTestHandler(store tokenVerifier, cfg AuthHandler) (*AuthHandler, error) {
+	counts, err := authCounters(prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	cfg.verifier = store
+	cfg.counts = counts
+	return &cfg, nil
 }

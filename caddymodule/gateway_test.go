@@ -1,7 +1,7 @@
 package caddymodule_test
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,7 +15,9 @@ import (
 
 // TestGatewayAuthentication walks every rule of api_token_auth (spec
 // section 2) through a real Caddy: a gateway that proxies to an upstream
-// echoing what it received.
+// echoing what it received. The sites have handle_errors routes, which
+// must not see the refusals: api_token_auth answers them itself unless
+// use_handle_errors is set (TestGatewayErrorRoutes).
 func TestGatewayAuthentication(t *testing.T) {
 	clock := useFakeClock(t)
 	dataDir, logDir := t.TempDir(), t.TempDir()
@@ -36,6 +38,9 @@ http://localhost:9101 {
 		api_token_auth
 		%s
 	}
+	handle_errors {
+		respond "the error routes ran" 500
+	}
 }
 http://localhost:9102 {
 	log {
@@ -45,6 +50,9 @@ http://localhost:9102 {
 		require_admin
 	}
 	respond "admin area" 200
+	handle_errors {
+		respond "the error routes ran" 500
+	}
 }
 http://localhost:9103 {
 	api_token_auth {
@@ -66,7 +74,9 @@ http://localhost:9103 {
 	before := authCounts(t)
 
 	t.Run("no Authorization header is 401 with a plain challenge", func(t *testing.T) {
-		wantUnauthorized(t, send(t, http.MethodGet, gateway, "", nil), false)
+		resp := send(t, http.MethodGet, gateway, "", nil)
+		wantUnauthorized(t, resp, false)
+		wantJSONError(t, resp, "send Authorization: Bearer <token>")
 	})
 	t.Run("another scheme is 401 with a plain challenge", func(t *testing.T) {
 		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Basic YWxpY2U6c2VjcmV0", nil), false)
@@ -82,7 +92,21 @@ http://localhost:9103 {
 		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer "+string(broken), nil), true)
 	})
 	t.Run("well-formed unknown token is 401 invalid_token", func(t *testing.T) {
-		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer "+storage.NewSecret(storage.Permanent), nil), true)
+		resp := send(t, http.MethodGet, gateway, "Bearer "+storage.NewSecret(storage.Permanent), nil)
+		wantUnauthorized(t, resp, true)
+		wantJSONError(t, resp, "token is invalid")
+	})
+	t.Run("two Authorization headers are 401 invalid_token, even when both are valid", func(t *testing.T) {
+		resp := sendAuthorizations(t, gateway, bearer, bearer)
+		wantUnauthorized(t, resp, true)
+		wantJSONError(t, resp, "one Authorization header")
+		// With keep_authorization the upstream would have received both.
+		wantUnauthorized(t, sendAuthorizations(t, keepAuth, bearer, "Basic YWxpY2U6c2VjcmV0"), true)
+	})
+	t.Run("the admin API refuses two Authorization headers the same way", func(t *testing.T) {
+		resp := sendAuthorizations(t, adminAPI+"/me", "Bearer "+root, "Bearer "+root)
+		wantUnauthorized(t, resp, true)
+		wantJSONError(t, resp, "one Authorization header")
 	})
 	t.Run("valid token passes; identity placeholders reach the upstream; Authorization is removed", func(t *testing.T) {
 		got := echoed(t, send(t, http.MethodGet, gateway, bearer, nil))
@@ -118,25 +142,26 @@ http://localhost:9103 {
 		if resp.status != http.StatusForbidden {
 			t.Fatalf("status %d, want 403; body %s", resp.status, resp.body)
 		}
-		var body struct{ Error string }
-		if err := json.Unmarshal(resp.body, &body); err != nil || body.Error == "" {
-			t.Errorf("body %q is not one JSON error object: %v", resp.body, err)
-		}
-		if ct := resp.header.Get("Content-Type"); ct != "application/json" {
-			t.Errorf("Content-Type = %q", ct)
-		}
+		wantJSONError(t, resp, "requires an administrator's API token")
 		if c := resp.header.Get("WWW-Authenticate"); c != "" {
 			t.Errorf("403 carries a challenge %q: the token is valid, asking for another is wrong", c)
-		}
-		// The site's first request, so the log's first entry.
-		if got := firstAccessLogStatus(t, accessLog); got != http.StatusForbidden {
-			t.Errorf("access log recorded status %d, want 403", got)
 		}
 
 		if resp := send(t, http.MethodGet, adminOnly, "Bearer "+root, nil); resp.status != http.StatusOK || string(resp.body) != "admin area" {
 			t.Errorf("admin's token: %d %q, want 200 \"admin area\"", resp.status, resp.body)
 		}
 		wantUnauthorized(t, send(t, http.MethodGet, adminOnly, "", nil), false)
+
+		// The site's first three requests, so the log's first entries:
+		// Caddy's access log shows each status, and the user only for the
+		// request that was let through.
+		want := []accessLogEntry{{Status: 403}, {Status: 200, UserID: "root"}, {Status: 401}}
+		got := accessLogEntries(t, accessLog, len(want))
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("access log entry %d: %+v, want %+v", i, got[i], want[i])
+			}
+		}
 	})
 	t.Run("expired token is 401 invalid_token", func(t *testing.T) {
 		var short newToken
@@ -163,8 +188,8 @@ http://localhost:9103 {
 		// Deleting a token may count as unknown or revoked depending on
 		// whether the store keeps a tombstone; together they are one.
 		deltas := map[string]float64{
-			"missing":           4, // none, Basic, empty, none at require_admin
-			"malformed":         2,
+			"missing":           4,                         // none, Basic, empty, none at require_admin
+			"malformed":         2 + 2,                     // not-a-token, the changed character; two headers twice
 			"ok":                1 + 3 + 1 + 1 + 1 + 1 + 1, // valid, 3 schemes, keep, temporary, admin 200, short-lived, doomed
 			"forbidden":         1,
 			"expired":           1,
@@ -186,29 +211,79 @@ http://localhost:9103 {
 	})
 }
 
-// firstAccessLogStatus waits (bounded) for the first entry of Caddy's
-// access log and returns its status: the entry is written right after the
+// accessLogEntry is what a test checks of an entry of Caddy's access log.
+type accessLogEntry struct {
+	Status int    `json:"status"`
+	UserID string `json:"user_id"`
+}
+
+// accessLogEntries waits (bounded) for the first n entries of Caddy's
+// access log at path and returns them: an entry is written right after its
 // response, so it can trail the client by a moment.
-func firstAccessLogStatus(t *testing.T, path string) int {
+func accessLogEntries(t *testing.T, path string, n int) []accessLogEntry {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if f, err := os.Open(path); err == nil {
-			line, _ := bufio.NewReader(f).ReadBytes('\n')
-			f.Close()
-			var entry struct {
-				Status int `json:"status"`
-			}
-			if len(line) > 0 && line[len(line)-1] == '\n' {
-				if err := json.Unmarshal(line, &entry); err != nil {
+		var entries []accessLogEntry
+		if b, err := os.ReadFile(path); err == nil {
+			for line := range bytes.Lines(b) {
+				if line[len(line)-1] != '\n' {
+					break // still being written
+				}
+				var e accessLogEntry
+				if err := json.Unmarshal(line, &e); err != nil {
 					t.Fatalf("access log entry %q: %v", line, err)
 				}
-				return entry.Status
+				entries = append(entries, e)
 			}
 		}
+		if len(entries) >= n {
+			return entries[:n]
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no access log entry in %s after 5s", path)
+			t.Fatalf("%d access log entries in %s after 5s, want %d", len(entries), path, n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGatewayChallengeRewrittenOnOneSite: a deferred `header` replacement
+// edits response header values in place. The challenge api_token_auth
+// sets must be its response's own, so a site that renames the realm
+// changes its own answers and no other site's (see headerSlab).
+func TestGatewayChallengeRewrittenOnOneSite(t *testing.T) {
+	useFakeClock(t)
+	loadCaddy(t, fmt.Sprintf(`{
+%s
+	api_tokens {
+		storage_path %s
+	}
+}
+http://localhost:9130 {
+	header {
+		defer
+		Www-Authenticate api_tokens acme
+		Content-Type json problem+json
+	}
+	api_token_auth
+	respond "hello"
+}
+http://localhost:9131 {
+	api_token_auth
+	respond "hello"
+}
+`, globalOptions, t.TempDir()))
+
+	for range 50 {
+		renamed := send(t, http.MethodGet, "http://localhost:9130/", "Bearer caddy_pat_garbage", nil)
+		if got := renamed.header.Get("WWW-Authenticate"); got != `Bearer realm="acme", error="invalid_token"` {
+			t.Fatalf("the renaming site answers challenge %q", got)
+		}
+		if got := renamed.header.Get("Content-Type"); got != "application/problem+json" {
+			t.Fatalf("the renaming site answers Content-Type %q", got)
+		}
+		resp := send(t, http.MethodGet, "http://localhost:9131/", "Bearer caddy_pat_garbage", nil)
+		wantUnauthorized(t, resp, true)
+		wantJSONError(t, resp, "token is invalid")
 	}
 }

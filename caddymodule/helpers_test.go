@@ -151,6 +151,27 @@ func send(t *testing.T, method, url, authorization string, body any) response {
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
+// sendAuthorizations makes a GET request with one Authorization header per
+// value, each on its own header line.
+func sendAuthorizations(t *testing.T, url string, values ...string) response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header["Authorization"] = values
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
 // api calls the admin REST API at base with a bearer token, checks the
 // status and decodes the JSON answer into out (when not nil).
 func api(t *testing.T, base, token, method, path string, body any, wantStatus int, out any) {
@@ -233,6 +254,23 @@ func wantUnauthorized(t *testing.T, resp response, tokenGiven bool) {
 	}
 	if got := resp.header.Get("WWW-Authenticate"); got != want {
 		t.Errorf("WWW-Authenticate = %q, want %q", got, want)
+	}
+}
+
+// wantJSONError checks that a refusal's body is the gateway's JSON error,
+// {"error": "..."}, with a message containing want.
+func wantJSONError(t *testing.T, resp response, want string) {
+	t.Helper()
+	if ct := resp.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q, want application/json", ct)
+	}
+	var body struct {
+		Error string `json:"error"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(resp.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || !strings.Contains(body.Error, want) {
+		t.Errorf("body %q: want {\"error\": \"...%s...\"} (%v)", resp.body, want, err)
 	}
 }
 

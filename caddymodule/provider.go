@@ -1,16 +1,13 @@
 package caddymodule
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
-	"strings"
-	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
-	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/apitokens/caddy-api-tokens/admin/bearer"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -18,14 +15,22 @@ func init() {
 	caddy.RegisterModule(TokenAuth{})
 }
 
-// TokenAuth is an HTTP authentication provider that accepts API tokens
-// issued by the api_tokens app, sent as `Authorization: Bearer <token>`
-// (the scheme name is case-insensitive).
+// TokenAuth is an HTTP authentication provider for Caddy's authentication
+// handler that accepts API tokens issued by the api_tokens app, sent as
+// `Authorization: Bearer <token>` (the scheme name is case-insensitive).
 //
-// A request without a valid token is answered 401 with a
+// Use it to accept API tokens alongside other providers on one route, for
+// example http_basic's users. For API tokens alone, the api_token_auth
+// handler (http.handlers.api_token_auth) does the same job for less: every
+// refusal here goes through Caddy's error handling, because that is how
+// the authentication handler refuses.
+//
+// A request without a valid token gets a
 // `WWW-Authenticate: Bearer realm="api_tokens"` challenge, which adds
 // `error="invalid_token"` when a token was sent but is malformed, unknown,
-// expired, revoked or belongs to a disabled user.
+// expired, revoked or belongs to a disabled user, or when the request has
+// more than one Authorization header; the authentication handler then
+// answers 401.
 //
 // After a successful authentication these placeholders are set:
 //
@@ -39,17 +44,16 @@ func init() {
 //
 // Every decision is counted in api_tokens_auth_requests_total{result}.
 type TokenAuth struct {
-	// Only tokens of administrators pass; other valid tokens get 403.
+	// Only tokens of administrators pass; other valid tokens get 403 when
+	// this is the handler's only provider (see Authenticate).
 	RequireAdmin bool `json:"require_admin,omitempty"`
 
 	// Keep the Authorization header on the request after authentication
 	// instead of removing it.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
-	store tokenVerifier
-	// results holds one resolved counter per storage.VerifyResult, so the
-	// hot path increments without a label lookup or an allocation.
-	results []prometheus.Counter
+	verifier tokenVerifier
+	counts   decisionCounters
 }
 
 // CaddyModule returns the Caddy module information.
@@ -67,196 +71,69 @@ func (p *TokenAuth) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("api_token provider: %v", err)
 	}
-	counters, err := authCounters(ctx.GetMetricsRegistry())
+	counts, err := authCounters(ctx.GetMetricsRegistry())
 	if err != nil {
 		return fmt.Errorf("api_token provider: registering metrics: %v", err)
 	}
-	p.store = app.Store()
-	p.results = counters
+	p.verifier = app.verifier()
+	p.counts = counts
 	return nil
 }
 
-// tokenVerifier is what the provider needs from storage: the hot path's
-// Verify, which reads the in-memory index (*storage.Store has it).
-type tokenVerifier interface {
-	Verify(secret string) (storage.Identity, storage.VerifyResult)
-}
-
-// The challenges of RFC 6750 section 3.
-const (
-	wwwAuthenticate       = "Www-Authenticate" // canonical form of WWW-Authenticate
-	challengeNoToken      = `Bearer realm="api_tokens"`
-	challengeInvalidToken = `Bearer realm="api_tokens", error="invalid_token"`
-)
-
-// forbiddenBody is the whole 403 response, in the admin API's error shape.
-var forbiddenBody = []byte(`{"error":"this route requires an administrator's API token"}` + "\n")
-
-// Authenticate validates the request's bearer token. It is on every
-// request's path: it allocates nothing on success and never touches
-// storage for a malformed token.
+// Authenticate validates the request's bearer token. It reads the header
+// with the same parser as api_token_auth and the admin API, never touches
+// storage for a malformed token, and allocates nothing itself
+// (caddyauth's {http.auth.user.id} after it does).
+//
+// A valid token that require_admin refuses is answered 403 here: caddyauth
+// can only refuse with 401 and offers no way to return 403. With a single
+// provider caddyauth hands us the real response writer, so the 403 status
+// and body written here are what the client receives; caddyauth's 401
+// error that follows is a superfluous WriteHeader that net/http and
+// Caddy's response recorder ignore, so the access log records 403 too, but
+// the site's error routes still run, with {err.status_code} 401. With
+// several providers caddyauth buffers each one's answer and the client
+// gets its 401. The api_token_auth handler has neither problem.
 func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddyauth.User, bool, error) {
-	// Indexed rather than Header.Get: the key is already canonical, and
-	// Get would spend time on every request proving it.
-	var header string
-	if values := r.Header["Authorization"]; len(values) > 0 {
-		header = values[0]
-	}
-	secret, ok := bearerToken(header)
-	if !ok {
-		p.count(storage.ResultMissing)
-		// Header().Set allocates its one-element value slice. That is only
-		// on the rejection path, and sharing a package-level slice instead
-		// would let a `header` directive that edits values in place corrupt
-		// every later response. The key is given in canonical form so Set
-		// does not allocate a canonical copy of it too.
-		w.Header().Set(wwwAuthenticate, challengeNoToken)
+	secret, found := bearer.Parse(r.Header[headerAuthorization])
+	if found != bearer.Found {
+		rf := refusalFor(found)
+		p.counts.count(rf.result)
+		setChallenge(w.Header(), rf)
 		return caddyauth.User{}, false, nil
 	}
-	id, result := p.store.Verify(secret)
-	if result == storage.ResultUnavailable {
-		p.count(result)
-		writeUnavailable(w)
+	id, res := p.verifier.Verify(secret)
+	if res == storage.ResultUnavailable {
+		// Like the 403 below: caddyauth could only answer 401, which
+		// would tell the client its token is bad.
+		p.counts.count(res)
+		writeRefusal(w, &refusals[res])
 		return caddyauth.User{}, false, nil
 	}
-	if result != storage.ResultOK {
-		p.count(result)
-		w.Header().Set(wwwAuthenticate, challengeInvalidToken)
+	if res != storage.ResultOK {
+		rf := &refusals[res]
+		p.counts.count(rf.result)
+		setChallenge(w.Header(), rf)
 		return caddyauth.User{}, false, nil
 	}
 	if p.RequireAdmin && !id.Admin {
-		p.count(storage.ResultForbidden)
-		writeForbidden(w)
+		p.counts.count(storage.ResultForbidden)
+		writeRefusal(w, &refusals[storage.ResultForbidden])
 		// The user goes back as a candidate, so {http.auth.candidate.*}
 		// tell the logs who was refused.
 		return caddyauth.User{ID: id.Username, Metadata: id.Metadata}, false, nil
 	}
-	p.count(storage.ResultOK)
+	p.counts.count(storage.ResultOK)
 	if !p.KeepAuthorization {
-		delete(r.Header, "Authorization")
+		delete(r.Header, headerAuthorization)
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		setIdentityPlaceholders(repl, id)
+		// caddyauth would set the token placeholders from the user's
+		// Metadata at six allocations per request; set here they cost none.
+		userPlaceholders.set(repl, id)
 	}
 	// No Metadata: the placeholders it would give are set above.
 	return caddyauth.User{ID: id.Username}, true, nil
-}
-
-// Boxed once: a string converted to `any` per request would allocate.
-var (
-	placeholderPermanent any = string(storage.Permanent)
-	placeholderTemporary any = string(storage.Temporary)
-	placeholderAdmin         = [2]any{"false", "true"}
-)
-
-// setIdentityPlaceholders sets {http.auth.user.token_id}, .token_kind and
-// .admin. caddyauth would set them from the user's Metadata, but it builds
-// each name by concatenation and boxes each value, six allocations per
-// request; constant names and values boxed once cost none.
-func setIdentityPlaceholders(repl *caddy.Replacer, id storage.Identity) {
-	kind := placeholderTemporary
-	if id.Kind == storage.Permanent {
-		kind = placeholderPermanent
-	}
-	admin := placeholderAdmin[0]
-	if id.Admin {
-		admin = placeholderAdmin[1]
-	}
-	repl.Set("http.auth.user.token_id", id.TokenIDValue)
-	repl.Set("http.auth.user.token_kind", kind)
-	repl.Set("http.auth.user.admin", admin)
-}
-
-// writeForbidden answers 403 for a valid token that is not an admin's.
-//
-// Why the provider writes the response itself: caddyauth turns every
-// unauthenticated result into a 401 error and offers no way to return 403.
-// With a single provider (the api_token_auth directive's case) caddyauth
-// hands us the real response writer, so the 403 status and body written
-// here are what the client receives; Caddy's later attempt to write the
-// 401 is a superfluous WriteHeader that net/http and Caddy's response
-// recorder ignore, so the access log records 403 too. The alternatives were
-// worse: returning an error makes caddyauth log it at ERROR and still
-// answer 401, and a separate handler after authentication would split one
-// decision across two modules. A site that also uses handle_errors should
-// not write a body for this request: the response is already complete.
-func writeForbidden(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusForbidden)
-	_, _ = w.Write(forbiddenBody)
-}
-
-// unavailableBody is the whole 503 response of a node that has not synced
-// with a shared token database for longer than max_staleness.
-var unavailableBody = []byte(`{"error":"this gateway has lost touch with the token database for too long to trust what it holds; try again shortly"}` + "\n")
-
-// writeUnavailable answers 503 with Retry-After, the same way
-// writeForbidden answers 403: caddyauth's 401 that follows is ignored.
-func writeUnavailable(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Retry-After", "5")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write(unavailableBody)
-}
-
-// bearerToken extracts the token from an Authorization header value of
-// the form "Bearer <token>", the scheme compared case-insensitively
-// (RFC 7235). It reports false when there is no bearer token at all.
-func bearerToken(header string) (string, bool) {
-	const scheme = "Bearer "
-	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
-		return "", false
-	}
-	token := strings.Trim(header[len(scheme):], " \t")
-	return token, token != ""
-}
-
-func (p *TokenAuth) count(r storage.VerifyResult) {
-	if int(r) < len(p.results) {
-		p.results[r].Inc()
-	}
-}
-
-// authRequests counts authentication decisions. It is created once per
-// process so its values survive config reloads; each config generation
-// has a fresh metrics registry and registers it again.
-var authRequests = sync.OnceValue(func() *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "api_tokens_auth_requests_total",
-		Help: "Bearer token authentication decisions of the api_token provider, by result.",
-	}, []string{"result"})
-})
-
-// authCounters registers the auth counter on reg and returns one resolved
-// counter per verification result, indexed by storage.VerifyResult. Every
-// series exists from the start, so a rate() over `forbidden` works before
-// the first refusal.
-func authCounters(reg *prometheus.Registry) ([]prometheus.Counter, error) {
-	vec := authRequests()
-	// Several api_token_auth directives in one config share a registry, so
-	// the second registration fails as already registered: like
-	// reverseproxy's metrics, reuse the collector that is there.
-	if err := reg.Register(vec); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if !errors.As(err, &already) {
-			return nil, err
-		}
-		existing, ok := already.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
-			return nil, fmt.Errorf("a different collector is registered as api_tokens_auth_requests_total: %v", err)
-		}
-		vec = existing
-	}
-	all := storage.AllVerifyResults()
-	counters := make([]prometheus.Counter, len(all))
-	for _, r := range all {
-		counters[r] = vec.WithLabelValues(r.String())
-	}
-	return counters, nil
 }
 
 // Interface guards

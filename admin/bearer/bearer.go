@@ -1,0 +1,119 @@
+// Package bearer reads the bearer token of a request's Authorization
+// header and words the answers to a request without a valid one. The
+// gateway (api_token_auth and the api_token provider) and the admin API
+// share it, so the same header gets the same answer, with the same realm,
+// everywhere. It has no Caddy dependency and allocates nothing.
+package bearer
+
+import (
+	"strings"
+
+	"github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// Realm is the realm of every Bearer challenge (RFC 6750, section 3).
+const Realm = "api_tokens"
+
+// The two challenges of RFC 6750 section 3: without an error code when the
+// request carried no bearer token at all, with invalid_token when it did.
+const (
+	ChallengeNoToken      = `Bearer realm="` + Realm + `"`
+	ChallengeInvalidToken = `Bearer realm="` + Realm + `", error="invalid_token"`
+)
+
+// Result says what Parse found.
+type Result uint8
+
+const (
+	// Found: exactly one Authorization header, carrying a bearer token.
+	Found Result = iota
+	// Missing: no Authorization header, another scheme (Basic, …), or
+	// "Bearer" with nothing after it. RFC 6750 asks for a challenge
+	// without an error code then.
+	Missing
+	// Multiple: more than one Authorization header. The field takes a
+	// single value (RFC 9110, section 11.6.2), so a request with two is
+	// refused whatever they hold: accepting the first would let a proxy
+	// and the gateway disagree about which credential was used, and with
+	// keep_authorization the upstream would receive both secrets.
+	Multiple
+)
+
+// Parse extracts the token of "Authorization: Bearer <token>" from the
+// request's Authorization values (r.Header["Authorization"]). The scheme
+// is compared case-insensitively (RFC 9110, section 11.1), one space
+// separates it from the token, and spaces and tabs around the token are
+// ignored. The token itself is not checked here; storage does that.
+func Parse(values []string) (token string, r Result) {
+	switch len(values) {
+	case 0:
+		return "", Missing
+	case 1:
+	default:
+		return "", Multiple
+	}
+	const scheme = "Bearer "
+	header := values[0]
+	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return "", Missing
+	}
+	token = strings.Trim(header[len(scheme):], " \t")
+	if token == "" {
+		return "", Missing
+	}
+	return token, Found
+}
+
+// VerifyResult is the api_tokens_auth_requests_total result a refusal for
+// r is counted as: missing, or malformed for several headers. It is
+// meaningless for Found.
+func (r Result) VerifyResult() storage.VerifyResult {
+	if r == Multiple {
+		return storage.ResultMalformed
+	}
+	return storage.ResultMissing
+}
+
+// Challenge is the WWW-Authenticate value for a request refused with
+// result res: no error code when no token was sent, invalid_token
+// otherwise (several headers count as a token sent, and malformed).
+func Challenge(res storage.VerifyResult) string {
+	if res == storage.ResultMissing {
+		return ChallengeNoToken
+	}
+	return ChallengeInvalidToken
+}
+
+// MessageUnavailable is the answer of a fleet node that has not synced
+// with the token database for longer than its max_staleness: it will not
+// judge tokens on data that old. The request may succeed on another node,
+// or on this one shortly.
+const MessageUnavailable = "this gateway has lost touch with the token database for too long to trust what it holds; try again shortly"
+
+// RetryAfter is the Retry-After of a 503 for an unavailable token
+// database, in seconds: about how long a node takes to notice it is back.
+const RetryAfter = "5"
+
+// MessageMultiple tells the client what is wrong with a request that
+// carries more than one Authorization header.
+const MessageMultiple = "send one Authorization header, not several"
+
+// Message tells the client, in a sentence it can act on, why its request
+// was refused with res. It says no more than the holder of the token can
+// know: a malformed and an unknown token read the same.
+func Message(res storage.VerifyResult) string {
+	switch res {
+	case storage.ResultMissing:
+		return "authentication required: send Authorization: Bearer <token>"
+	case storage.ResultExpired:
+		return "token is expired"
+	case storage.ResultRevoked:
+		return "token is revoked"
+	case storage.ResultDisabled:
+		return "token is of a disabled user"
+	case storage.ResultUnavailable:
+		return MessageUnavailable
+	default:
+		return "token is invalid"
+	}
+}

@@ -22,8 +22,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "api-tokens",
-		Usage: "backup|restore|reset-password [flags]",
-		Short: "Backs up or restores the API tokens database, or resets a password",
+		Usage: "backup|restore|reset-password|migrate [flags]",
+		Short: "Backs up, restores or migrates the API tokens database, or resets a password",
 		Long: `
 Backs up and restores the api_tokens database: users (with password hashes),
 token metadata and hashes, settings, alert state and the audit log. A backup
@@ -53,9 +53,15 @@ shell history):
     caddy api-tokens reset-password --storage-path /var/lib/caddy/api_tokens --user admin < new-password.txt
 
 It is audited as a user_update by "cli".
+
+Moving to a fleet on PostgreSQL, or back, copies the whole database, hashes
+included, into a new, empty one of the other kind (the PostgreSQL
+connection string comes from $API_TOKENS_DATABASE_URL):
+
+    caddy api-tokens migrate --from badger:/var/lib/caddy/api_tokens --to postgres
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(backupCommand(), restoreCommand(), resetPasswordCommand())
+			cmd.AddCommand(backupCommand(), restoreCommand(), resetPasswordCommand(), migrateCommand())
 		},
 	})
 }

@@ -1,0 +1,147 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	. "github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// copyWorld is what a migration must carry over: users with passwords,
+// permanent and login tokens (used, rotated), settings, an alert state
+// and the audit log.
+type copyWorld struct {
+	perm, session, rotatedOld, rotatedNew string
+	permID                                string
+	audit                                 []AuditEntry
+}
+
+func fillForCopy(t *testing.T, s *Store, clock *FakeClock) copyWorld {
+	t.Helper()
+	ctx := ctxAs("root")
+	mustCreateUser(t, s, "root", true)
+	mustCreateUser(t, s, "alice", false)
+	var w copyWorld
+	var tk Token
+	w.perm, tk, _ = mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(30*24*time.Hour))
+	w.permID = tk.ID
+	w.session, _, _ = mustToken(t, s, "alice", "", Temporary, clock.Now().Add(12*time.Hour))
+	mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Minute)) // expires before the copy
+	var rot Token
+	w.rotatedOld, rot, _ = mustToken(t, s, "alice", "deploy", Permanent, clock.Now().Add(24*time.Hour))
+	var err error
+	if w.rotatedNew, _, err = s.RotateToken(ctx, "alice", rot.ID, 2*time.Hour, clock.Now().Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutSetting(ctx, SettingNotificationDays, "30;7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutSetting(ctx, SettingNotificationEmails, "ops@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAlertStates(context.Background(), alertLease(t, s), map[string]AlertState{tk.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	s.Verify(w.perm) // a last use, flushed at Close
+	if w.audit, err = s.ListAudit(context.Background(), 1000); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// checkCopy checks a store opened on a copy: every token works as it did,
+// every password, setting, alert state and audit entry is there.
+func checkCopy(t *testing.T, s *Store, w copyWorld, when string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, c := range []struct {
+		secret string
+		want   VerifyResult
+	}{{w.perm, ResultOK}, {w.session, ResultOK}, {w.rotatedOld, ResultOK}, {w.rotatedNew, ResultOK}} {
+		if _, r := s.Verify(c.secret); r != c.want {
+			t.Errorf("%s: a token verifies as %v, want %v", when, r, c.want)
+		}
+	}
+	for user, pw := range map[string]string{"root": "pw-root", "alice": "pw-alice"} {
+		if _, err := s.CheckPassword(ctx, user, pw); err != nil {
+			t.Errorf("%s: %s's password: %v", when, user, err)
+		}
+	}
+	if v, err := s.GetSetting(ctx, SettingNotificationDays); err != nil || v != "30;7" {
+		t.Errorf("%s: setting = %q, %v", when, v, err)
+	}
+	if st, found, err := s.GetAlertState(ctx, w.permID); err != nil || !found || st.NotifiedDays != 30 {
+		t.Errorf("%s: alert state = %+v, %v, %v", when, st, found, err)
+	}
+	if tk, err := s.GetToken(ctx, w.permID); err != nil || tk.LastUsedAt == nil {
+		t.Errorf("%s: the permanent token lost its last use: %+v, %v", when, tk, err)
+	}
+	audit, err := s.ListAudit(ctx, 1000)
+	if err != nil || len(audit) != len(w.audit) || audit[0] != w.audit[0] || audit[len(audit)-1] != w.audit[len(w.audit)-1] {
+		t.Errorf("%s: audit has %d entries (%v), want the %d of the source", when, len(audit), err, len(w.audit))
+	}
+	if n := s.CountTokens(); n[Permanent] != 3 || n[Temporary] != 1 {
+		t.Errorf("%s: tokens %v; want 3 permanent and the live session", when, n)
+	}
+	// Names are still unique: the copied name index holds.
+	if _, _, err := s.CreateToken(ctxAs("root"), NewToken{User: "alice", Name: "ci", Kind: Permanent, ExpiresAt: t0.Add(time.Hour)}); !errors.Is(err, ErrConflict) {
+		t.Errorf("%s: a duplicate name was accepted after the copy: %v", when, err)
+	}
+}
+
+// A store copied into an empty database of the other backend, and back,
+// keeps every token working and every record; a copy into a database that
+// is not empty is refused.
+func TestCopyRoundTripBetweenBackends(t *testing.T) {
+	for _, pair := range [][2]string{{"badger", "postgres"}, {"postgres", "badger"}} {
+		t.Run(pair[0]+"→"+pair[1]+"→"+pair[0], func(t *testing.T) {
+			clock := NewFakeClock(t0)
+			src := newTestDB(t, pair[0])
+			s := src.open(t, clock)
+			w := fillForCopy(t, s, clock)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(2 * time.Minute) // the short session has expired
+
+			there := newTestDB(t, pair[1])
+			copyBetween(t, there, src, clock)
+			s = there.open(t, clock)
+			checkCopy(t, s, w, "after the copy to "+pair[1])
+			s.Close()
+
+			back := newTestDB(t, pair[0])
+			copyBetween(t, back, there, clock)
+			s = back.open(t, clock)
+			checkCopy(t, s, w, "after the copy back")
+			s.Close()
+
+			dstBackend := back.backend(t, nil)
+			defer dstBackend.Close()
+			srcBackend := there.backend(t, nil)
+			defer srcBackend.Close()
+			if _, err := Copy(context.Background(), dstBackend, srcBackend, clock.Now()); !errors.Is(err, ErrNotEmpty) {
+				t.Fatalf("a copy into a database with data = %v; want ErrNotEmpty", err)
+			}
+		})
+	}
+}
+
+// copyBetween copies the database src into dst with closed stores on
+// both, as the command does.
+func copyBetween(t *testing.T, dst, src *testDB, clock Clock) {
+	t.Helper()
+	d, s := dst.backend(t, nil), src.backend(t, nil)
+	counts, err := Copy(context.Background(), d, s, clock.Now())
+	d.Close()
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts.Users != 2 || counts.Tokens != 4 {
+		t.Fatalf("copied %+v; want 2 users and 4 tokens", counts)
+	}
+}

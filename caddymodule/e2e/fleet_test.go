@@ -394,3 +394,87 @@ func TestFleetWhilePostgresIsDown(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// metricOf reads one series of a node's /metrics; found is false when
+// the node does not export it.
+func metricOf(t *testing.T, s *site, series string) (v float64, found bool) {
+	t.Helper()
+	a := raw(t, http.MethodGet, "http://"+s.adminEP+"/metrics", "", nil)
+	for line := range strings.SplitSeq(string(a.body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// In a fleet one node sends the expiry emails, every node answers the
+// same faults, and when the sending node is killed another takes over
+// within 30 seconds and sends what has come due since, once.
+func TestFleetAlertsOneSenderSameFaultsAndFailOver(t *testing.T) {
+	t.Setenv("E2E_SMTP_PASSWORD", "smtp-secret-e2e")
+	mail := testtools.StartMailpit(t, 0)
+	nodes := startFleet(t, 3, testtools.PostgresDatabase(t), smtpAppConfig(mail.SMTPPort))
+	root := nodes[0].login(adminUser, adminPassword)
+	nodes[0].call(root, http.MethodPost, "/users", map[string]any{"username": "ci-bot", "email": "ci@example.com", "password": "ci-bot-password-1"}, http.StatusCreated, nil)
+	expiring := func(at *site, name string, in time.Duration) secretToken {
+		var tok secretToken
+		at.call(root, http.MethodPost, "/users/ci-bot/tokens", map[string]any{
+			"name": name, "expires_at": time.Now().UTC().Add(in).Format(time.RFC3339),
+		}, http.StatusCreated, &tok)
+		return tok
+	}
+	first := expiring(nodes[1], "deploy", 5*24*time.Hour+time.Hour)
+	nodes[2].call(root, http.MethodPut, "/settings/UserTokenExpirationNotificationEmails", map[string]string{"value": "ops@example.com"}, http.StatusOK, nil)
+	nodes[1].call(root, http.MethodPut, "/settings/EnableUserTokenNotification", map[string]string{"value": "7"}, http.StatusOK, nil)
+
+	set := time.Now()
+	msgs := waitForMessages(t, mail, 1)
+	t.Logf("the first email came %v after the setting", time.Since(set).Round(100*time.Millisecond))
+	if !strings.Contains(msgs[0].Text, first.ID) {
+		t.Fatalf("the email does not name the token:\n%s", msgs[0].Text)
+	}
+	// Exactly one node leads; every node reports the fault.
+	var leader int
+	leaders := 0
+	for i, n := range nodes {
+		if v, _ := metricOf(t, n, "api_tokens_leader"); v == 1 {
+			leader, leaders = i, leaders+1
+		}
+		waitForSeries(t, n, "api_tokens_expiring_tokens", 1)
+	}
+	if leaders != 1 {
+		t.Fatalf("%d nodes report api_tokens_leader 1, want 1", leaders)
+	}
+	var want []byte
+	for i, n := range nodes {
+		a := n.call(root, http.MethodGet, "/faults", nil, http.StatusOK, nil)
+		if i == 0 {
+			want = a.body
+		} else if string(a.body) != string(want) {
+			t.Errorf("node %d answers GET /faults with %s; node 0 with %s", i, a.body, want)
+		}
+	}
+	time.Sleep(time.Second) // a second email would have arrived by now
+	if n := len(mail.Messages(t)); n != 1 {
+		t.Fatalf("%d emails from a fleet of three, want 1", n)
+	}
+
+	// The sender dies; a token comes due meanwhile. Another node takes
+	// the lease over and emails it, within 30s.
+	nodes[leader].kill()
+	killed := time.Now()
+	alive := slices.DeleteFunc(slices.Clone(nodes), func(n *site) bool { return n == nodes[leader] })
+	second := expiring(alive[0], "nightly", 3*24*time.Hour)
+	msgs = waitForMessages(t, mail, 2)
+	took := time.Since(killed)
+	t.Logf("the second email came %v after the sender was killed", took.Round(100*time.Millisecond))
+	if took > 30*time.Second {
+		t.Errorf("fail-over took %v; the bound is 30s", took)
+	}
+	if newest := msgs[0].Text; !strings.Contains(newest, second.ID) || strings.Contains(newest, first.ID) { // newest first
+		t.Errorf("the new sender's email should name only the new token:\n%s", newest)
+	}
+}

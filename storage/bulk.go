@@ -28,15 +28,20 @@ func (s *Store) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []To
 	metas := make([]Token, len(ts))
 	err := s.update(ctx, func(w *writeTxn) error {
 		owners := map[string]bool{} // checked already: a batch usually has one owner
-		for i, t := range checked {
+		for _, t := range checked {
 			if !owners[t.User] {
 				if err := checkTokenOwner(w, t.User); err != nil {
 					return err
 				}
 				owners[t.User] = true
 			}
+		}
+		if err := namesFree(w, checked); err != nil {
+			return err
+		}
+		for i, t := range checked {
 			var err error
-			if secrets[i], metas[i], err = s.mint(ctx, w, t); err != nil {
+			if secrets[i], metas[i], err = s.mint(ctx, w, t, true); err != nil {
 				return err
 			}
 		}
@@ -46,4 +51,34 @@ func (s *Store) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []To
 		return nil, nil, err
 	}
 	return secrets, metas, nil
+}
+
+// namesFree checks, in one read, that no permanent token of the batch
+// takes a name its user has already, or that another of the batch takes.
+func namesFree(r Reader, ts []NewToken) error {
+	var keys []string
+	var named []NewToken // the token of each key
+	inBatch := map[string]bool{}
+	for _, t := range ts {
+		if t.Kind != Permanent {
+			continue
+		}
+		k := nameKey(t.User, t.Name)
+		if inBatch[k] {
+			return nameTaken(t.User, t.Name)
+		}
+		inBatch[k] = true
+		keys, named = append(keys, k), append(named, t)
+	}
+	var taken error
+	err := r.GetMany(keys, func(i int, _ []byte) error {
+		if taken == nil {
+			taken = nameTaken(named[i].User, named[i].Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: read token name index: %w", err)
+	}
+	return taken
 }

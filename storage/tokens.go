@@ -56,7 +56,7 @@ func (s *Store) CreateToken(ctx context.Context, t NewToken) (string, Token, err
 			return err
 		}
 		var err error
-		secret, meta, err = s.mint(ctx, w, t)
+		secret, meta, err = s.mint(ctx, w, t, false)
 		return err
 	})
 	if err != nil {
@@ -98,14 +98,16 @@ func checkTokenOwner(r Reader, name string) error {
 
 // mint is the one place a token is made: a fresh secret, its record and
 // index keys, and the audit entry (login for a session, token_create for a
-// permanent token). t is checked (checkNewToken) and its owner too.
-func (s *Store) mint(ctx context.Context, w *writeTxn, t NewToken) (string, Token, error) {
+// permanent token). t is checked (checkNewToken) and its owner too, and
+// nameFree says whether the caller has checked already that the name is
+// free.
+func (s *Store) mint(ctx context.Context, w *writeTxn, t NewToken, nameFree bool) (string, Token, error) {
 	secret := NewSecret(t.Kind)
 	rec := tokenRecord{Hash: HashSecret(secret), Token: Token{
 		ID: NewTokenID(), User: t.User, Name: t.Name, Kind: t.Kind,
 		CreatedAt: w.now, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt.UTC(),
 	}}
-	if err := s.insertToken(w, &rec); err != nil {
+	if err := s.insertToken(w, &rec, nameFree); err != nil {
 		return "", Token{}, err
 	}
 	expires := rec.ExpiresAt.Format(time.RFC3339)
@@ -120,8 +122,8 @@ func (s *Store) mint(ctx context.Context, w *writeTxn, t NewToken) (string, Toke
 }
 
 // insertToken writes a new token with its index keys. A permanent token's
-// name must be free for its user.
-func (s *Store) insertToken(w *writeTxn, rec *tokenRecord) error {
+// name must be free for its user; it is checked unless nameFree.
+func (s *Store) insertToken(w *writeTxn, rec *tokenRecord, nameFree bool) error {
 	if !rec.ExpiresAt.After(w.now) {
 		return fmt.Errorf("%w: expires_at %s is not in the future", ErrInvalid, rec.ExpiresAt.Format(time.RFC3339))
 	}
@@ -129,12 +131,14 @@ func (s *Store) insertToken(w *writeTxn, rec *tokenRecord) error {
 		return fmt.Errorf("%w: expires_at %s is too far in the future", ErrInvalid, rec.ExpiresAt.Format(time.RFC3339))
 	}
 	if rec.Kind == Permanent {
-		taken, err := exists(w, nameKey(rec.User, rec.Name))
-		if err != nil {
-			return err
-		}
-		if taken {
-			return fmt.Errorf("%w: user %q already has a token named %q", ErrConflict, rec.User, rec.Name)
+		if !nameFree {
+			taken, err := exists(w, nameKey(rec.User, rec.Name))
+			if err != nil {
+				return err
+			}
+			if taken {
+				return nameTaken(rec.User, rec.Name)
+			}
 		}
 		if err := set(w, nameKey(rec.User, rec.Name), []byte(rec.ID)); err != nil {
 			return err
@@ -234,6 +238,10 @@ const maxTokenIDLen = 64
 // plausibleTokenID rejects ids that cannot exist before they reach the
 // backend, whose keys are limited in size.
 func plausibleTokenID(id string) bool { return id != "" && len(id) <= maxTokenIDLen }
+
+func nameTaken(user, name string) error {
+	return fmt.Errorf("%w: user %q already has a token named %q", ErrConflict, user, name)
+}
 
 func tokenNotFound(id string) error {
 	return fmt.Errorf("%w: token %q does not exist", ErrNotFound, short(id))
@@ -478,7 +486,8 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 		if err := del(w, nameKey(user, old.Name)); err != nil {
 			return err
 		}
-		secret, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: actorOr(ctx)})
+		// The name was freed just above.
+		secret, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: actorOr(ctx)}, true)
 		if err != nil {
 			return err
 		}

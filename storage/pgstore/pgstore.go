@@ -229,7 +229,7 @@ var migrations = []string{
 		pruned_below bigint NOT NULL
 	);
 	INSERT INTO api_tokens_feed VALUES (1, 0);
-	CREATE SEQUENCE api_tokens_seq;`,
+	CREATE SEQUENCE api_tokens_seq INCREMENT BY 1000;`,
 }
 
 // migrateLock is the advisory lock key under which migrations run.

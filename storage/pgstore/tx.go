@@ -315,13 +315,35 @@ func prefixEnd(prefix string) string {
 }
 
 // writer is a storage.Writer over a serializable transaction. Writes are
-// buffered and sent in one round trip (a pipelined batch) before the next
-// read or at commit, so a transaction of many writes costs few round
-// trips.
+// buffered and sent before the next read or at commit, as at most one
+// INSERT and one DELETE (the last write of each key wins), so a
+// transaction of many writes costs one round trip for them.
 type writer struct {
 	reader
-	pending   pgx.Batch
+	pending   map[string]pendingWrite
+	order     []string // keys of pending, in first-write order
+	queued    pgx.Batch
 	published []publication
+	// seqNext and seqLeft are the numbers NextSeq still has of the block
+	// it reserved.
+	seqNext, seqLeft uint64
+}
+
+// pendingWrite is the last buffered write of a key: a value (nil: delete)
+// and its TTL in microseconds (nil: none).
+type pendingWrite struct {
+	val    []byte
+	micros *int64
+}
+
+func (w *writer) buffer(key string, pw pendingWrite) {
+	if w.pending == nil {
+		w.pending = map[string]pendingWrite{}
+	}
+	if _, seen := w.pending[key]; !seen {
+		w.order = append(w.order, key)
+	}
+	w.pending[key] = pw
 }
 
 type publication struct {
@@ -338,40 +360,76 @@ func (w *writer) Set(key string, val []byte, ttl time.Duration) error {
 		m := ttl.Microseconds()
 		micros = &m
 	}
-	w.pending.Queue(`INSERT INTO api_tokens_kv (key, value, expires_at)
-		VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`, []byte(key), val, micros)
+	w.buffer(key, pendingWrite{val: val, micros: micros})
 	return nil
 }
 
 func (w *writer) Delete(key string) error {
-	w.pending.Queue(`DELETE FROM api_tokens_kv WHERE key = $1`, []byte(key))
+	w.buffer(key, pendingWrite{})
 	return nil
 }
 
+// NextSeq hands out numbers from blocks of seqBlock that the sequence
+// (INCREMENT BY 1000) reserves for this transaction, so a transaction that
+// writes a thousand audit entries asks the database once.
 func (w *writer) NextSeq() (uint64, error) {
-	if err := w.flush(); err != nil {
-		return 0, err
+	if w.seqLeft == 0 {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+		var n int64
+		if err := w.tx.QueryRow(w.ctx, `SELECT nextval('api_tokens_seq')`).Scan(&n); err != nil {
+			return 0, dbErr(err)
+		}
+		w.seqNext, w.seqLeft = uint64(n), seqBlock
 	}
-	var n int64
-	if err := w.tx.QueryRow(w.ctx, `SELECT nextval('api_tokens_seq')`).Scan(&n); err != nil {
-		return 0, dbErr(err)
-	}
-	return uint64(n), nil
+	n := w.seqNext
+	w.seqNext++
+	w.seqLeft--
+	return n, nil
 }
+
+// seqBlock is the sequence's increment: the numbers one nextval reserves.
+const seqBlock = 1000
 
 func (w *writer) Publish(key string, hint []byte) {
 	w.published = append(w.published, publication{key, hint})
 }
 
-// flush sends the buffered writes.
+// flush sends the buffered writes, and the statements queued with them.
 func (w *writer) flush() error {
-	if w.pending.Len() == 0 {
+	w.queueWrites()
+	if w.queued.Len() == 0 {
 		return nil
 	}
-	err := w.tx.SendBatch(w.ctx, &w.pending).Close()
-	w.pending = pgx.Batch{}
+	err := w.tx.SendBatch(w.ctx, &w.queued).Close()
+	w.queued = pgx.Batch{}
 	return dbErr(err)
+}
+
+// queueWrites turns the buffered writes into one INSERT of every set key
+// and one DELETE of every deleted key.
+func (w *writer) queueWrites() {
+	var setKeys, vals, delKeys [][]byte
+	var micros []*int64
+	for _, k := range w.order {
+		pw := w.pending[k]
+		if pw.val == nil {
+			delKeys = append(delKeys, []byte(k))
+			continue
+		}
+		setKeys, vals, micros = append(setKeys, []byte(k)), append(vals, pw.val), append(micros, pw.micros)
+	}
+	if len(setKeys) > 0 {
+		w.queued.Queue(`INSERT INTO api_tokens_kv (key, value, expires_at)
+			SELECT k, v, now() + m * interval '1 microsecond' FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS u(k, v, m)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`, setKeys, vals, micros)
+	}
+	if len(delKeys) > 0 {
+		w.queued.Queue(`DELETE FROM api_tokens_kv WHERE key = ANY($1)`, delKeys)
+	}
+	clear(w.pending)
+	w.order = w.order[:0]
 }
 
 // finish writes the change rows of what was published, wakes the other
@@ -384,11 +442,13 @@ func (w *writer) finish() (int64, error) {
 		for i, p := range w.published {
 			keys[i], hints[i] = []byte(p.key), p.hint
 		}
-		w.pending.Queue(`INSERT INTO api_tokens_changes (key, hint) SELECT * FROM unnest($1::bytea[], $2::bytea[])`, keys, hints)
-		w.pending.Queue(`SELECT pg_notify('api_tokens_changes', '')`)
+		w.queueWrites()
+		w.queued.Queue(`INSERT INTO api_tokens_changes (key, hint) SELECT * FROM unnest($1::bytea[], $2::bytea[])`, keys, hints)
+		w.queued.Queue(`SELECT pg_notify('api_tokens_changes', '')`)
 	}
 	var xid int64
-	w.pending.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
+	w.queueWrites()
+	w.queued.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&xid)
 	})
 	if err := w.flush(); err != nil {

@@ -57,6 +57,20 @@ type Mailer struct {
 	fromAddr string // the bare address of From, for the Message-ID
 }
 
+// DefaultSMTPPort returns the usual port of an encryption mode, and false
+// for a mode that is not one of Encryption*.
+func DefaultSMTPPort(encryption string) (int, bool) {
+	switch encryption {
+	case EncryptionNone:
+		return 25, true
+	case EncryptionSTARTTLS:
+		return 587, true
+	case EncryptionTLS:
+		return 465, true
+	}
+	return 0, false
+}
+
 // sameServer reports whether two SMTP settings send through the same
 // server the same way: a reload that keeps them keeps backing off after a
 // failure, new ones are tried at once.
@@ -74,7 +88,7 @@ func NewMailer(cfg SMTPConfig) (*Mailer, error) {
 	if cfg.Encryption == "" {
 		cfg.Encryption = EncryptionSTARTTLS
 	}
-	defaultPort, ok := map[string]int{EncryptionNone: 25, EncryptionSTARTTLS: 587, EncryptionTLS: 465}[cfg.Encryption]
+	defaultPort, ok := DefaultSMTPPort(cfg.Encryption)
 	if !ok {
 		return nil, fmt.Errorf("smtp: encryption must be none, starttls or tls (got %q)", cfg.Encryption)
 	}

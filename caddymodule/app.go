@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -133,13 +134,6 @@ type SMTPConfig struct {
 	From string `json:"from,omitempty"`
 }
 
-// SMTP encryption modes.
-const (
-	EncryptionNone     = "none"
-	EncryptionSTARTTLS = "starttls"
-	EncryptionTLS      = "tls"
-)
-
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -211,23 +205,11 @@ func (a *App) setDefaults() {
 	}
 	if a.SMTP != nil {
 		if a.SMTP.Encryption == "" {
-			a.SMTP.Encryption = EncryptionSTARTTLS
+			a.SMTP.Encryption = alerts.EncryptionSTARTTLS
 		}
-		if a.SMTP.Port == 0 {
-			a.SMTP.Port = defaultSMTPPort(a.SMTP.Encryption)
+		if port, ok := alerts.DefaultSMTPPort(a.SMTP.Encryption); ok && a.SMTP.Port == 0 {
+			a.SMTP.Port = port
 		}
-	}
-}
-
-// defaultSMTPPort is the usual port of each encryption mode.
-func defaultSMTPPort(encryption string) int {
-	switch encryption {
-	case EncryptionTLS:
-		return 465
-	case EncryptionNone:
-		return 25
-	default:
-		return 587
 	}
 }
 
@@ -321,7 +303,7 @@ func (s *SMTPConfig) validate() error {
 		return fmt.Errorf("smtp: port must be from 1 to 65535, got %d", s.Port)
 	}
 	switch s.Encryption {
-	case EncryptionNone, EncryptionSTARTTLS, EncryptionTLS:
+	case alerts.EncryptionNone, alerts.EncryptionSTARTTLS, alerts.EncryptionTLS:
 	default:
 		return fmt.Errorf("smtp: encryption must be none, starttls or tls, got %q", s.Encryption)
 	}

@@ -2,12 +2,16 @@ package caddymodule
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/alerts"
 )
 
 func init() {
@@ -158,7 +162,7 @@ func (s *SMTPConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			s.From, err = oneArg(d)
 		case "encryption":
 			s.Encryption, err = oneArg(d)
-			if err == nil && s.Encryption != EncryptionNone && s.Encryption != EncryptionSTARTTLS && s.Encryption != EncryptionTLS {
+			if _, known := alerts.DefaultSMTPPort(s.Encryption); err == nil && !known {
 				return d.Errf("smtp: encryption must be none, starttls or tls, got %q", s.Encryption)
 			}
 		default:
@@ -248,11 +252,13 @@ func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	dur, err := caddy.ParseDuration(val)
-	if err != nil {
+	// The admin API's parser, so a duration means the same in the
+	// Caddyfile and in a request (30d, 1d12h, 90m).
+	dur, err := admin.ParseDuration(val)
+	if err != nil && !strings.HasPrefix(val, "-") {
 		return 0, d.Errf("%s: %q is not a duration like 90m, 12h or 30d", name, val)
 	}
-	if dur <= 0 {
+	if err != nil || dur <= 0 {
 		return 0, d.Errf("%s must be positive, got %q", name, val)
 	}
 	return caddy.Duration(dur), nil

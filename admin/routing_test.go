@@ -98,7 +98,7 @@ func TestStrictJSON(t *testing.T) {
 		{"trailing garbage", `{"username":"bob","password":"pw"} x`, "application/json", 400, "after the JSON object"},
 		{"array", `[{"username":"bob"}]`, "application/json", 400, "must be a JSON object"},
 		{"string", `"bob"`, "application/json", 400, "must be a JSON object"},
-		{"null", `null`, "application/json", 400, "required"},
+		{"null", `null`, "application/json", 400, "must be a JSON object"},
 		{"truncated", `{"username":"bob"`, "application/json", 400, "ends too early"},
 		{"syntax", `{"username":bob}`, "application/json", 400, "not valid JSON"},
 		{"nested wrong type", `{"username":{"a":1},"password":"pw"}`, "application/json", 400, `field "username" must be a string`},

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 )
 
@@ -117,4 +118,77 @@ func TestOpenAPIEveryRouteDocumented(t *testing.T) {
 			t.Errorf("openapi.json documents %s, which the handler does not serve", d)
 		}
 	}
+}
+
+// TestContractCatchesDrift shows what the contract check refuses, with the
+// changes the API is expected to go through: a field removed from the
+// document or added by the code, a status, a query parameter, a header or
+// a request field that the document does not describe.
+func TestContractCatchesDrift(t *testing.T) {
+	e := newEnv(t)
+	real := contract(t)
+	get := func(path, token string) (*http.Request, *http.Response, []byte) {
+		req, _ := http.NewRequest("GET", e.srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(res.Body)
+		return req, res, b.Bytes()
+	}
+	req, res, body := get("/me", e.root)
+	if p := real.Check(req, nil, res.StatusCode, res.Header, body); p != nil {
+		t.Fatalf("GET /me does not match the document: %v", p)
+	}
+
+	mustFail := func(name string, c *apicontract.Contract, req *http.Request, reqBody []byte, status int, header http.Header, body []byte, want string) {
+		t.Helper()
+		p := c.Check(req, reqBody, status, header, body)
+		if !strings.Contains(strings.Join(p, "\n"), want) {
+			t.Errorf("%s: problems %q; want one mentioning %q", name, p, want)
+		}
+	}
+
+	// A field removed from the document.
+	var doc map[string]any
+	_ = json.Unmarshal(openapiJSON, &doc)
+	user := doc["components"].(map[string]any)["schemas"].(map[string]any)["User"].(map[string]any)
+	delete(user["properties"].(map[string]any), "email")
+	user["required"] = slices.DeleteFunc(user["required"].([]any), func(v any) bool { return v == "email" })
+	edited, _ := json.Marshal(doc)
+	withoutEmail := apicontract.MustNew(t, edited, apicontract.Options{})
+	mustFail("field removed from the document", withoutEmail, req, nil, res.StatusCode, res.Header, body, "additional properties 'email' not allowed")
+
+	// A field the code adds.
+	extra := bytes.Replace(body, []byte(`{`), []byte(`{"last_login_at":"2030-01-02T03:04:05Z",`), 1)
+	mustFail("undocumented field", real, req, nil, res.StatusCode, res.Header, extra, "additional properties 'last_login_at' not allowed")
+
+	// A status: 503 with Retry-After while the database is unavailable.
+	h503 := res.Header.Clone()
+	h503.Set("Retry-After", "5")
+	mustFail("undocumented status", real, req, nil, 503, h503, []byte(`{"error":"database unavailable"}`), "503")
+
+	// Cursor paging: a query parameter and a Link header.
+	reqCursor, resCursor, bodyCursor := get("/tokens?limit=10&cursor=abc", e.root)
+	mustFail("undocumented query parameter", real, reqCursor, nil, resCursor.StatusCode, resCursor.Header, bodyCursor, "query parameter 'cursor'")
+	reqTokens, resTokens, bodyTokens := get("/tokens", e.root)
+	hLink := resTokens.Header.Clone()
+	hLink.Set("Link", `</tokens?cursor=abc>; rel="next"`)
+	mustFail("undocumented response header", real, reqTokens, nil, resTokens.StatusCode, hLink, bodyTokens, "header 'Link'")
+
+	// A request field the server accepts but the document does not know.
+	patch, _ := http.NewRequest("PATCH", e.srv.URL+"/users/root", strings.NewReader(""))
+	patch.Header.Set("Authorization", "Bearer "+e.root)
+	patch.Header.Set("Content-Type", "application/json")
+	mustFail("undocumented request field accepted", real, patch, []byte(`{"email":"r@example.com","current_password":"x"}`),
+		http.StatusOK, res.Header, body, "refuses")
+
+	// An endpoint that is not in the document must not succeed.
+	reqUI, _ := http.NewRequest("GET", e.srv.URL+"/sessions", nil)
+	mustFail("undocumented endpoint", real, reqUI, nil, http.StatusOK, res.Header, []byte(`[]`), "not in the OpenAPI document")
 }

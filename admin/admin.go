@@ -85,6 +85,8 @@ const (
 type handler struct {
 	cfg Config
 	mux *http.ServeMux
+	// patterns lists the API's routes, which openapi.json must document.
+	patterns []string
 }
 
 // New returns the admin API handler. Paths are relative to where it is
@@ -121,36 +123,43 @@ func withDefaults(cfg Config) Config {
 }
 
 func (h *handler) routes() {
-	m := h.mux
-	m.HandleFunc("POST /login", h.public(h.login))
-	m.HandleFunc("POST /logout", h.authed(h.logout))
-	m.HandleFunc("GET /me", h.authed(h.me))
+	h.handle("GET /openapi.json", serveOpenAPI)
+	h.handle("POST /login", h.public(h.login))
+	h.handle("POST /logout", h.authed(h.logout))
+	h.handle("GET /me", h.authed(h.me))
 
-	m.HandleFunc("GET /users", h.admin(h.listUsers))
-	m.HandleFunc("POST /users", h.admin(h.createUser))
-	m.HandleFunc("GET /users/{username}", h.authed(h.getUser))
-	m.HandleFunc("PATCH /users/{username}", h.authed(h.patchUser))
-	m.HandleFunc("DELETE /users/{username}", h.admin(h.deleteUser))
+	h.handle("GET /users", h.admin(h.listUsers))
+	h.handle("POST /users", h.admin(h.createUser))
+	h.handle("GET /users/{username}", h.authed(h.getUser))
+	h.handle("PATCH /users/{username}", h.authed(h.patchUser))
+	h.handle("DELETE /users/{username}", h.admin(h.deleteUser))
 
-	m.HandleFunc("GET /users/{username}/tokens", h.authed(h.listUserTokens))
-	m.HandleFunc("POST /users/{username}/tokens", h.admin(h.createToken))
-	m.HandleFunc("DELETE /users/{username}/tokens/{id}", h.authed(h.deleteToken))
-	m.HandleFunc("POST /users/{username}/tokens/{id}/rotate", h.admin(h.rotateToken))
-	m.HandleFunc("GET /tokens", h.admin(h.listTokens))
+	h.handle("GET /users/{username}/tokens", h.authed(h.listUserTokens))
+	h.handle("POST /users/{username}/tokens", h.admin(h.createToken))
+	h.handle("DELETE /users/{username}/tokens/{id}", h.authed(h.deleteToken))
+	h.handle("POST /users/{username}/tokens/{id}/rotate", h.admin(h.rotateToken))
+	h.handle("GET /tokens", h.admin(h.listTokens))
 
-	m.HandleFunc("GET /settings", h.admin(h.listSettings))
-	m.HandleFunc("GET /settings/{key}", h.admin(h.getSetting))
-	m.HandleFunc("PUT /settings/{key}", h.admin(h.putSetting))
-	m.HandleFunc("DELETE /settings/{key}", h.admin(h.deleteSetting))
+	h.handle("GET /settings", h.admin(h.listSettings))
+	h.handle("GET /settings/{key}", h.admin(h.getSetting))
+	h.handle("PUT /settings/{key}", h.admin(h.putSetting))
+	h.handle("DELETE /settings/{key}", h.admin(h.deleteSetting))
 
-	m.HandleFunc("GET /faults", h.admin(h.listFaults))
-	m.HandleFunc("GET /audit", h.admin(h.listAudit))
-	m.HandleFunc("GET /backup", h.admin(h.backup))
+	h.handle("GET /faults", h.admin(h.listFaults))
+	h.handle("GET /audit", h.admin(h.listAudit))
+	h.handle("GET /backup", h.admin(h.backup))
 
+	// The web page is not part of the API (nor of openapi.json).
 	if h.cfg.UI != nil {
-		m.Handle("GET /ui/", h.cfg.UI)
-		m.HandleFunc("GET /ui", redirectToUI)
+		h.mux.Handle("GET /ui/", h.cfg.UI)
+		h.mux.HandleFunc("GET /ui", redirectToUI)
 	}
+}
+
+// handle registers one route of the API.
+func (h *handler) handle(pattern string, fn http.HandlerFunc) {
+	h.mux.HandleFunc(pattern, fn)
+	h.patterns = append(h.patterns, pattern)
 }
 
 // redirectToUI sends /ui to /ui/ with a relative Location, so the redirect

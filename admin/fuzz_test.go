@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
 // FuzzDecodeRequests sends arbitrary bytes as the body of every endpoint
 // that reads JSON, through the real handler and store, as an administrator.
-// Whatever the bytes, the answer is never a 5xx (and nothing panics).
+// Whatever the bytes, the answer is never a 5xx (and nothing panics), it
+// matches the OpenAPI document, and a body the document refuses is refused.
 func FuzzDecodeRequests(f *testing.F) {
 	for _, seed := range []string{
 		``, `{}`, `null`, `[]`, `"x"`, `{"username":"fz","password":"pw-fuzz-1","email":"fz@example.com"}`,
@@ -21,6 +23,7 @@ func FuzzDecodeRequests(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	e := newEnv(f)
+	c := contract(f)
 	e.addUser("alice")
 	_, tok := e.addToken("alice", "fuzz")
 	endpoints := []struct{ method, path string }{
@@ -36,6 +39,7 @@ func FuzzDecodeRequests(f *testing.F) {
 		for _, ep := range endpoints {
 			req := httptest.NewRequest(ep.method, ep.path, bytes.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+e.root)
+			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
 			e.handler.ServeHTTP(rec, req)
 			if rec.Code >= 500 || rec.Code < 200 {
@@ -46,6 +50,9 @@ func FuzzDecodeRequests(f *testing.F) {
 			}
 			if ct := rec.Header().Get("Content-Type"); rec.Code != http.StatusNoContent && ct != "application/json" {
 				t.Fatalf("%s %s: Content-Type %q", ep.method, ep.path, ct)
+			}
+			if problems := c.Check(req, body, rec.Code, rec.Header(), rec.Body.Bytes()); problems != nil {
+				t.Fatalf("body %q: %s", body, strings.Join(problems, "\n"))
 			}
 		}
 	})

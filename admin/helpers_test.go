@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
@@ -36,6 +37,7 @@ type env struct {
 	clock    *storage.FakeClock
 	handler  http.Handler
 	srv      *httptest.Server
+	client   *http.Client // checks every exchange against the OpenAPI document
 	settings atomic.Int32 // the store's OnSettingsChange calls
 	faults   []storage.Fault
 	root     string // an admin's session token
@@ -69,6 +71,7 @@ func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	e.handler = New(cfg)
 	e.srv = httptest.NewServer(e.handler)
 	t.Cleanup(e.srv.Close)
+	e.client = contract(t).Client(t, e.srv.Client())
 
 	created, err := store.EnsureAdmin(context.Background(), storage.NewUser{Username: rootName, Email: "root@example.com", Password: rootPassword, Admin: true})
 	if err != nil || !created {
@@ -76,6 +79,17 @@ func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	}
 	e.root = e.login(rootName, rootPassword)
 	return e
+}
+
+// contract checks exchanges with the handler against openapi.json. The web
+// page under /ui is not part of the API; the test header that fakes the
+// client address is not either.
+func contract(t testing.TB) *apicontract.Contract {
+	t.Helper()
+	return apicontract.MustNew(t, OpenAPI(), apicontract.Options{
+		IgnorePaths:          []string{"/ui"},
+		IgnoreRequestHeaders: []string{ipHeader},
+	})
 }
 
 // resp is an answer as a client sees it.
@@ -123,7 +137,7 @@ func (e *env) do(method, path, token, body string, headers ...string) resp {
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := e.srv.Client().Do(req)
+	res, err := e.client.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}

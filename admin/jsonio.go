@@ -31,6 +31,11 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err != nil {
 		return err
 	}
+	// encoding/json decodes null into a struct as "no fields", which would
+	// make a bare null pass as an empty object (and rotate a token).
+	if bytes.Equal(bytes.Trim(body, " \t\r\n"), []byte("null")) {
+		return badRequest("request body must be a JSON object")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {

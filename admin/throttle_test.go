@@ -60,7 +60,7 @@ func TestThrottleSurvivesReload(t *testing.T) {
 	}
 	reloaded := httptest.NewServer(New(cfg))
 	defer reloaded.Close()
-	res, err := http.Post(reloaded.URL+"/login", "application/json", strings.NewReader(bad))
+	res, err := contract(t).Client(t, nil).Post(reloaded.URL+"/login", "application/json", strings.NewReader(bad))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,6 +119,7 @@ func TestRotateToken(t *testing.T) {
 		{"bad grace", "POST", rotate, "root", `{"grace":"soon"}`, 400, "grace"},
 		{"grace wrong type", "POST", rotate, "root", `{"grace":3600}`, 400, `field "grace" must be a string`},
 		{"unknown field", "POST", rotate, "root", `{"grace":"1h","keep":true}`, 400, `unknown field "keep"`},
+		{"null body", "POST", rotate, "root", `null`, 400, "must be a JSON object"},
 		{"non-admin", "POST", rotate, "alice", `{"grace":"1h"}`, 403, ""},
 		{"unknown token", "POST", "/users/alice/tokens/tok_0000/rotate", "root", `{}`, 404, ""},
 	})

@@ -9,19 +9,23 @@
 // threshold emailed is recorded in the store after a successful send, and
 // passes are serialized through the Shared that all loops over one store
 // use, so a restart, a reload or two overlapping loops never repeat one.
+// In a fleet of nodes on one database, only the node holding the alert
+// lease runs passes, and its writes are fenced by the lease; the pass's
+// results are stored, so every node shows the same faults and metrics.
 // SMTP delivery itself is at-least-once: if the connection drops after the
-// server took the message but before it confirmed it, the digest is sent
-// again on a later pass, which is better than losing it.
+// server took the message but before it confirmed it (or the sender loses
+// its lease in between), the digest is sent again on a later pass, which
+// is better than losing it.
 //
 // The package knows nothing of Caddy. The api_tokens app wires it so:
 //
 //   - one Shared per open store, kept with the store across reloads
-//     (NewShared when the store is opened);
+//     (NewShared when the store is opened), and Shared.Trigger as the
+//     store's OnSettingsChange, which hears of every node's changes;
 //   - at Provision, NewMailer(SMTPConfig) if an smtp block is configured
 //     (its error is a config error), then NewLoop(Config{...});
 //   - Loop.Start in the app's Start, Loop.Stop in its Stop;
-//   - Shared.Trigger as the admin API's OnSettingsChange, Shared.Faults as
-//     its Faults;
+//   - Shared.Faults as the admin API's Faults;
 //   - Shared.Collector registered on each config's metrics registry
 //     (ctx.GetMetricsRegistry, a new pedantic registry per config load);
 //     every generation's collector reads the same Shared, so the counters

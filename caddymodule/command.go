@@ -15,6 +15,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/apitokens/caddy-api-tokens/admin/cli"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
@@ -22,9 +23,38 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "api-tokens",
-		Usage: "backup|restore|reset-password|migrate [flags]",
-		Short: "Backs up, restores or migrates the API tokens database, or resets a password",
+		Usage: "login|logout|whoami|tokens|users|settings|faults|audit|backup|restore|reset-password|migrate [flags]",
+		Short: "Administers API tokens on a running gateway; backs up, restores or migrates the database, resets a password",
 		Long: `
+Day-to-day administration against a running gateway, through the admin
+REST API of api_token_admin (described by the OpenAPI document it serves
+at GET /openapi.json):
+
+    caddy api-tokens login --url http://localhost:8080/api-tokens --user admin --token-out ~/.api-tokens
+    export API_TOKENS_URL=http://localhost:8080/api-tokens API_TOKENS_TOKEN_FILE=~/.api-tokens
+    caddy api-tokens users create ci-bot --email ci@example.com < ci-password.txt
+    caddy api-tokens tokens create ci-bot github-actions --secret-file ci.token
+    caddy api-tokens tokens list --expiring-within 30d
+    caddy api-tokens tokens rotate ci-bot tok_2c1f08345a0bd3dd5823 --grace 1h > new.token
+    caddy api-tokens settings set EnableUserTokenNotification '30;7;1'
+    caddy api-tokens settings set UserTokenExpirationNotificationEmails 'ops@example.com'
+    caddy api-tokens faults
+
+Commands: login, logout, whoami; tokens list|create|rotate|delete; users
+list|get|create|update|delete; settings list|get|set|delete; faults;
+audit. 'caddy api-tokens COMMAND --help' shows each one's flags.
+
+--url (or API_TOKENS_URL) is the base of the api_token_admin handler. The
+API token is read from --token-file or API_TOKENS_TOKEN_FILE (a file), or
+from API_TOKENS_TOKEN, never from a flag, so it does not show in 'ps'.
+Passwords (login, users create, users update --password) are read at a
+prompt without echo, or from the first line of standard input. Output is
+a table; --json prints JSON. A created or rotated secret is printed only
+on standard output (what it is goes to standard error), or written to
+--secret-file with mode 0600.
+
+` + cli.ExitCodesHelp + `
+
 Backs up and restores the api_tokens database: users (with password hashes),
 token metadata and hashes, settings, alert state and the audit log. A backup
 never contains a token secret or a password, but it does contain their
@@ -61,6 +91,7 @@ connection string comes from $API_TOKENS_DATABASE_URL):
     caddy api-tokens migrate --from badger:/var/lib/caddy/api_tokens --to postgres
 `,
 		CobraFunc: func(cmd *cobra.Command) {
+			cmd.AddCommand(cli.Commands(&cli.Env{Exit: os.Exit})...)
 			cmd.AddCommand(backupCommand(), restoreCommand(), resetPasswordCommand(), migrateCommand())
 		},
 	})

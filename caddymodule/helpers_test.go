@@ -13,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
 	"github.com/apitokens/caddy-api-tokens/caddymodule"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
@@ -110,6 +112,19 @@ var httpClient = &http.Client{
 	Transport: &http.Transport{DisableKeepAlives: true},
 }
 
+// adminContract checks every exchange with the admin API, mounted at
+// /api-tokens in every test config, against its OpenAPI document; other
+// URLs (the gateway, Caddy's admin endpoint) pass unchecked. Caddy adds its
+// Server header; the web page under /ui is not part of the API.
+func adminContract(t *testing.T) *apicontract.Contract {
+	t.Helper()
+	return apicontract.MustNew(t, admin.OpenAPI(), apicontract.Options{
+		Prefix:                "/api-tokens",
+		IgnorePaths:           []string{"/ui"},
+		IgnoreResponseHeaders: []string{"Server"},
+	})
+}
+
 // response is what a test checks of an HTTP answer.
 type response struct {
 	status int
@@ -118,7 +133,8 @@ type response struct {
 }
 
 // send makes one request; token, if not empty, goes in the Authorization
-// header as is (so tests can send odd schemes).
+// header as is (so tests can send odd schemes). Requests to the admin API
+// and their answers are checked against its OpenAPI document.
 func send(t *testing.T, method, url, authorization string, body any) response {
 	t.Helper()
 	var rd io.Reader
@@ -139,7 +155,7 @@ func send(t *testing.T, method, url, authorization string, body any) response {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := adminContract(t).Client(t, httpClient).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

@@ -1,0 +1,386 @@
+// Package client is a Go client of the admin REST API of API tokens for
+// Caddy, as described by its OpenAPI document (admin/openapi.json, served
+// at GET /openapi.json). Its tests run every call through the contract
+// check of package apicontract, so the client and the document cannot
+// disagree. It has no Caddy dependency; `caddy api-tokens` is built on it.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client calls one admin API. Its zero value is not usable: set BaseURL.
+type Client struct {
+	// BaseURL is where api_token_admin is mounted, e.g.
+	// http://localhost:8080/api-tokens.
+	BaseURL string
+	// Token is the bearer token sent with every call but Login.
+	Token string
+	// HTTP sends the requests; nil means a client with a 30 s timeout.
+	HTTP *http.Client
+	// UserAgent, if set, is sent as User-Agent.
+	UserAgent string
+}
+
+var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// Error is an answer of the API that is not a success: its status and the
+// message of its {"error": "..."} body.
+type Error struct {
+	Method, Path string
+	Status       int
+	Message      string
+	// RetryAfter is the Retry-After of a 429, else 0.
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s %s: %d %s: %s", e.Method, e.Path, e.Status, http.StatusText(e.Status), e.Message)
+}
+
+// UnreachableError is a request that got no answer: the server could not be
+// reached, the connection broke, or the call timed out.
+type UnreachableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnreachableError) Error() string { return fmt.Sprintf("cannot reach %s: %v", e.URL, e.Err) }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// User is a user account.
+type User struct {
+	Username  string    `json:"username"`
+	Email     string    `json:"email"`
+	Admin     bool      `json:"admin"`
+	Disabled  bool      `json:"disabled"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Token is a token's metadata, never its secret.
+type Token struct {
+	ID         string     `json:"id"`
+	User       string     `json:"user"`
+	Name       string     `json:"name"`
+	Kind       string     `json:"kind"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	Status     string     `json:"status"`
+	RotatedTo  string     `json:"rotated_to,omitempty"`
+}
+
+// NewToken is a created or rotated permanent token: its secret, shown only
+// once, and its metadata.
+type NewToken struct {
+	Secret string `json:"token"`
+	Token
+}
+
+// Session is the answer to a login.
+type Session struct {
+	Secret    string    `json:"token"`
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	ExpiresAt time.Time `json:"expires_at"`
+	User      User      `json:"user"`
+}
+
+// Setting is a system setting.
+type Setting struct {
+	Type  string `json:"type"`
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Fault is a permanent token near or past its expiry.
+type Fault struct {
+	TokenID   string    `json:"token_id"`
+	User      string    `json:"user"`
+	TokenName string    `json:"token_name"`
+	ExpiresAt time.Time `json:"expires_at"`
+	DaysLeft  int       `json:"days_left"`
+	State     string    `json:"state"`
+	RaisedAt  time.Time `json:"raised_at"`
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	Time     time.Time `json:"time"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"`
+	Target   string    `json:"target,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	ClientIP string    `json:"client_ip,omitempty"`
+}
+
+// NewUser is the body of CreateUser.
+type NewUser struct {
+	Username string `json:"username"`
+	Email    string `json:"email,omitempty"`
+	Password string `json:"password"`
+	Admin    bool   `json:"admin"`
+}
+
+// UserChange is the body of UpdateUser: only the fields that are set change.
+type UserChange struct {
+	Email    *string `json:"email,omitempty"`
+	Password *string `json:"password,omitempty"`
+	Admin    *bool   `json:"admin,omitempty"`
+	Disabled *bool   `json:"disabled,omitempty"`
+}
+
+// TokenFilter narrows ListTokens; zero values mean no filter.
+type TokenFilter struct {
+	ExpiringWithin string // a duration such as 30d
+	Kind           string // permanent or temporary
+}
+
+// Login trades a username and password for a temporary token. It does
+// not change c.Token.
+func (c *Client) Login(ctx context.Context, username, password string) (Session, error) {
+	var out Session
+	err := c.call(ctx, http.MethodPost, "/login", nil, map[string]string{"username": username, "password": password}, &out, false)
+	return out, err
+}
+
+// Logout ends the login session of c.Token.
+func (c *Client) Logout(ctx context.Context) error {
+	return c.call(ctx, http.MethodPost, "/logout", nil, nil, nil, true)
+}
+
+// Me returns the user c.Token belongs to.
+func (c *Client) Me(ctx context.Context) (User, error) {
+	var out User
+	return out, c.call(ctx, http.MethodGet, "/me", nil, nil, &out, true)
+}
+
+// ListUsers returns every user.
+func (c *Client) ListUsers(ctx context.Context) ([]User, error) {
+	var out []User
+	return out, c.call(ctx, http.MethodGet, "/users", nil, nil, &out, true)
+}
+
+// CreateUser creates a user.
+func (c *Client) CreateUser(ctx context.Context, u NewUser) (User, error) {
+	var out User
+	return out, c.call(ctx, http.MethodPost, "/users", nil, u, &out, true)
+}
+
+// GetUser returns one user.
+func (c *Client) GetUser(ctx context.Context, username string) (User, error) {
+	var out User
+	return out, c.call(ctx, http.MethodGet, "/users/"+url.PathEscape(username), nil, nil, &out, true)
+}
+
+// UpdateUser changes the fields of ch that are set.
+func (c *Client) UpdateUser(ctx context.Context, username string, ch UserChange) (User, error) {
+	var out User
+	return out, c.call(ctx, http.MethodPatch, "/users/"+url.PathEscape(username), nil, ch, &out, true)
+}
+
+// DeleteUser deletes a user and all their tokens.
+func (c *Client) DeleteUser(ctx context.Context, username string) error {
+	return c.call(ctx, http.MethodDelete, "/users/"+url.PathEscape(username), nil, nil, nil, true)
+}
+
+// ListUserTokens returns a user's tokens.
+func (c *Client) ListUserTokens(ctx context.Context, username string) ([]Token, error) {
+	var out []Token
+	return out, c.call(ctx, http.MethodGet, "/users/"+url.PathEscape(username)+"/tokens", nil, nil, &out, true)
+}
+
+// CreateToken creates a permanent token for a user. A zero expiresAt means
+// the server's default lifetime.
+func (c *Client) CreateToken(ctx context.Context, username, name string, expiresAt time.Time) (NewToken, error) {
+	body := map[string]string{"name": name}
+	if !expiresAt.IsZero() {
+		body["expires_at"] = expiresAt.UTC().Format(time.RFC3339)
+	}
+	var out NewToken
+	return out, c.call(ctx, http.MethodPost, "/users/"+url.PathEscape(username)+"/tokens", nil, body, &out, true)
+}
+
+// DeleteToken deletes a token; it stops working at once.
+func (c *Client) DeleteToken(ctx context.Context, username, id string) error {
+	return c.call(ctx, http.MethodDelete, "/users/"+url.PathEscape(username)+"/tokens/"+url.PathEscape(id), nil, nil, nil, true)
+}
+
+// RotateToken replaces a permanent token with a new secret; the old one
+// keeps working for grace (a duration such as 1h; empty means none).
+func (c *Client) RotateToken(ctx context.Context, username, id, grace string) (NewToken, error) {
+	var body any
+	if grace != "" {
+		body = map[string]string{"grace": grace}
+	}
+	var out NewToken
+	return out, c.call(ctx, http.MethodPost, "/users/"+url.PathEscape(username)+"/tokens/"+url.PathEscape(id)+"/rotate", nil, body, &out, true)
+}
+
+// ListTokens returns every token, or those that f selects.
+func (c *Client) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error) {
+	q := url.Values{}
+	if f.ExpiringWithin != "" {
+		q.Set("expiring_within", f.ExpiringWithin)
+	}
+	if f.Kind != "" {
+		q.Set("kind", f.Kind)
+	}
+	var out []Token
+	return out, c.call(ctx, http.MethodGet, "/tokens", q, nil, &out, true)
+}
+
+// ListSettings returns the settings that are set.
+func (c *Client) ListSettings(ctx context.Context) ([]Setting, error) {
+	var out []Setting
+	return out, c.call(ctx, http.MethodGet, "/settings", nil, nil, &out, true)
+}
+
+// GetSetting returns one setting.
+func (c *Client) GetSetting(ctx context.Context, key string) (Setting, error) {
+	var out Setting
+	return out, c.call(ctx, http.MethodGet, "/settings/"+url.PathEscape(key), nil, nil, &out, true)
+}
+
+// PutSetting sets a setting and returns it as stored (normalized).
+func (c *Client) PutSetting(ctx context.Context, key, value string) (Setting, error) {
+	var out Setting
+	return out, c.call(ctx, http.MethodPut, "/settings/"+url.PathEscape(key), nil, map[string]string{"value": value}, &out, true)
+}
+
+// DeleteSetting unsets a setting.
+func (c *Client) DeleteSetting(ctx context.Context, key string) error {
+	return c.call(ctx, http.MethodDelete, "/settings/"+url.PathEscape(key), nil, nil, nil, true)
+}
+
+// ListFaults returns the active faults.
+func (c *Client) ListFaults(ctx context.Context) ([]Fault, error) {
+	var out []Fault
+	return out, c.call(ctx, http.MethodGet, "/faults", nil, nil, &out, true)
+}
+
+// ListAudit returns the newest audit entries; limit 0 means the server's
+// default (100).
+func (c *Client) ListAudit(ctx context.Context, limit int) ([]AuditEntry, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out []AuditEntry
+	return out, c.call(ctx, http.MethodGet, "/audit", q, nil, &out, true)
+}
+
+// call sends one request and decodes a JSON answer into out (if not nil).
+func (c *Client) call(ctx context.Context, method, path string, query url.Values, body, out any, auth bool) error {
+	base := strings.TrimRight(c.BaseURL, "/")
+	u, err := url.Parse(base + path)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("the URL %q is not an http:// or https:// URL of the admin API", c.BaseURL)
+	}
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	if auth {
+		if c.Token == "" {
+			return errors.New("no token: this call needs an API token")
+		}
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return &UnreachableError{URL: base, Err: unwrapURLError(err)}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return &UnreachableError{URL: base, Err: fmt.Errorf("reading the answer: %w", err)}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return answerError(method, path, resp, data)
+	}
+	if out == nil {
+		return nil
+	}
+	if !isJSON(resp.Header.Get("Content-Type")) {
+		return fmt.Errorf("%s %s answered %d with %q, not JSON: is %s the base URL of the api_token_admin handler?",
+			method, path, resp.StatusCode, resp.Header.Get("Content-Type"), base)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: the answer is not what the API describes: %v", method, path, err)
+	}
+	return nil
+}
+
+// answerError turns an unsuccessful answer into an *Error. An answer that
+// is not the API's error object (a proxy's error page, a wrong URL) keeps
+// a short excerpt as its message.
+func answerError(method, path string, resp *http.Response, data []byte) *Error {
+	e := &Error{Method: method, Path: path, Status: resp.StatusCode}
+	var body struct {
+		Error string `json:"error"`
+	}
+	if isJSON(resp.Header.Get("Content-Type")) && json.Unmarshal(data, &body) == nil && body.Error != "" {
+		e.Message = body.Error
+	} else {
+		msg := strings.TrimSpace(string(data))
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+		if msg == "" {
+			msg = "(no message)"
+		}
+		e.Message = msg + " (not an answer of the admin API: is the URL right?)"
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	return e
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// unwrapURLError drops the *url.Error wrapper, whose text repeats the
+// method and URL the caller already names.
+func unwrapURLError(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
+}

@@ -1,0 +1,158 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
+	"github.com/apitokens/caddy-api-tokens/admin/client"
+	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+)
+
+// newServer is the real admin API over a real Badger store, and a client
+// of it whose every call is checked against the OpenAPI document.
+func newServer(t *testing.T) (*client.Client, *storage.FakeClock) {
+	t.Helper()
+	clock := storage.NewFakeClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	store, err := badgerstore.OpenStore(t.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	if _, err := store.EnsureAdmin(context.Background(), storage.NewUser{Username: "root", Password: "root-password-1", Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(admin.New(admin.Config{Store: store, Clock: clock}))
+	t.Cleanup(srv.Close)
+	c := apicontract.MustNew(t, admin.OpenAPI(), apicontract.Options{})
+	return &client.Client{BaseURL: srv.URL + "/", HTTP: c.Client(t, srv.Client())}, clock
+}
+
+// TestEveryCall calls each method of the client once against the real
+// API; the contract check fails the test if a call or its answer strays
+// from the document.
+func TestEveryCall(t *testing.T) {
+	c, clock := newServer(t)
+	ctx := context.Background()
+	s, err := c.Login(ctx, "root", "root-password-1")
+	if err != nil || s.Kind != "temporary" || s.User.Username != "root" || !s.User.Admin {
+		t.Fatalf("Login = %+v, %v", s, err)
+	}
+	c.Token = s.Secret
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	me, err := c.Me(ctx)
+	must("Me", err)
+	if me.Username != "root" {
+		t.Errorf("Me = %+v", me)
+	}
+	u, err := c.CreateUser(ctx, client.NewUser{Username: "ci-bot", Email: "ci@example.com", Password: "ci-password-1"})
+	must("CreateUser", err)
+	if u.Username != "ci-bot" || u.Admin {
+		t.Errorf("CreateUser = %+v", u)
+	}
+	_, err = c.GetUser(ctx, "ci-bot")
+	must("GetUser", err)
+	users, err := c.ListUsers(ctx)
+	must("ListUsers", err)
+	if len(users) != 2 {
+		t.Errorf("ListUsers = %+v", users)
+	}
+	email := "ci-team@example.com"
+	u, err = c.UpdateUser(ctx, "ci-bot", client.UserChange{Email: &email})
+	must("UpdateUser", err)
+	if u.Email != email {
+		t.Errorf("UpdateUser = %+v", u)
+	}
+
+	nt, err := c.CreateToken(ctx, "ci-bot", "github-actions", time.Time{})
+	must("CreateToken", err)
+	if !strings.HasPrefix(nt.Secret, "caddy_pat_") || nt.Name != "github-actions" || !nt.ExpiresAt.Equal(clock.Now().Add(365*24*time.Hour)) {
+		t.Errorf("CreateToken = %+v", nt)
+	}
+	short, err := c.CreateToken(ctx, "ci-bot", "short", clock.Now().Add(10*24*time.Hour))
+	must("CreateToken with expiry", err)
+	rot, err := c.RotateToken(ctx, "ci-bot", nt.ID, "1h")
+	must("RotateToken", err)
+	if rot.ID == nt.ID || rot.Secret == nt.Secret {
+		t.Errorf("RotateToken = %+v", rot)
+	}
+	_, err = c.RotateToken(ctx, "ci-bot", short.ID, "")
+	must("RotateToken without grace", err)
+	toks, err := c.ListUserTokens(ctx, "ci-bot")
+	must("ListUserTokens", err)
+	if len(toks) != 4 {
+		t.Errorf("ListUserTokens = %d tokens", len(toks))
+	}
+	toks, err = c.ListTokens(ctx, client.TokenFilter{ExpiringWithin: "30d", Kind: "permanent"})
+	must("ListTokens", err)
+	for _, tk := range toks {
+		if tk.Kind != "permanent" {
+			t.Errorf("ListTokens kind filter let %+v through", tk)
+		}
+	}
+	must("DeleteToken", c.DeleteToken(ctx, "ci-bot", rot.ID))
+
+	set, err := c.PutSetting(ctx, "EnableUserTokenNotification", "7;30")
+	must("PutSetting", err)
+	if set.Value != "30;7" || set.Type != "AppConfig" {
+		t.Errorf("PutSetting = %+v", set)
+	}
+	_, err = c.GetSetting(ctx, "EnableUserTokenNotification")
+	must("GetSetting", err)
+	settings, err := c.ListSettings(ctx)
+	must("ListSettings", err)
+	if len(settings) != 1 {
+		t.Errorf("ListSettings = %+v", settings)
+	}
+	must("DeleteSetting", c.DeleteSetting(ctx, "EnableUserTokenNotification"))
+	_, err = c.ListFaults(ctx)
+	must("ListFaults", err)
+	audit, err := c.ListAudit(ctx, 5)
+	must("ListAudit", err)
+	if len(audit) != 5 || audit[0].Action != "setting_delete" {
+		t.Errorf("ListAudit = %+v", audit)
+	}
+	must("DeleteUser", c.DeleteUser(ctx, "ci-bot"))
+	must("Logout", c.Logout(ctx))
+
+	// Errors: the server's refusal with its status and message.
+	_, err = c.Me(ctx)
+	var ae *client.Error
+	if !errors.As(err, &ae) || ae.Status != 401 || !strings.Contains(ae.Message, "invalid") {
+		t.Errorf("Me after logout = %v; want a 401 *client.Error", err)
+	}
+	_, err = c.Login(ctx, "root", "wrong")
+	if !errors.As(err, &ae) || ae.Status != 401 {
+		t.Errorf("Login with a wrong password = %v", err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	c := &client.Client{BaseURL: "http://127.0.0.1:1/api-tokens", Token: "x"}
+	_, err := c.Me(context.Background())
+	var ue *client.UnreachableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "cannot reach http://127.0.0.1:1/api-tokens") {
+		t.Errorf("unreachable = %v", err)
+	}
+	c.BaseURL = "localhost:8080"
+	if _, err := c.Me(context.Background()); err == nil || !strings.Contains(err.Error(), "not an http://") {
+		t.Errorf("bad URL = %v", err)
+	}
+	c.BaseURL, c.Token = "http://127.0.0.1:1", ""
+	if _, err := c.Me(context.Background()); err == nil || !strings.Contains(err.Error(), "needs an API token") {
+		t.Errorf("no token = %v", err)
+	}
+}

@@ -1,0 +1,238 @@
+package caddymodule_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apitokens/caddy-api-tokens/admin/cli"
+	"github.com/apitokens/caddy-api-tokens/admin/client"
+)
+
+// cliRun is one run of `caddy api-tokens ...` as a user sees it.
+type cliRun struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r cliRun) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+}
+
+// runCLI runs the CLI's commands in-process with stdin and environment
+// variables (pairs), with its HTTP checked against the OpenAPI document.
+func runCLI(t *testing.T, stdin string, env []string, args ...string) cliRun {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	vars := map[string]string{}
+	for i := 0; i+1 < len(env); i += 2 {
+		vars[env[i]] = env[i+1]
+	}
+	code := cli.Execute(&cli.Env{
+		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut,
+		Getenv:     func(k string) string { return vars[k] },
+		HTTPClient: adminContract(t).Client(t, httpClient),
+	}, args)
+	return cliRun{code, out.String(), errOut.String()}
+}
+
+func wantRun(t *testing.T, r cliRun, code int, stdoutHas, stderrHas string) {
+	t.Helper()
+	if r.code != code || !strings.Contains(r.stdout, stdoutHas) || !strings.Contains(r.stderr, stderrHas) {
+		t.Errorf("want exit %d, stdout with %q, stderr with %q; got %s", code, stdoutHas, stderrHas, r)
+	}
+}
+
+// TestCLIThroughCaddy runs the seed's flows with `caddy api-tokens`
+// against a real Caddy: log in, create a user and its permanent token,
+// list, rotate before expiry, set the notification settings, list faults
+// and the audit log, delete, log out; then the bad input an operator
+// makes, each with a clear message and its exit code.
+func TestCLIThroughCaddy(t *testing.T) {
+	useFakeClock(t)
+	t.Setenv("API_TOKENS_TEST_ADMIN", "ops-admin")
+	t.Setenv("API_TOKENS_TEST_ADMIN_PASSWORD", "cli-admin-password-1")
+	loadCaddy(t, fmt.Sprintf(`{
+%s
+	api_tokens {
+		storage_path %s
+		bootstrap_admin {env.API_TOKENS_TEST_ADMIN} {env.API_TOKENS_TEST_ADMIN_PASSWORD}
+	}
+}
+http://localhost:9801 {
+	handle_path /api-tokens/* {
+		api_token_admin
+	}
+	handle {
+		api_token_auth
+		respond "hello {http.auth.user.id}" 200
+	}
+}
+`, globalOptions, t.TempDir()))
+	const base = "http://localhost:9801/api-tokens"
+	dir := t.TempDir()
+	session := filepath.Join(dir, "session.token")
+	urlEnv := []string{cli.EnvURL, base}
+	as := []string{cli.EnvURL, base, cli.EnvTokenFile, session}
+
+	// Log in: the password from standard input, the token into a 0600 file.
+	r := runCLI(t, "cli-admin-password-1\n", urlEnv, "login", "--user", "ops-admin", "--token-out", session)
+	wantRun(t, r, 0, "", "logged in as ops-admin")
+	if info, err := os.Stat(session); err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("--token-out file: %v %v; want mode 0600", info, err)
+	}
+	b, _ := os.ReadFile(session)
+	adminToken := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(adminToken, "caddy_tmp_") || r.stdout != "" || strings.Contains(r.stderr, adminToken) {
+		t.Fatalf("login wrote %q to the file, stdout %q, stderr %q", adminToken, r.stdout, r.stderr)
+	}
+	// Without --token-out the token is the only thing on standard output.
+	r = runCLI(t, "cli-admin-password-1\n", urlEnv, "login", "--user", "ops-admin")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "caddy_tmp_") || strings.Count(r.stdout, "\n") != 1 || strings.Contains(r.stderr, "caddy_tmp_") {
+		t.Errorf("login to stdout: %s", r)
+	}
+	wantRun(t, runCLI(t, "", as, "whoami"), 0, "ops-admin", "")
+
+	// The administrator creates a user for the CI system and its token.
+	wantRun(t, runCLI(t, "ci-bot-password-1\n", as, "users", "create", "ci-bot", "--email", "ci@example.com"), 0, "ci-bot", "")
+	r = runCLI(t, "", as, "users", "list")
+	wantRun(t, r, 0, "USERNAME", "")
+	if !strings.Contains(r.stdout, "ci@example.com") || !strings.Contains(r.stdout, "ops-admin") {
+		t.Errorf("users list: %s", r)
+	}
+	r = runCLI(t, "", as, "tokens", "create", "ci-bot", "github-actions")
+	secret := strings.TrimSpace(r.stdout)
+	if r.code != 0 || !strings.HasPrefix(secret, "caddy_pat_") || strings.Contains(secret, "\n") ||
+		strings.Contains(r.stderr, secret) || !strings.Contains(r.stderr, "shown only this once") {
+		t.Fatalf("tokens create: %s", r)
+	}
+	if got := send(t, "GET", "http://localhost:9801/deploy", "Bearer "+secret, nil); got.status != 200 || string(got.body) != "hello ci-bot" {
+		t.Errorf("the created token at the gateway: %d %s", got.status, got.body)
+	}
+
+	// A second token straight into a file (0600), and JSON for scripts.
+	secretFile := filepath.Join(dir, "deploy.token")
+	r = runCLI(t, "", as, "tokens", "create", "ci-bot", "deploy", "--secret-file", secretFile, "--json")
+	var meta client.Token
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &meta) != nil || meta.Name != "deploy" || strings.Contains(r.stdout, "caddy_pat_") {
+		t.Fatalf("tokens create --secret-file --json: %s", r)
+	}
+	if info, err := os.Stat(secretFile); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("--secret-file: %v %v; want mode 0600", info, err)
+	}
+	r = runCLI(t, "", as, "tokens", "list", "ci-bot", "--json")
+	var toks []client.Token
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &toks) != nil || len(toks) != 2 {
+		t.Fatalf("tokens list ci-bot --json: %s", r)
+	}
+	id := toks[0].ID
+	if toks[0].Name != "github-actions" {
+		id = toks[1].ID
+	}
+	r = runCLI(t, "", as, "tokens", "list", "--expiring-within", "400d", "--kind", "permanent")
+	wantRun(t, r, 0, "github-actions", "")
+	if !strings.Contains(r.stdout, "LAST USED") || strings.Contains(r.stdout, "caddy_") {
+		t.Errorf("tokens list table: %s", r)
+	}
+
+	// Rotate before expiry: the new secret on stdout, the old one keeps
+	// working for the grace period.
+	r = runCLI(t, "", as, "tokens", "rotate", "ci-bot", id, "--grace", "1h")
+	rotated := strings.TrimSpace(r.stdout)
+	if r.code != 0 || !strings.HasPrefix(rotated, "caddy_pat_") || rotated == secret || strings.Contains(r.stderr, rotated) {
+		t.Fatalf("tokens rotate: %s", r)
+	}
+	for _, s := range []string{secret, rotated} {
+		if got := send(t, "GET", "http://localhost:9801/deploy", "Bearer "+s, nil); got.status != 200 {
+			t.Errorf("after rotation with grace, a secret is refused: %d", got.status)
+		}
+	}
+
+	// The notification settings.
+	wantRun(t, runCLI(t, "", as, "settings", "set", "EnableUserTokenNotification", "7;30"), 0, "30;7", "")
+	wantRun(t, runCLI(t, "", as, "settings", "set", "UserTokenExpirationNotificationEmails", "ops@example.com"), 0, "ops@example.com", "")
+	r = runCLI(t, "", as, "settings", "list")
+	wantRun(t, r, 0, "EnableUserTokenNotification", "")
+	wantRun(t, runCLI(t, "", as, "settings", "get", "UserTokenExpirationNotificationEmails", "--json"), 0, `"value": "ops@example.com"`, "")
+	wantRun(t, runCLI(t, "", as, "faults"), 0, "TOKEN ID", "")
+	r = runCLI(t, "", as, "audit", "--limit", "50")
+	wantRun(t, r, 0, "token_rotate", "")
+
+	// Users: update and delete.
+	wantRun(t, runCLI(t, "", as, "users", "update", "ci-bot", "--disabled=true"), 0, "yes", "")
+	wantRun(t, runCLI(t, "new-ci-password-1\n", as, "users", "update", "ci-bot", "--disabled=false", "--password"), 0, "ci-bot", "")
+	wantRun(t, runCLI(t, "", as, "users", "get", "ci-bot", "--json"), 0, `"disabled": false`, "")
+
+	t.Run("bad input", func(t *testing.T) {
+		empty := filepath.Join(dir, "empty.token")
+		_ = os.WriteFile(empty, []byte("\n"), 0o600)
+		wrong := filepath.Join(dir, "wrong.token")
+		_ = os.WriteFile(wrong, []byte("caddy_pat_not-a-real-token\n"), 0o600)
+		twoLines := filepath.Join(dir, "two.token")
+		_ = os.WriteFile(twoLines, []byte(adminToken+"\n"+adminToken+"\n"), 0o600)
+		nonAdmin := filepath.Join(dir, "non-admin.token")
+		_ = os.WriteFile(nonAdmin, []byte(secret), 0o600)
+
+		for _, c := range []struct {
+			name      string
+			stdin     string
+			env, args []string
+			code      int
+			stderr    string
+		}{
+			{"no token at all", "", urlEnv, []string{"tokens", "list"}, 1, "no API token: give --token-file"},
+			{"missing token file", "", urlEnv, []string{"tokens", "list", "--token-file", filepath.Join(dir, "nope")}, 1, "cannot read the token file: no such file"},
+			{"empty token file", "", urlEnv, []string{"tokens", "list", "--token-file", empty}, 1, "is empty"},
+			{"two tokens in the file", "", urlEnv, []string{"tokens", "list", "--token-file", twoLines}, 1, "exactly one API token"},
+			{"wrong token", "", urlEnv, []string{"tokens", "list", "--token-file", wrong}, 2, "401 Unauthorized: token is invalid (check the token"},
+			{"no URL", "", []string{cli.EnvToken, adminToken}, []string{"whoami"}, 1, "no server: give --url"},
+			{"not a URL", "", as, []string{"whoami", "--url", "localhost:9801"}, 1, "is not an http:// or https:// URL"},
+			{"unreachable", "", as, []string{"whoami", "--url", "http://127.0.0.1:1/api-tokens"}, 3, "cannot reach http://127.0.0.1:1/api-tokens"},
+			{"not the admin API", "", as, []string{"whoami", "--url", "http://localhost:9801/elsewhere"}, 1, "is http://localhost:9801/elsewhere the base URL of the api_token_admin handler?"},
+			{"nothing there", "", as, []string{"whoami", "--url", "http://localhost:2999/nothing"}, 2, "not an answer of the admin API"},
+			{"not an administrator", "", urlEnv, []string{"users", "list", "--token-file", nonAdmin}, 2, "403 Forbidden: this action needs an administrator"},
+			{"duplicate token name", "", as, []string{"tokens", "create", "ci-bot", "deploy"}, 2, "409 Conflict"},
+			{"bad setting value", "", as, []string{"settings", "set", "EnableUserTokenNotification", "0"}, 2, "400 Bad Request: "},
+			{"unknown setting", "", as, []string{"settings", "get", "Nope"}, 2, "404 Not Found"},
+			{"unknown user", "", as, []string{"tokens", "list", "nobody"}, 2, "404 Not Found"},
+			{"grace too long", "", as, []string{"tokens", "rotate", "ci-bot", id, "--grace", "30d"}, 2, "at most 7d"},
+			{"bad expiry", "", as, []string{"tokens", "create", "ci-bot", "x", "--expires-at", "tomorrow"}, 1, "not an RFC 3339 time"},
+			{"wrong password", "nope\n", urlEnv, []string{"login", "--user", "ops-admin"}, 2, "invalid username or password"},
+			{"no password", "", urlEnv, []string{"login", "--user", "ops-admin"}, 1, "no password"},
+			{"unknown flag", "", as, []string{"tokens", "list", "--token", adminToken}, 1, "unknown flag: --token"},
+			{"missing arguments", "", as, []string{"tokens", "create", "ci-bot"}, 1, "accepts 2 arg(s), received 1"},
+			{"unknown command", "", as, []string{"tokens", "frobnicate"}, 1, `unknown command "frobnicate"`},
+			{"nothing to update", "", as, []string{"users", "update", "ci-bot"}, 1, "nothing to change"},
+			{"unwritable secret file", "", as, []string{"tokens", "create", "ci-bot", "never", "--secret-file", filepath.Join(dir, "no-such-dir", "x")}, 1, "cannot be written"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				r := runCLI(t, c.stdin, c.env, c.args...)
+				if r.code != c.code || !strings.Contains(r.stderr, c.stderr) {
+					t.Errorf("want exit %d and stderr with %q; got %s", c.code, c.stderr, r)
+				}
+				if strings.Contains(r.stderr+r.stdout, adminToken) || strings.Contains(r.stderr, secret) {
+					t.Errorf("a token was printed: %s", r)
+				}
+			})
+		}
+		// A refused create made no token, and the unwritable file made none either.
+		r := runCLI(t, "", as, "tokens", "list", "ci-bot", "--json")
+		if r.code != 0 || strings.Contains(r.stdout, `"never"`) || strings.Contains(r.stdout, `"name": "x"`) {
+			t.Errorf("refused creates left tokens: %s", r)
+		}
+	})
+
+	// Delete the token and the user; log out.
+	wantRun(t, runCLI(t, "", as, "tokens", "delete", "ci-bot", id), 0, "", "deleted token")
+	if got := send(t, "GET", "http://localhost:9801/deploy", "Bearer "+secret, nil); got.status != 401 {
+		t.Errorf("a deleted token passes the gateway: %d", got.status)
+	}
+	wantRun(t, runCLI(t, "", as, "users", "delete", "ci-bot"), 0, "", "deleted user ci-bot")
+	wantRun(t, runCLI(t, "", as, "settings", "delete", "EnableUserTokenNotification"), 0, "", "unset")
+	wantRun(t, runCLI(t, "", as, "logout"), 0, "", "logged out")
+	wantRun(t, runCLI(t, "", as, "whoami"), 2, "", "401")
+}

@@ -28,7 +28,9 @@ import (
 //     postgres user;
 //  3. a throwaway cluster of this test process, from Debian's PostgreSQL
 //     (installed if missing), run as the postgres user in a temp dir and
-//     stopped when the process ends.
+//     stopped when the process ends; API_TOKENS_TEST_POSTGRES=cluster
+//     picks it even when a server answers, to try what a fresh machine
+//     does.
 //
 // Creating a database takes about a second, so databases are created
 // ahead of need in the background and dropped in the background; a
@@ -118,7 +120,7 @@ func findPostgres(tb testing.TB) (*pgServer, error) {
 		srv.admin = os.Getenv("API_TOKENS_TEST_DATABASE_URL")
 		u, err := url.Parse(srv.admin)
 		srv.local = err == nil && (u.Hostname() == "127.0.0.1" || u.Hostname() == "localhost" || u.Hostname() == "")
-	case answers("127.0.0.1:5432"):
+	case os.Getenv("API_TOKENS_TEST_POSTGRES") != "cluster" && answers("127.0.0.1:5432"):
 		srv.admin, srv.local = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", true
 	default:
 		c, err := startCluster(tb, true)

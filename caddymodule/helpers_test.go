@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
 	"github.com/apitokens/caddy-api-tokens/caddymodule"
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -313,4 +315,10 @@ func authCounts(t *testing.T) map[string]float64 {
 		counts[result] = v
 	}
 	return counts
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testtools.FinishPostgres()
+	os.Exit(code)
 }

@@ -23,6 +23,9 @@
 #                                 # (PROFILE_SECONDS=10 each, into PROFILE_DIR=/tmp/api-tokens-profiles;
 #                                 # PROFILE_TARGETS="api_token garbage plain_token plain_garbage" adds references)
 #        TOKENS=2000 DURATION=1s ROUNDS=1 bench/load.sh  # a smoke test of the script: its figures mean nothing
+#        BACKEND=postgres bench/load.sh  # the tokens in PostgreSQL (a fleet's storage) instead of Badger:
+#                                        # a new database on $API_TOKENS_BENCH_DATABASE_URL (a URL whose user may
+#                                        # create databases), else on the server at 127.0.0.1:5432 as postgres
 #
 # Installs wrk from Debian if it is missing. Prints, per pair, the median
 # ratio, its spread (min-max) and every round's ratio; the figures mean
@@ -40,6 +43,9 @@ PROFILE=${PROFILE:-0}
 PROFILE_DIR=${PROFILE_DIR:-/tmp/api-tokens-profiles}
 PROFILE_SECONDS=${PROFILE_SECONDS:-10}
 PROFILE_TARGETS=${PROFILE_TARGETS:-"api_token garbage"}
+BACKEND=${BACKEND:-badger}
+ADMIN_URL=${API_TOKENS_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+case $BACKEND in badger | postgres) ;; *) echo "BACKEND must be badger or postgres, got '$BACKEND'" >&2; exit 2 ;; esac
 if ! [ "$ROUNDS" -ge 1 ] 2>/dev/null; then
 	echo "ROUNDS must be a whole number of at least 1, got '$ROUNDS'" >&2
 	exit 2
@@ -60,11 +66,15 @@ fi
 
 work=$(mktemp -d /tmp/api-tokens-load.XXXXXX)
 caddy_pid=""
+databases=()
 cleanup() {
 	status=$?
 	if [ -n "$caddy_pid" ]; then
 		kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null
 	fi
+	for db in "${databases[@]}"; do
+		psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true
+	done
 	if [ "$status" -ne 0 ]; then
 		echo "load.sh failed; Caddy's log:" >&2
 		tail -20 "$work"/caddy-*.log >&2 2>/dev/null || true
@@ -155,8 +165,8 @@ profile() {
 	echo "$out"
 }
 
-printf "\nmachine: %s cores, %s; wrk -t%s -c%s -d%s per run, %s rounds, medians%s\n" \
-	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" \
+printf "\nmachine: %s cores, %s; tokens in %s; wrk -t%s -c%s -d%s per run, %s rounds, medians%s\n" \
+	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$BACKEND" "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" \
 	"$([ "$PIN" = 1 ] && echo "; Caddy pinned to CPU 0, wrk to CPU 1")"
 
 for n in $TOKENS; do
@@ -164,7 +174,20 @@ for n in $TOKENS; do
 	echo
 	echo "# seeding $n permanent tokens"
 	seed_start=$(date +%s.%N)
-	"$work/seed" -dir "$data" -tokens "$n" -out "$work/token-$n"
+	if [ "$BACKEND" = postgres ]; then
+		db="load_bench_$$_$n"
+		psql "$ADMIN_URL" -qc "CREATE DATABASE $db" >/dev/null
+		databases+=("$db")
+		export BENCH_DSN
+		BENCH_DSN=$(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print(u.urlunparse(p._replace(path="/" + sys.argv[2])))' "$ADMIN_URL" "$db")
+		API_TOKENS_DATABASE_URL=$BENCH_DSN "$work/seed" -postgres -tokens "$n" -out "$work/token-$n"
+		storage="storage postgres {
+			dsn {env.BENCH_DSN}
+		}"
+	else
+		"$work/seed" -dir "$data" -tokens "$n" -out "$work/token-$n"
+		storage="storage_path $data"
+	fi
 	seed_end=$(date +%s.%N)
 	token=$(cat "$work/token-$n")
 
@@ -178,7 +201,7 @@ for n in $TOKENS; do
 		level ERROR
 	}
 	api_tokens {
-		storage_path $data
+		$storage
 		alert_interval 1h
 		bootstrap_admin bench-admin bench-admin-password
 	}

@@ -51,22 +51,24 @@ func TestStartupFailsClearlyOnBadStorage(t *testing.T) {
 		startSite(t, dir, "") // holds the lock
 		second := newSite(t, dir, "")
 		second.start()
-		wantStartupError(t, second.waitExit(), dir+" is in use by another process")
+		wantStartupError(t, second.waitExit(), dir, dir+" is in use by another process")
 	})
 	t.Run("path under a file", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "file")
 		if err := os.WriteFile(file, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s := newSite(t, filepath.Join(file, "db"), "")
+		dir := filepath.Join(file, "db")
+		s := newSite(t, dir, "")
 		s.start()
-		wantStartupError(t, s.waitExit(), "cannot create storage directory "+filepath.Join(file, "db"))
+		wantStartupError(t, s.waitExit(), dir, "cannot create storage directory "+dir)
 	})
 	t.Run("new database on a read-only file system", func(t *testing.T) {
 		mnt := mountTmpfs(t, "ro,size=1m")
-		s := newSite(t, filepath.Join(mnt, "db"), "")
+		dir := filepath.Join(mnt, "db")
+		s := newSite(t, dir, "")
 		s.start()
-		wantStartupError(t, s.waitExit(), "read-only file system")
+		wantStartupError(t, s.waitExit(), dir, "read-only file system")
 	})
 	t.Run("existing database remounted read-only", func(t *testing.T) {
 		mnt := mountTmpfs(t, "size=8m")
@@ -77,7 +79,7 @@ func TestStartupFailsClearlyOnBadStorage(t *testing.T) {
 		}
 		s := newSite(t, dir, "")
 		s.start()
-		wantStartupError(t, s.waitExit(), "read-only file system")
+		wantStartupError(t, s.waitExit(), dir, "read-only file system")
 	})
 	t.Run("existing database on a full file system", func(t *testing.T) {
 		mnt := mountTmpfs(t, "size=8m")
@@ -86,14 +88,17 @@ func TestStartupFailsClearlyOnBadStorage(t *testing.T) {
 		fill(t, filepath.Join(mnt, "filler"))
 		s := newSite(t, dir, "")
 		s.start()
-		wantStartupError(t, s.waitExit(), "no space left on device")
+		wantStartupError(t, s.waitExit(), dir, "no space left on device")
 	})
 }
 
-func wantStartupError(t *testing.T, output, want string) {
+// wantStartupError checks that the start-up output names the database the
+// operator configured and the problem with it.
+func wantStartupError(t *testing.T, output, dir, want string) {
 	t.Helper()
-	if !strings.Contains(output, want) || !strings.Contains(output, "storage_path") {
-		t.Errorf("start-up output does not say %q (with the storage_path):\n%s", want, output)
+	database := "opening the token database (Badger at " + dir + ")"
+	if !strings.Contains(output, database) || !strings.Contains(output, want) {
+		t.Errorf("start-up output does not say %q and %q:\n%s", database, want, output)
 	}
 }
 

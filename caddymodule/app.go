@@ -14,7 +14,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -40,7 +39,7 @@ const (
 
 // App is the api_tokens Caddy app. It owns the token database (an embedded
 // Badger directory, or PostgreSQL for a fleet of Caddy nodes), the
-// failed-login throttle, the expiry alert loop and its SMTP settings. The
+// failed-login throttle in it, the expiry alert loop and its SMTP settings. The
 // api_token_auth and api_token_admin handlers and the api_token
 // authentication provider use it; when a config has neither a global
 // `api_tokens` block nor an "api_tokens" app in JSON, they get one with the
@@ -430,11 +429,8 @@ func (a *App) Store() *storage.Store { return a.shared.store }
 // in-memory token check, nothing more.
 func (a *App) verifier() tokenVerifier { return a.shared.store }
 
-// Clock returns the clock shared by the store, the admin API and the throttle.
+// Clock returns the clock shared by the store and the admin API.
 func (a *App) Clock() storage.Clock { return a.shared.clock }
-
-// Throttle returns the failed-login throttle, shared across reloads.
-func (a *App) Throttle() *admin.LoginThrottle { return a.shared.throttle }
 
 // getApp returns the config's api_tokens app, creating one with defaults
 // when the config does not have it. ctx.App does exactly that: an app

@@ -118,6 +118,8 @@ type LoginAttempt struct {
 	pairStart   time.Time // the windows the failure was counted in, so
 	addrStart   time.Time // a take-back never lowers a newer window
 	userCounted bool      // the per-user counter was raised (untrusted address)
+	userAt      time.Time // the time it recorded as the user's last failure,
+	userPrev    time.Time // replacing this one, restored by a take-back
 }
 
 // windowCount is a pair's or an address's failures in the window that
@@ -228,6 +230,7 @@ func beginLogin(w *writeTxn, user, addr string, p LoginPolicy) (LoginAttempt, ti
 		return LoginAttempt{}, 0, err
 	}
 	if !trusted {
+		a.userPrev, a.userAt = uf.Last, now
 		uf.N++
 		uf.Last = now
 		if err := putThrottle(w, userFailKey(user), uf, p.Window); err != nil {
@@ -267,6 +270,9 @@ func endLogin(w *writeTxn, a LoginAttempt, outcome LoginOutcome) error {
 		}
 		if uf.N > 0 {
 			uf.N--
+			if uf.Last.Equal(a.userAt) { // no failure since: the backoff runs from the one before
+				uf.Last = a.userPrev
+			}
 			if err := putThrottle(w, userFailKey(a.user), uf, p.Window); err != nil {
 				return err
 			}

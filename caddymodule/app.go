@@ -249,14 +249,30 @@ func (a *App) replacePlaceholders() error {
 		default:
 			a.admin = storage.NewUser{Username: user, Password: pass, Admin: true}
 		}
+		a.warnIfLiteral("bootstrap_admin", a.BootstrapAdmin.Password, pass, "{env.API_TOKENS_ADMIN_PASSWORD}")
 	}
 	if s := a.SMTP; s != nil {
 		s.Host = repl.ReplaceKnown(s.Host, "")
 		s.Username = repl.ReplaceKnown(s.Username, "")
-		s.Password = repl.ReplaceKnown(s.Password, "")
+		password := repl.ReplaceKnown(s.Password, "")
+		a.warnIfLiteral("smtp", s.Password, password, "{env.SMTP_PASSWORD}")
+		s.Password = password
 		s.From = repl.ReplaceKnown(s.From, "")
 	}
 	return nil
+}
+
+// warnIfLiteral warns when a password is written in the config itself:
+// Caddy serves its config on the admin endpoint's /config and saves it in
+// autosave.json, with the password in it. A placeholder is kept there
+// unresolved, so it is the way to keep the secret out.
+func (a *App) warnIfLiteral(option, raw, resolved, example string) {
+	if raw == "" || raw != resolved {
+		return // empty, or a placeholder was resolved
+	}
+	a.logger.Warn(option+" has its password written in the config, so Caddy's /config API and autosave.json show it; "+
+		"pass it with a placeholder such as "+example+" and change the password",
+		zap.String("option", option))
 }
 
 // Validate checks the config without changing anything.

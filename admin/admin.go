@@ -22,6 +22,8 @@ import (
 type Store interface {
 	Verify(secret string) (storage.Identity, storage.VerifyResult)
 	CheckPassword(ctx context.Context, username, password string) (storage.User, error)
+	BeginLogin(ctx context.Context, username, ip string, p storage.LoginPolicy) (storage.LoginAttempt, time.Duration, error)
+	EndLogin(ctx context.Context, a storage.LoginAttempt, outcome storage.LoginOutcome) error
 
 	CreateUser(ctx context.Context, u storage.NewUser) (storage.User, error)
 	GetUser(ctx context.Context, username string) (storage.User, error)
@@ -61,10 +63,6 @@ type Config struct {
 	// PermanentTokenLifetime is the default and the maximum lifetime of a
 	// permanent token. Default 365 days.
 	PermanentTokenLifetime time.Duration
-	// Throttle counts failed logins. Pass the same one across config reloads
-	// so a reload does not reset an attacker's count. Default: a new
-	// throttle with default settings.
-	Throttle *LoginThrottle
 	// Faults returns the active faults for GET /faults; nil lists none.
 	Faults func() []storage.Fault
 	// ClientIP tells the caller's address for throttling and audit. Default:
@@ -109,9 +107,6 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.PermanentTokenLifetime <= 0 {
 		cfg.PermanentTokenLifetime = DefaultPermanentTokenLifetime
-	}
-	if cfg.Throttle == nil {
-		cfg.Throttle = NewLoginThrottle(LoginThrottleConfig{Clock: cfg.Clock})
 	}
 	if cfg.Faults == nil {
 		cfg.Faults = func() []storage.Fault { return nil }
@@ -243,9 +238,14 @@ type caller struct {
 	ip string
 }
 
-// ctx returns the request context carrying the caller for the store's audit.
+// ctx returns the request context carrying the caller, with the token it
+// used, for the store's audit.
 func (c caller) ctx(r *http.Request) context.Context {
-	return storage.WithActor(r.Context(), c.Username, c.ip)
+	return storage.WithCaller(r.Context(), c.actor())
+}
+
+func (c caller) actor() storage.Actor {
+	return storage.Actor{Name: c.Username, ClientIP: c.ip, TokenID: c.TokenID, TokenKind: c.Kind}
 }
 
 // isSelf reports whether the {username} in the path is the caller.

@@ -19,8 +19,8 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request, c caller) error
 		return newError(http.StatusNotImplemented, "this database has no online backup through the API: back up PostgreSQL with pg_dump")
 	}
 	now := h.cfg.Clock.Now().UTC()
-	entry := storage.AuditEntry{Time: now, Actor: c.Username, Action: storage.ActionBackup, ClientIP: c.ip}
-	if err := h.cfg.Store.AppendAudit(r.Context(), entry); err != nil {
+	entry := storage.AuditEntry{Time: now, Action: storage.ActionBackup}
+	if err := h.cfg.Store.AppendAudit(c.ctx(r), entry); err != nil {
 		return err
 	}
 	hdr := w.Header()

@@ -54,10 +54,9 @@ func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	e := &env{t: t, store: store, clock: clock}
 	store.OnSettingsChange(func() { e.settings.Add(1) })
 	cfg := Config{
-		Store:    store,
-		Clock:    clock,
-		Throttle: NewLoginThrottle(LoginThrottleConfig{Clock: clock}),
-		Faults:   func() []storage.Fault { return e.faults },
+		Store:  store,
+		Clock:  clock,
+		Faults: func() []storage.Fault { return e.faults },
 		ClientIP: func(r *http.Request) string {
 			if ip := r.Header.Get(ipHeader); ip != "" {
 				return ip

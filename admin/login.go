@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -29,8 +30,8 @@ type loginResponse struct {
 var errBadLogin = newError(http.StatusUnauthorized, "invalid username or password")
 
 // login trades a username and password for a temporary token. Failures are
-// throttled per username and per client IP, and the throttle is checked
-// before the password so a throttled guess costs no password hashing.
+// throttled (see storage.BeginLogin), and the throttle is checked before
+// the password so a throttled guess costs no password hashing.
 func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -46,52 +47,73 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 	if storage.ValidateUsername(req.Username) == nil {
 		username = req.Username
 	}
-	if wait, ok := h.cfg.Throttle.begin(username, ip); !ok {
-		return tooManyLogins(wait)
+	actor, detail := username, "wrong username or password, or disabled user"
+	if username == "" {
+		actor, detail = "-", "not a valid username"
 	}
-	// Deferred, so a panic (recovered by ServeHTTP) still releases the
-	// attempt. Only a wrong password counts as a failure: an unreachable
-	// database is nobody's guess.
-	outcome := attemptUndecided
-	defer func() { h.cfg.Throttle.end(username, ip, outcome) }()
-	user, err := h.checkPassword(r, username, req.Password, ip)
-	switch {
-	case err == errBadLogin:
-		outcome = attemptFailed
-	case err == nil:
-		outcome = attemptSucceeded
-	}
+	failure := storage.AuditEntry{Actor: actor, Action: storage.ActionLoginFailed, Target: username, Detail: detail, ClientIP: ip}
+	user, err := h.checkPassword(r, username, req.Password, ip, failure)
 	if err != nil {
 		return err
 	}
 	return h.startSession(w, r, user, ip)
 }
 
-// checkPassword returns the user if the password is right, errBadLogin (and
-// an audit entry) if not.
-func (h *handler) checkPassword(r *http.Request, username, password, ip string) (storage.User, error) {
-	if username != "" {
-		user, err := h.cfg.Store.CheckPassword(r.Context(), username, password)
-		if err == nil {
-			return user, nil
-		}
-		if !errors.Is(err, storage.ErrBadLogin) {
-			return storage.User{}, err
-		}
+// checkPassword checks a password under the login throttle, for a login
+// or for the current_password of a credential change: it returns the
+// user if the password is right; 429 if the throttle refuses the attempt
+// (before any hashing); errBadLogin, and the failure's audit entry, if
+// the password is wrong. The audit entry's actor, if empty, is the one
+// r's context carries.
+func (h *handler) checkPassword(r *http.Request, username, password, ip string, failure storage.AuditEntry) (storage.User, error) {
+	attempt, wait, err := h.cfg.Store.BeginLogin(r.Context(), username, ip, storage.DefaultLoginPolicy)
+	if err != nil {
+		return storage.User{}, err
 	}
-	actor, detail := username, "wrong username or password, or disabled user"
+	if wait > 0 {
+		return storage.User{}, tooManyLogins(wait)
+	}
+	// Deferred, so a panic (recovered by ServeHTTP) still ends the
+	// attempt. Only a wrong password stays a failure: an unreachable
+	// database is nobody's guess.
+	outcome := storage.LoginUnchecked
+	defer func() { h.endLogin(r, attempt, outcome) }()
+	user, err := h.passwordMatches(r, username, password)
+	switch {
+	case err == errBadLogin:
+		outcome = storage.LoginFailed
+		if aerr := h.cfg.Store.AppendAudit(r.Context(), failure); aerr != nil {
+			// Refused either way; a lost audit entry is worth a log line.
+			h.cfg.Logger.Error("recording a failed password check", zap.String("username", username), zap.Error(aerr))
+		}
+	case err == nil:
+		outcome = storage.LoginSucceeded
+	}
+	return user, err
+}
+
+// passwordMatches returns the user if the password is right, errBadLogin
+// if not (an empty username never is).
+func (h *handler) passwordMatches(r *http.Request, username, password string) (storage.User, error) {
 	if username == "" {
-		actor, detail = "-", "not a valid username"
+		return storage.User{}, errBadLogin
 	}
-	entry := storage.AuditEntry{
-		Time: h.cfg.Clock.Now(), Actor: actor, Action: storage.ActionLoginFailed,
-		Target: username, Detail: detail, ClientIP: ip,
+	user, err := h.cfg.Store.CheckPassword(r.Context(), username, password)
+	switch {
+	case err == nil:
+		return user, nil
+	case errors.Is(err, storage.ErrBadLogin):
+		return storage.User{}, errBadLogin
 	}
-	if err := h.cfg.Store.AppendAudit(r.Context(), entry); err != nil {
-		// The login is refused either way; a lost audit entry is worth a log line.
-		h.cfg.Logger.Error("recording failed login", zap.String("username", username), zap.Error(err))
+	return storage.User{}, err
+}
+
+// endLogin tells the throttle how an attempt ended, even if the client
+// has gone: a success must clear, and an unchecked attempt be taken back.
+func (h *handler) endLogin(r *http.Request, a storage.LoginAttempt, outcome storage.LoginOutcome) {
+	if err := h.cfg.Store.EndLogin(context.WithoutCancel(r.Context()), a, outcome); err != nil {
+		h.cfg.Logger.Warn("recording the end of a login attempt in the throttle", zap.Error(err))
 	}
-	return storage.User{}, errBadLogin
 }
 
 func (h *handler) startSession(w http.ResponseWriter, r *http.Request, user storage.User, ip string) error {

@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -85,46 +87,75 @@ func TestLoginThrottle(t *testing.T) {
 	e.addUser("alice")
 	good := `{"username":"alice","password":"` + userPassword + `"}`
 	bad := `{"username":"alice","password":"wrong"}`
+	const home = "192.0.2.10" // where alice logs in from
+	e.mustFrom(201, "POST", "/login", good, home)
 
-	t.Run("per username", func(t *testing.T) {
-		for i := range 5 { // from five addresses: the username's count alone trips
-			e.mustFrom(401, "POST", "/login", bad, "198.51.100."+string(rune('1'+i)))
+	t.Run("one address guessing one user", func(t *testing.T) {
+		for range 5 {
+			e.mustFrom(401, "POST", "/login", bad, "198.51.100.1")
 		}
 		// The right password is refused too: the throttle is checked first.
-		r := e.do("POST", "/login", "", good, ipHeader, "198.51.100.9")
+		r := e.do("POST", "/login", "", good, ipHeader, "198.51.100.1")
 		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "900" {
 			t.Fatalf("6th attempt = %d Retry-After %q; want 429 after 900s", r.status, r.header.Get("Retry-After"))
 		}
-		if msg := r.errMsg(t); !strings.Contains(msg, "too many failed logins") {
+		if msg := r.errMsg(t); !strings.Contains(msg, "too many failed logins") || !strings.Contains(msg, "900 seconds") {
 			t.Errorf("message %q", msg)
 		}
 		e.clock.Advance(10 * time.Minute)
-		r = e.do("POST", "/login", "", good, ipHeader, "198.51.100.9")
+		r = e.do("POST", "/login", "", good, ipHeader, "198.51.100.1")
 		if r.status != 429 || r.header.Get("Retry-After") != "300" {
 			t.Fatalf("after 10m = %d Retry-After %q; want 429 after 300s", r.status, r.header.Get("Retry-After"))
 		}
 		e.clock.Advance(5 * time.Minute)
-		e.mustFrom(201, "POST", "/login", good, "198.51.100.9")
+		e.mustFrom(201, "POST", "/login", good, "198.51.100.1")
 	})
 
-	t.Run("success resets the username", func(t *testing.T) {
-		for range 4 {
-			e.mustFrom(401, "POST", "/login", bad, "203.0.113.1")
+	t.Run("many addresses guessing one user cannot lock the user out", func(t *testing.T) {
+		e.clock.Advance(15 * time.Minute)
+		for i := range 5 {
+			e.mustFrom(401, "POST", "/login", bad, fmt.Sprintf("203.0.113.%d", i))
 		}
-		e.mustFrom(201, "POST", "/login", good, "203.0.113.2")
-		for range 4 { // a fresh budget: four more failures are still 401, not 429
-			e.mustFrom(401, "POST", "/login", bad, "203.0.113.3")
+		r := e.do("POST", "/login", "", bad, ipHeader, "203.0.113.99")
+		if r.status != 429 || r.header.Get("Retry-After") != "1" {
+			t.Fatalf("6th address = %d Retry-After %q; want 429 after 1s", r.status, r.header.Get("Retry-After"))
 		}
-		e.mustFrom(201, "POST", "/login", good, "203.0.113.4")
+		e.mustFrom(201, "POST", "/login", good, home) // alice, from where she logged in before
+		e.mustFrom(429, "POST", "/login", good, "192.0.2.77")
+		e.clock.Advance(time.Second) // from a new address she waits out the backoff
+		e.mustFrom(201, "POST", "/login", good, "192.0.2.77")
 	})
 
-	t.Run("per client IP", func(t *testing.T) {
-		for i := range 5 { // spraying different usernames from one address
-			e.mustFrom(401, "POST", "/login", `{"username":"user`+string(rune('a'+i))+`","password":"x"}`, "203.0.113.50")
+	t.Run("one address spraying usernames", func(t *testing.T) {
+		for i := range 20 {
+			e.mustFrom(401, "POST", "/login", fmt.Sprintf(`{"username":"user%d","password":"x"}`, i), "203.0.113.50")
 		}
 		e.mustFrom(429, "POST", "/login", good, "203.0.113.50")
 		e.mustFrom(201, "POST", "/login", good, "203.0.113.51") // alice elsewhere is fine
 	})
+
+}
+
+// TestThrottleSurvivesReload: a config reload builds a new handler over
+// the same database, which holds the counts, so it hands an attacker no
+// fresh budget.
+func TestThrottleSurvivesReload(t *testing.T) {
+	var cfg Config
+	e := newEnv(t, func(c *Config) { cfg = *c })
+	bad := `{"username":"root","password":"wrong"}`
+	for range 5 {
+		e.must(http.StatusUnauthorized, "POST", "/login", "", bad)
+	}
+	reloaded := httptest.NewServer(New(cfg))
+	defer reloaded.Close()
+	res, err := http.Post(reloaded.URL+"/login", "application/json", strings.NewReader(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after a reload = %d; want 429", res.StatusCode)
+	}
 }
 
 // mustFrom sends a login-style unauthenticated request from a client address.

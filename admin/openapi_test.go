@@ -183,7 +183,7 @@ func TestContractCatchesDrift(t *testing.T) {
 	patch, _ := http.NewRequest("PATCH", e.srv.URL+"/users/root", strings.NewReader(""))
 	patch.Header.Set("Authorization", "Bearer "+e.root)
 	patch.Header.Set("Content-Type", "application/json")
-	mustFail("undocumented request field accepted", real, patch, []byte(`{"email":"r@example.com","current_password":"x"}`),
+	mustFail("undocumented request field accepted", real, patch, []byte(`{"email":"r@example.com","nickname":"x"}`),
 		http.StatusOK, res.Header, body, "refuses")
 
 	// An endpoint that is not in the document must not succeed.

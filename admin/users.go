@@ -20,9 +20,26 @@ type patchUserRequest struct {
 	Password *string `json:"password"`
 	Admin    *bool   `json:"admin"`
 	Disabled *bool   `json:"disabled"`
+	// CurrentPassword proves, when users change their own password or
+	// email, that they know the password and not only hold a token.
+	CurrentPassword *string `json:"current_password"`
 }
 
-var errOnlyAdminOrSelf = newError(http.StatusForbidden, "only an administrator or the user themself may do this")
+var (
+	errOnlyAdminOrSelf = newError(http.StatusForbidden, "only an administrator or the user themself may do this")
+	// A permanent token is a stored secret in some automation; if it leaks,
+	// it must not be able to set a password that outlives its deletion.
+	errPermanentCredentials = newError(http.StatusForbidden,
+		"permanent tokens are for automation and cannot change a password or email; log in (POST /login) and use that session's token")
+	errNeedCurrentPassword = badRequest(
+		"to change your own password or email, also send your current password as current_password")
+	errWrongCurrentPassword = newError(http.StatusForbidden,
+		"current_password is not your current password; nothing was changed (wrong attempts count as failed logins)")
+	errCurrentPasswordNotSelf = badRequest(
+		"current_password is only for changing your own password or email; an administrator sets another user's without it")
+	errCurrentPasswordAlone = badRequest(
+		"current_password goes with a new password or email; send one of them too")
+)
 
 func (h *handler) listUsers(w http.ResponseWriter, r *http.Request, _ caller) error {
 	users, err := h.cfg.Store.ListUsers(r.Context())
@@ -64,7 +81,8 @@ func (h *handler) getUser(w http.ResponseWriter, r *http.Request, c caller) erro
 }
 
 // patchUser changes the fields present in the body. Users may change their
-// own email and password; only an administrator may change anything else.
+// own email and password, proving it with current_password; only an
+// administrator may change anything else.
 func (h *handler) patchUser(w http.ResponseWriter, r *http.Request, c caller) error {
 	if !c.Admin && !c.isSelf(r) {
 		return errOnlyAdminOrSelf
@@ -79,6 +97,9 @@ func (h *handler) patchUser(w http.ResponseWriter, r *http.Request, c caller) er
 	if !c.Admin && (req.Admin != nil || req.Disabled != nil) {
 		return newError(http.StatusForbidden, "you may change only your own email and password; admin and disabled need an administrator")
 	}
+	if err := h.checkCredentialChange(r, c, req); err != nil {
+		return err
+	}
 	patch := storage.UserPatch{Email: req.Email, Password: req.Password, Admin: req.Admin, Disabled: req.Disabled}
 	if c.isSelf(r) && c.Kind == storage.Temporary {
 		// A new password ends the user's other login sessions, not the
@@ -91,6 +112,40 @@ func (h *handler) patchUser(w http.ResponseWriter, r *http.Request, c caller) er
 	}
 	writeJSON(w, http.StatusOK, utcUser(u))
 	return nil
+}
+
+// checkCredentialChange guards changes of a password or email: never with
+// a permanent token, and for one's own account (administrators included)
+// only with the current password, checked under the login throttle so it
+// cannot be used to guess faster than logging in.
+func (h *handler) checkCredentialChange(r *http.Request, c caller, req patchUserRequest) error {
+	credentials := req.Email != nil || req.Password != nil
+	current := req.CurrentPassword != nil && *req.CurrentPassword != ""
+	switch {
+	case req.CurrentPassword != nil && !credentials:
+		return errCurrentPasswordAlone
+	case !credentials:
+		return nil
+	case c.Kind == storage.Permanent:
+		return errPermanentCredentials
+	case !c.isSelf(r):
+		if req.CurrentPassword != nil {
+			return errCurrentPasswordNotSelf
+		}
+		return nil
+	case !current:
+		return errNeedCurrentPassword
+	}
+	a := c.actor()
+	failure := storage.AuditEntry{
+		Actor: a.Name, ActorTokenID: a.TokenID, ActorTokenKind: a.TokenKind, ClientIP: a.ClientIP,
+		Action: storage.ActionLoginFailed, Target: c.Username, Detail: "wrong current_password when changing own password or email",
+	}
+	_, err := h.checkPassword(r, c.Username, *req.CurrentPassword, c.ip, failure)
+	if err == errBadLogin {
+		return errWrongCurrentPassword
+	}
+	return err
 }
 
 func (h *handler) deleteUser(w http.ResponseWriter, r *http.Request, c caller) error {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
@@ -54,8 +55,8 @@ func TestUsers(t *testing.T) {
 		{"get as admin", "GET", "/users/bob", "root", "", 200, ""},
 		{"get missing", "GET", "/users/nobody", "root", "", 404, "nobody"},
 
-		{"patch own email", "PATCH", "/users/alice", "alice", `{"email":"alice@corp.example"}`, 200, ""},
-		{"patch own bad email", "PATCH", "/users/alice", "alice", `{"email":"x"}`, 400, "email"},
+		{"patch own email", "PATCH", "/users/alice", "alice", `{"email":"alice@corp.example","current_password":"` + userPassword + `"}`, 200, ""},
+		{"patch own bad email", "PATCH", "/users/alice", "alice", `{"email":"x","current_password":"` + userPassword + `"}`, 400, "email"},
 		{"patch own admin", "PATCH", "/users/alice", "alice", `{"admin":true}`, 403, "email and password"},
 		{"patch own disabled", "PATCH", "/users/alice", "alice", `{"disabled":false}`, 403, "email and password"},
 		{"patch other as non-admin", "PATCH", "/users/bob", "alice", `{"email":"b@example.com"}`, 403, ""},
@@ -84,7 +85,7 @@ func TestUsers(t *testing.T) {
 	t.Run("own password change ends the other sessions", func(t *testing.T) {
 		otherSession := e.login("alice", userPassword)
 		permanent, _ := e.addToken("alice", "deploy")
-		e.must(http.StatusOK, "PATCH", "/users/alice", tokens["alice"], `{"password":"new-alice-pw"}`)
+		e.must(http.StatusOK, "PATCH", "/users/alice", tokens["alice"], `{"password":"new-alice-pw","current_password":"`+userPassword+`"}`)
 		e.must(http.StatusUnauthorized, "POST", "/login", "", `{"username":"alice","password":"`+userPassword+`"}`)
 		e.login("alice", "new-alice-pw")
 		e.must(http.StatusOK, "GET", "/me", tokens["alice"], "")        // the session that changed it
@@ -130,6 +131,85 @@ func TestUsers(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Changing a password or email proves knowledge of the current password
+// when it is one's own, and is never done with a permanent token: a
+// leaked token must not be able to set a password that outlives it.
+func TestCredentialChanges(t *testing.T) {
+	e := newEnv(t)
+	alice := e.addUser("alice")
+	alicePAT, _ := e.addToken("alice", "ci")
+	rootPAT, _ := e.addToken(rootName, "provisioning")
+	tokens := map[string]string{"root": e.root, "alice": alice, "alice-pat": alicePAT, "root-pat": rootPAT}
+	cur := func(pw string) string { return `,"current_password":"` + pw + `"` }
+	e.run(t, tokens, []call{
+		{"own password without current_password", "PATCH", "/users/alice", "alice", `{"password":"new-pw-1"}`, 400, "send your current password as current_password"},
+		{"own email without current_password", "PATCH", "/users/alice", "alice", `{"email":"a@corp.example"}`, 400, "current_password"},
+		{"empty current_password", "PATCH", "/users/alice", "alice", `{"password":"new-pw-1"` + cur("") + `}`, 400, "current_password"},
+		{"wrong current_password", "PATCH", "/users/alice", "alice", `{"password":"new-pw-1"` + cur("guess") + `}`, 403, "not your current password"},
+		{"own permanent token", "PATCH", "/users/alice", "alice-pat", `{"password":"new-pw-1"` + cur(userPassword) + `}`, 403, "permanent tokens are for automation"},
+		{"own permanent token, email", "PATCH", "/users/alice", "alice-pat", `{"email":"a@corp.example"` + cur(userPassword) + `}`, 403, "POST /login"},
+		{"admin's permanent token on another user", "PATCH", "/users/alice", "root-pat", `{"password":"new-pw-1"}`, 403, "permanent tokens are for automation"},
+		{"admin's permanent token, not a credential", "PATCH", "/users/alice", "root-pat", `{"admin":true}`, 200, ""},
+		{"and back", "PATCH", "/users/alice", "root-pat", `{"admin":false}`, 200, ""},
+		{"current_password alone", "PATCH", "/users/alice", "alice", `{"current_password":"` + userPassword + `"}`, 400, "nothing to change"},
+		{"current_password with flags only", "PATCH", "/users/alice", "root", `{"disabled":false` + cur(rootPassword) + `}`, 400, "goes with a new password or email"},
+		{"admin on another user with current_password", "PATCH", "/users/alice", "root", `{"password":"x"` + cur(rootPassword) + `}`, 400, "only for changing your own"},
+		{"admin's own password without it", "PATCH", "/users/root", "root", `{"password":"new-root-pw"}`, 400, "current_password"},
+		{"admin's own password", "PATCH", "/users/root", "root", `{"password":"new-root-pw"` + cur(rootPassword) + `}`, 200, ""},
+		{"own password", "PATCH", "/users/alice", "alice", `{"password":"new-alice-pw","email":"a@corp.example"` + cur(userPassword) + `}`, 200, ""},
+		{"admin resets another user's", "PATCH", "/users/alice", "root", `{"password":"reset-by-root"}`, 200, ""},
+	})
+	e.login("alice", "reset-by-root")
+	e.login(rootName, "new-root-pw")
+
+	t.Run("audited with the acting token", func(t *testing.T) {
+		var entries []storage.AuditEntry
+		e.must(http.StatusOK, "GET", "/audit?limit=1000", e.login(rootName, "new-root-pw"), "").decode(t, &entries)
+		failed, ok := findAudit(entries, storage.ActionLoginFailed, "alice")
+		if !ok || failed.Actor != "alice" || failed.ActorTokenKind != storage.Temporary || failed.ActorTokenID == "" || !strings.Contains(failed.Detail, "current_password") {
+			t.Errorf("wrong current_password audited as %+v (found %v)", failed, ok)
+		}
+		var rootPATID string
+		for _, a := range entries {
+			if a.Action == storage.ActionUserUpdate && a.Target == "alice" && a.ActorTokenKind == storage.Permanent {
+				rootPATID = a.ActorTokenID
+			}
+			if a.Action == storage.ActionUserUpdate && a.ActorTokenID == "" {
+				t.Errorf("user_update without the acting token: %+v", a)
+			}
+		}
+		var toks []storage.Token
+		e.must(http.StatusOK, "GET", "/users/root/tokens", e.root, "").decode(t, &toks)
+		found := false
+		for _, tok := range toks {
+			found = found || tok.Kind == storage.Permanent && tok.ID == rootPATID
+		}
+		if !found {
+			t.Errorf("the change made with root's permanent token names token %q, not it (%+v)", rootPATID, toks)
+		}
+	})
+}
+
+// A wrong current_password counts as a failed login, so it guesses no
+// faster than POST /login, and a throttled account gets 429 here too.
+func TestCurrentPasswordIsThrottled(t *testing.T) {
+	e := newEnv(t)
+	alice := e.addUser("alice")
+	wrong := `{"password":"new-pw-1","current_password":"guess"}`
+	for range 4 {
+		e.must(http.StatusForbidden, "PATCH", "/users/alice", alice, wrong)
+	}
+	// One login failure from the same address makes five for the pair.
+	e.must(http.StatusUnauthorized, "POST", "/login", "", `{"username":"alice","password":"guess"}`)
+	r := e.must(http.StatusTooManyRequests, "PATCH", "/users/alice", alice, `{"password":"new-pw-1","current_password":"`+userPassword+`"}`)
+	if r.header.Get("Retry-After") != "900" || !strings.Contains(r.errMsg(t), "too many failed logins") {
+		t.Errorf("throttled change: Retry-After %q, %s", r.header.Get("Retry-After"), r.body)
+	}
+	e.must(http.StatusTooManyRequests, "POST", "/login", "", `{"username":"alice","password":"`+userPassword+`"}`)
+	e.clock.Advance(15 * time.Minute)
+	e.must(http.StatusOK, "PATCH", "/users/alice", alice, `{"password":"new-pw-1","current_password":"`+userPassword+`"}`)
 }
 
 func TestLastAdmin(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
@@ -41,7 +40,7 @@ const (
 
 // App is the api_tokens Caddy app. It owns the token database (an embedded
 // Badger directory, or PostgreSQL for a fleet of Caddy nodes), the
-// failed-login throttle, the expiry alert loop and its SMTP settings. The
+// failed-login throttle in it, the expiry alert loop and its SMTP settings. The
 // api_token_auth and api_token_admin handlers and the api_token
 // authentication provider use it; when a config has neither a global
 // `api_tokens` block nor an "api_tokens" app in JSON, they get one with the
@@ -232,14 +231,30 @@ func (a *App) replacePlaceholders() error {
 		default:
 			a.admin = storage.NewUser{Username: user, Password: pass, Admin: true}
 		}
+		a.warnIfLiteral("bootstrap_admin", a.BootstrapAdmin.Password, pass, "{env.API_TOKENS_ADMIN_PASSWORD}")
 	}
 	if s := a.SMTP; s != nil {
 		s.Host = repl.ReplaceKnown(s.Host, "")
 		s.Username = repl.ReplaceKnown(s.Username, "")
-		s.Password = repl.ReplaceKnown(s.Password, "")
+		password := repl.ReplaceKnown(s.Password, "")
+		a.warnIfLiteral("smtp", s.Password, password, "{env.SMTP_PASSWORD}")
+		s.Password = password
 		s.From = repl.ReplaceKnown(s.From, "")
 	}
 	return nil
+}
+
+// warnIfLiteral warns when a password is written in the config itself:
+// Caddy serves its config on the admin endpoint's /config and saves it in
+// autosave.json, with the password in it. A placeholder is kept there
+// unresolved, so it is the way to keep the secret out.
+func (a *App) warnIfLiteral(option, raw, resolved, example string) {
+	if raw == "" || raw != resolved {
+		return // empty, or a placeholder was resolved
+	}
+	a.logger.Warn(option+" has its password written in the config, so Caddy's /config API and autosave.json show it; "+
+		"pass it with a placeholder such as "+example+" and change the password",
+		zap.String("option", option))
 }
 
 // Validate checks the config without changing anything.
@@ -412,11 +427,8 @@ func (a *App) Store() *storage.Store { return a.shared.store }
 // in-memory token check, nothing more.
 func (a *App) verifier() tokenVerifier { return a.shared.store }
 
-// Clock returns the clock shared by the store, the admin API and the throttle.
+// Clock returns the clock shared by the store and the admin API.
 func (a *App) Clock() storage.Clock { return a.shared.clock }
-
-// Throttle returns the failed-login throttle, shared across reloads.
-func (a *App) Throttle() *admin.LoginThrottle { return a.shared.throttle }
 
 // getApp returns the config's api_tokens app, creating one with defaults
 // when the config does not have it. ctx.App does exactly that: an app

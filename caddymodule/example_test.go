@@ -1,12 +1,16 @@
 package caddymodule_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
@@ -62,4 +66,60 @@ func TestCaddyfileExample(t *testing.T) {
 	if resp := send(t, http.MethodGet, "http://localhost:8080/admin-only/", "Bearer "+admin, nil); resp.status != http.StatusOK || string(resp.body) != "hello administrator admin" {
 		t.Errorf("/admin-only/ with the admin's token: %d %q", resp.status, resp.body)
 	}
+
+	t.Run("no gaps next to the admin-only route", func(t *testing.T) {
+		checkAdminOnlyVariants(t, "localhost:8080", ci.Token, admin)
+	})
+}
+
+// checkAdminOnlyVariants sends, byte for byte as written, the paths that
+// an upstream may read as /admin-only even though Caddy does not (Tomcat
+// drops ";..." segments, IIS reads "\" as "/" and ignores trailing dots
+// and spaces): each must be refused to a non-admin's token, never reach
+// the general route. Paths with ";", "\" or NUL elsewhere are refused to
+// everyone.
+func checkAdminOnlyVariants(t *testing.T, addr, userToken, adminToken string) {
+	t.Helper()
+	for _, path := range []string{
+		"/admin-only", "/admin-only/", "/admin-only/x", "/ADMIN-ONLY/x", "/Admin-Only",
+		"/admin-only;x", "/admin-only;jsessionid=1/x", "/admin-only%3Bx/x",
+		`/admin-only\x`, `/admin-only\`, "/admin-only%5Cx", "/admin-only%5C",
+		"/admin-only%00", "/admin-only%00/x",
+		"/admin-only.", "/admin-only./x", "/admin-only..", "/admin-only%2E",
+		"/admin-only%20", "/admin-only%20/x", "/admin-only./%20",
+		"/./admin-only", "//admin-only", "/x/../admin-only", "/%61dmin-only",
+	} {
+		if got := rawStatus(t, addr, path, userToken); got != http.StatusForbidden {
+			t.Errorf("GET %s with a non-admin token: %d, want 403", path, got)
+		}
+	}
+	if got := rawStatus(t, addr, "/admin-only", adminToken); got != http.StatusOK {
+		t.Errorf("GET /admin-only with the admin's token: %d, want 200", got)
+	}
+	for _, path := range []string{"/x;y", "/x;y/admin-only", `/x\admin-only`, "/x%5Cadmin-only", "/x%00"} {
+		for _, token := range []string{userToken, adminToken} {
+			if got := rawStatus(t, addr, path, token); got != http.StatusBadRequest {
+				t.Errorf("GET %s: %d, want 400", path, got)
+			}
+		}
+	}
+}
+
+// rawStatus sends GET target exactly as given (no client-side cleaning or
+// escaping) and returns the status.
+func rawStatus(t *testing.T, addr, target, token string) int {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", target, addr, token)
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }

@@ -59,7 +59,6 @@ func (h *AdminHandler) provisionWith(ctx caddy.Context, app *App) error {
 		Logger:                 ctx.Logger(),
 		SessionTTL:             time.Duration(app.SessionTTL),
 		PermanentTokenLifetime: time.Duration(app.PermanentTokenLifetime),
-		Throttle:               app.Throttle(),
 		Faults:                 app.shared.alerts.Faults,
 		ClientIP:               clientIP,
 		UI:                     ui.Handler(),

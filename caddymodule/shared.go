@@ -8,7 +8,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
@@ -21,14 +20,13 @@ import (
 var sharedPool = caddy.NewUsagePool()
 
 // sharedState is everything that must outlive a config generation: the
-// open database, the failed-login throttle (a reload must not give an
-// attacker a fresh budget), the clock they share and the alert loops'
-// shared state (one pass at a time, counters, the last faults).
+// open database (which holds the failed-login throttle, so a reload or a
+// restart gives an attacker no fresh budget), the clock and the alert
+// loops' shared state (one pass at a time, counters, the last faults).
 type sharedState struct {
-	store    *storage.Store
-	throttle *admin.LoginThrottle
-	clock    storage.Clock
-	alerts   *alerts.Shared
+	store  *storage.Store
+	clock  storage.Clock
+	alerts *alerts.Shared
 }
 
 // Destruct closes the database once no config uses it; Close flushes the
@@ -51,12 +49,7 @@ func loadShared(db tokenDatabase, opts storage.Options, logger *zap.Logger) (*sh
 		// Every node hears of every setting change, so the node that
 		// runs the alert passes reacts at once wherever it was made.
 		store.OnSettingsChange(shared.Trigger)
-		return &sharedState{
-			store:    store,
-			throttle: admin.NewLoginThrottle(admin.LoginThrottleConfig{Clock: opts.Clock}),
-			clock:    opts.Clock,
-			alerts:   shared,
-		}, nil
+		return &sharedState{store: store, clock: opts.Clock, alerts: shared}, nil
 	})
 	if err != nil {
 		return nil, err

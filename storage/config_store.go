@@ -227,7 +227,8 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
 			e.Time = w.now
 		}
 		if e.Actor == "" {
-			e.Actor, e.ClientIP = ActorFrom(ctx)
+			a := CallerFrom(ctx)
+			e.Actor, e.ClientIP, e.ActorTokenID, e.ActorTokenKind = a.Name, a.ClientIP, a.TokenID, a.TokenKind
 		}
 		e.Time = e.Time.UTC()
 		w.audit = append(w.audit[:0], e)

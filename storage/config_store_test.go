@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -169,6 +170,44 @@ func TestPruneAudit(t *testing.T) {
 		}
 		if again, _ := s.ListAudit(ctx, 1000); len(again) != len(left) {
 			t.Fatalf("a prune that deleted nothing changed the log: %d entries, had %d", len(again), len(left))
+		}
+	})
+}
+
+// Every audit entry names the token its actor acted with, so "what did
+// this leaked token do" has an answer; the product's own entries and
+// logins (a password, not a token) name none.
+func TestAuditNamesTheActingToken(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, _ := newTestStore(t, db)
+		ctx := WithCaller(context.Background(), Actor{Name: "root", ClientIP: "192.0.2.7", TokenID: "tok_0123456789abcdef0123", TokenKind: Permanent})
+		if _, err := s.CreateUser(ctx, NewUser{Username: "alice", Password: "pw"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AppendAudit(ctx, AuditEntry{Action: ActionBackup}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateUser(ctxAs("cli"), NewUser{Username: "bob", Password: "pw"}); err != nil {
+			t.Fatal(err)
+		}
+		entries, err := s.ListAudit(context.Background(), 10)
+		if err != nil || len(entries) != 3 {
+			t.Fatalf("ListAudit = %+v, %v", entries, err)
+		}
+		for _, e := range entries[1:] {
+			if e.Actor != "root" || e.ActorTokenID != "tok_0123456789abcdef0123" || e.ActorTokenKind != Permanent || e.ClientIP != "192.0.2.7" {
+				t.Errorf("entry %+v does not name root's token", e)
+			}
+		}
+		if e := entries[0]; e.ActorTokenID != "" || e.ActorTokenKind != "" {
+			t.Errorf("entry by the cli names a token: %+v", e)
+		}
+		b, _ := json.Marshal(entries[1])
+		if !strings.Contains(string(b), `"actor_token_id":"tok_0123456789abcdef0123","actor_token_kind":"permanent"`) {
+			t.Errorf("JSON %s", b)
+		}
+		if b, _ := json.Marshal(entries[0]); strings.Contains(string(b), "actor_token") {
+			t.Errorf("JSON of an entry without a token: %s", b)
 		}
 	})
 }

@@ -22,9 +22,18 @@ import (
 //	s/<key>                    setting value, normalized
 //	a/<time ns BE><seq BE>     audit entry (JSON), so a reverse scan is newest first
 //	m/expiry_copies            empty: every e/ key holds its record (see fillExpiryCopies)
+//	m/lease/<name>             a lease (JSON, see lease.go)
+//	lt/p/<username>/<address>  login throttle: failures of one address for one user (JSON, TTL)
+//	lt/a/<address>             login throttle: failures from one address, any username (JSON, TTL)
+//	lt/u/<username>            login throttle: failures for one user from untrusted addresses,
+//	                           and when the last one was (JSON, TTL)
+//	lt/t/<username>/<address>  login throttle: when this address last logged in as this user (JSON, TTL)
 //
-// Usernames cannot contain "/", so "ut/<user>/" and "un/<user>/" never
-// overlap between users. Temporary tokens (t/, ut/, lu/) are written with a
+// Usernames cannot contain "/", so "ut/<user>/", "un/<user>/",
+// "lt/p/<user>/" and "lt/t/<user>/" never overlap between users. An
+// address in a key is the client IP as given, or a hash if it is long (see
+// throttleAddr). The login throttle's keys (throttle.go) are written with
+// a TTL, so a flood of random usernames and addresses frees itself. Temporary tokens (t/, ut/, lu/) are written with a
 // TTL so the backend may collect them; their expiry is still decided by the
 // Clock.
 //
@@ -41,6 +50,11 @@ const (
 	prefixAlert       = "as/"
 	prefixSetting     = "s/"
 	prefixAudit       = "a/"
+
+	prefixThrottlePair  = "lt/p/"
+	prefixThrottleAddr  = "lt/a/"
+	prefixThrottleUser  = "lt/u/"
+	prefixThrottleTrust = "lt/t/"
 )
 
 // be64 encodes v big-endian, so byte order is numeric order for v >= 0.
@@ -82,7 +96,9 @@ func keyKind(key string) string {
 		{prefixUserToken, "user token index"}, {prefixDeletedUser, "deleted user"}, {prefixUser, "user"},
 		{prefixToken, "token"}, {prefixName, "token name index"}, {prefixExpiry, "expiry index"},
 		{prefixLastUsed, "last use"}, {prefixAlert, "alert state"}, {prefixSetting, "setting"},
-		{prefixAudit, "audit log"},
+		{prefixAudit, "audit log"}, {prefixThrottlePair, "login throttle (user and address)"},
+		{prefixThrottleAddr, "login throttle (address)"}, {prefixThrottleUser, "login throttle (user)"},
+		{prefixThrottleTrust, "login throttle (trusted address)"},
 	} {
 		if len(key) >= len(p.prefix) && key[:len(p.prefix)] == p.prefix {
 			return p.name

@@ -247,8 +247,11 @@ type writeTxn struct {
 
 // record adds an audit entry, written in the same transaction.
 func (w *writeTxn) record(ctx context.Context, action, target, detail string) {
-	actor, ip := ActorFrom(ctx)
-	w.audit = append(w.audit, AuditEntry{Time: w.now, Actor: actor, Action: action, Target: target, Detail: detail, ClientIP: ip})
+	a := CallerFrom(ctx)
+	w.audit = append(w.audit, AuditEntry{
+		Time: w.now, Actor: a.Name, ActorTokenID: a.TokenID, ActorTokenKind: a.TokenKind,
+		Action: action, Target: target, Detail: detail, ClientIP: a.ClientIP,
+	})
 }
 
 // update runs fn in a read-write transaction, writes the audit entries fn
@@ -337,21 +340,45 @@ type AlertState struct {
 
 type actorKey struct{}
 
-type actorInfo struct{ actor, clientIP string }
+// Actor is who makes a change, as the audit log records it.
+type Actor struct {
+	// Name is the username, or "system" or "cli" for the product itself.
+	Name string
+	// ClientIP is the address the request came from, if any.
+	ClientIP string
+	// TokenID and TokenKind name the token the request was made with, so
+	// "what did this leaked token do" has an answer. Empty for a login
+	// (a password, not a token) and for the product itself.
+	TokenID   string
+	TokenKind TokenKind
+}
 
 // WithActor returns a context whose mutations are audited as done by actor
 // from clientIP.
 func WithActor(ctx context.Context, actor, clientIP string) context.Context {
-	return context.WithValue(ctx, actorKey{}, actorInfo{actor, clientIP})
+	return WithCaller(ctx, Actor{Name: actor, ClientIP: clientIP})
+}
+
+// WithCaller returns a context whose mutations are audited as done by a,
+// with the token it acted with.
+func WithCaller(ctx context.Context, a Actor) context.Context {
+	return context.WithValue(ctx, actorKey{}, a)
+}
+
+// CallerFrom returns the actor set by WithCaller or WithActor; its Name is
+// "system" when none was set.
+func CallerFrom(ctx context.Context) Actor {
+	if a, ok := ctx.Value(actorKey{}).(Actor); ok {
+		return a
+	}
+	return Actor{Name: "system"}
 }
 
 // ActorFrom returns the actor and client address set by WithActor; the actor
 // is "system" when none was set.
 func ActorFrom(ctx context.Context) (actor, clientIP string) {
-	if a, ok := ctx.Value(actorKey{}).(actorInfo); ok {
-		return a.actor, a.clientIP
-	}
-	return "system", ""
+	a := CallerFrom(ctx)
+	return a.Name, a.ClientIP
 }
 
 // SyncStatus reports how current this node is with a database that other

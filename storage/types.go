@@ -113,12 +113,16 @@ type Setting struct {
 
 // AuditEntry records who did what, when. It never holds a secret.
 type AuditEntry struct {
-	Time     time.Time `json:"time"`
-	Actor    string    `json:"actor"`
-	Action   string    `json:"action"`
-	Target   string    `json:"target,omitempty"`
-	Detail   string    `json:"detail,omitempty"`
-	ClientIP string    `json:"client_ip,omitempty"`
+	Time  time.Time `json:"time"`
+	Actor string    `json:"actor"`
+	// ActorTokenID and ActorTokenKind name the token the actor used (its
+	// id, never its secret); empty for logins and for "system" and "cli".
+	ActorTokenID   string    `json:"actor_token_id,omitempty"`
+	ActorTokenKind TokenKind `json:"actor_token_kind,omitempty"`
+	Action         string    `json:"action"`
+	Target         string    `json:"target,omitempty"`
+	Detail         string    `json:"detail,omitempty"`
+	ClientIP       string    `json:"client_ip,omitempty"`
 }
 
 // Audit actions. They are stable strings: operators grep for them.

@@ -541,7 +541,12 @@ func TestBrowserNonAdminSeesOnlyOwnProfileAndTokens(t *testing.T) {
 		t.Errorf("profile shows %q", got)
 	}
 
-	// They may change their own password.
+	// They may change their own password, with the current one.
+	p.fill("Current password", "not-it")
+	p.fill("New password", "dev-password-2")
+	p.click("button", "Change password")
+	p.waitText("#password-form .error", "current_password is not your current password; nothing was changed (wrong attempts count as failed logins)")
+	p.fill("Current password", "dev-password-1")
 	p.fill("New password", "dev-password-2")
 	p.click("button", "Change password")
 	p.waitText("#page-status", "Password of dev changed.")

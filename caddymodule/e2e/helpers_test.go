@@ -50,11 +50,12 @@ type site struct {
 	logFile  string // Caddy's stdout and stderr
 	home     string
 	waitErr  error
-	extraCfg string // global options
-	siteCfg  string // directives in the site block
-	appCfg   string // options inside the api_tokens block
-	logPath  string // where extraCfg sends Caddy's log, if not to its output
-	dsn      string // a PostgreSQL database instead of Badger in storage
+	extraCfg string              // global options
+	siteCfg  string              // directives in the site block
+	appCfg   string              // options inside the api_tokens block
+	logPath  string              // where extraCfg sends Caddy's log, if not to its output
+	dsn      string              // a PostgreSQL database instead of Badger in storage
+	editCfg  func(string) string // if set, changes the Caddyfile before it is written
 }
 
 func (s *site) base() string    { return fmt.Sprintf("http://127.0.0.1:%d/api-tokens", s.port) }
@@ -124,7 +125,11 @@ func (s *site) start() {
 	t := s.t
 	t.Helper()
 	cfgPath := filepath.Join(s.home, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(caddyfile(s.port, s.adminEP, s.storageOption(), s.extraCfg, s.appCfg, s.siteCfg)), 0o600); err != nil {
+	cfg := caddyfile(s.port, s.adminEP, s.storageOption(), s.extraCfg, s.appCfg, s.siteCfg)
+	if s.editCfg != nil {
+		cfg = s.editCfg(cfg)
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.logFile = filepath.Join(s.home, "caddy.out")

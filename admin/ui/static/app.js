@@ -384,8 +384,11 @@ async function showUser(username, tab) {
   $('token-add').hidden = !me.admin; // only administrators create permanent tokens
   renderProfile(user);
   renderTokens(tokens);
-  // Users change their own password; administrators anyone's.
+  // Users change their own password; administrators anyone's. One's own
+  // needs the current one too (a stolen session alone must not do it).
   $('password-form').hidden = !(self || me.admin);
+  $('current-password-field').hidden = !self;
+  $('current-password').required = self;
   showView('user');
   selectTab($(tab === 'tokens' ? 'tab-tokens' : 'tab-profile'), false);
   focusHeading('user-title');
@@ -491,7 +494,9 @@ async function changePassword(event) {
   const error = form.querySelector('.error');
   error.textContent = '';
   try {
-    await api('PATCH', 'users/' + enc(shown.username), { password: $('new-password').value });
+    const change = { password: $('new-password').value };
+    if (shown.username === me.username) change.current_password = $('current-password').value;
+    await api('PATCH', 'users/' + enc(shown.username), change);
     form.reset();
     showStatus('Password of ' + shown.username + ' changed.');
   } catch (err) {

@@ -1,0 +1,247 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/apitokens/caddy-api-tokens/storage"
+)
+
+// tryLogin begins an attempt and ends it with outcome at once if it was
+// let through; it returns the wait BeginLogin asked for (0: let through).
+func tryLogin(t testing.TB, s *Store, user, ip string, outcome LoginOutcome) time.Duration {
+	t.Helper()
+	a, wait, err := s.BeginLogin(context.Background(), user, ip, LoginPolicy{})
+	if err != nil {
+		t.Fatalf("BeginLogin(%q, %q): %v", user, ip, err)
+	}
+	if wait > 0 {
+		return wait
+	}
+	if err := s.EndLogin(context.Background(), a, outcome); err != nil {
+		t.Fatalf("EndLogin(%q, %q): %v", user, ip, err)
+	}
+	return 0
+}
+
+func mustPass(t testing.TB, s *Store, user, ip string, outcome LoginOutcome) {
+	t.Helper()
+	if wait := tryLogin(t, s, user, ip, outcome); wait != 0 {
+		t.Fatalf("login of %s from %s refused for %v; want it let through", user, ip, wait)
+	}
+}
+
+func mustWait(t testing.TB, s *Store, user, ip string, want time.Duration) {
+	t.Helper()
+	if wait := tryLogin(t, s, user, ip, LoginSucceeded); wait != want {
+		t.Fatalf("login of %s from %s: wait %v; want %v", user, ip, wait, want)
+	}
+}
+
+// One source guessing one user's password is stopped after 5 failures
+// for the rest of the 15-minute window, even with the right password.
+func TestLoginThrottlePerPair(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, clock := newTestStore(t, db)
+		for range 5 {
+			mustPass(t, s, "alice", "198.51.100.1", LoginFailed)
+			clock.Advance(time.Minute)
+		}
+		mustWait(t, s, "alice", "198.51.100.1", 10*time.Minute)
+		clock.Advance(10 * time.Minute)
+		mustPass(t, s, "alice", "198.51.100.1", LoginSucceeded)
+		// A success clears the pair: five more tries before the next block.
+		for range 5 {
+			mustPass(t, s, "alice", "198.51.100.1", LoginFailed)
+		}
+		mustWait(t, s, "alice", "198.51.100.1", 15*time.Minute)
+	})
+}
+
+// One address spraying passwords over many usernames is stopped after 20
+// failures; the same users from elsewhere are not.
+func TestLoginThrottlePerAddress(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, clock := newTestStore(t, db)
+		for i := range 20 {
+			mustPass(t, s, fmt.Sprintf("user%d", i), "203.0.113.9", LoginFailed)
+		}
+		clock.Advance(time.Minute)
+		mustWait(t, s, "someone-else", "203.0.113.9", 14*time.Minute)
+		// Strings that are not usernames count against the address only.
+		mustWait(t, s, "Not A Username", "203.0.113.9", 14*time.Minute)
+		mustPass(t, s, "user1", "203.0.113.10", LoginSucceeded)
+	})
+}
+
+// Many addresses guessing one user's password meet a backoff that grows
+// to 5 minutes, never a lockout; the user, from an address that logged in
+// before, gets in at once all the while.
+func TestLoginThrottlePerUserBackoff(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, clock := newTestStore(t, db)
+		home := "192.0.2.10"
+		mustPass(t, s, "alice", home, LoginSucceeded) // her usual address
+		attacker := 0
+		next := func() string { attacker++; return fmt.Sprintf("10.%d.%d.1", attacker/250, attacker%250) }
+		for range 5 {
+			mustPass(t, s, "alice", next(), LoginFailed)
+		}
+		for i, want := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300} {
+			want *= time.Second
+			mustWait(t, s, "alice", next(), want)
+			mustPass(t, s, "alice", home, LoginSucceeded) // never blocked at home
+			clock.Advance(want - time.Millisecond)
+			if wait := tryLogin(t, s, "alice", next(), LoginFailed); wait != time.Second {
+				t.Fatalf("step %d: a millisecond early, wait %v; want the 1s minimum", i, wait)
+			}
+			clock.Advance(time.Millisecond)
+			mustPass(t, s, "alice", next(), LoginFailed)
+		}
+		// The user from a new address waits like anyone else: the honest
+		// limit of the design.
+		mustWait(t, s, "alice", "192.0.2.99", 300*time.Second)
+		// 15 quiet minutes and the count is gone.
+		clock.Advance(15 * time.Minute)
+		mustPass(t, s, "alice", "192.0.2.99", LoginSucceeded)
+		// The trust of an address lasts 30 days from its last success.
+		mustPass(t, s, "alice", home, LoginSucceeded)
+		clock.Advance(30*24*time.Hour - time.Minute)
+		for range 5 {
+			mustPass(t, s, "alice", next(), LoginFailed)
+		}
+		mustPass(t, s, "alice", home, LoginFailed) // trusted for one more minute
+		clock.Advance(2 * time.Minute)
+		mustPass(t, s, "alice", next(), LoginFailed)
+		mustWait(t, s, "alice", home, 2*time.Second) // no longer trusted
+	})
+}
+
+// An attacker with unlimited addresses guesses no faster than the old
+// hard lockout allowed (5 per 15 minutes, 20 an hour) over any day: at
+// most 15 in the first quarter hour, then one every 5 minutes.
+func TestLoginThrottleKeepsGuessingSlow(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, clock := newTestStore(t, db)
+		start := clock.Now()
+		guesses := map[time.Duration]int{} // per elapsed hour
+		for n := 0; clock.Now().Sub(start) < 3*time.Hour; n++ {
+			ip := fmt.Sprintf("10.%d.%d.%d", n/65536%256, n/256%256, n%256)
+			if wait := tryLogin(t, s, "alice", ip, LoginFailed); wait > 0 {
+				clock.Advance(wait)
+				continue
+			}
+			guesses[clock.Now().Sub(start).Truncate(time.Hour)]++
+		}
+		t.Logf("guesses per hour: %v", guesses)
+		if g := guesses[0]; g > 25 {
+			t.Errorf("%d guesses in the first hour; want at most 25", g)
+		}
+		for h := time.Hour; h < 3*time.Hour; h += time.Hour {
+			if g := guesses[h]; g > 12 {
+				t.Errorf("%d guesses in hour %v; want at most 12", g, h)
+			}
+		}
+	})
+}
+
+// Parallel guesses are counted before their passwords are checked, so
+// they cannot all pass before the first failure is recorded; an attempt
+// whose password could not be checked is taken back.
+func TestLoginThrottleCountsAttemptsInAdvance(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, _ := newTestStore(t, db)
+		ctx := context.Background()
+		var mu sync.Mutex
+		var passed []LoginAttempt
+		refused := 0
+		var wg sync.WaitGroup
+		for range 12 {
+			wg.Go(func() {
+				a, wait, err := s.BeginLogin(ctx, "alice", "198.51.100.7", LoginPolicy{})
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					t.Errorf("BeginLogin: %v", err)
+				case wait > 0:
+					refused++
+				default:
+					passed = append(passed, a)
+				}
+			})
+		}
+		wg.Wait()
+		if len(passed) != 5 || refused != 7 {
+			t.Fatalf("12 parallel attempts: %d let through, %d refused; want 5 and 7", len(passed), refused)
+		}
+		for _, a := range passed {
+			if err := s.EndLogin(ctx, a, LoginUnchecked); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 20 { // none of them counted
+			mustPass(t, s, "alice", "198.51.100.7", LoginUnchecked)
+		}
+		mustPass(t, s, "alice", "198.51.100.7", LoginSucceeded)
+	})
+}
+
+// Every node of a fleet counts the same failures, and a restart forgets
+// none of them.
+func TestLoginThrottleIsShared(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		clock := NewFakeClock(t0)
+		a := db.open(t, clock)
+		nodes := []*Store{a}
+		if db.Kind == "postgres" {
+			nodes = append(nodes, db.open(t, clock), db.open(t, clock))
+		}
+		for i := range 5 {
+			mustPass(t, nodes[i%len(nodes)], "alice", "198.51.100.1", LoginFailed)
+		}
+		for _, n := range nodes {
+			mustWait(t, n, "alice", "198.51.100.1", 15*time.Minute)
+		}
+		for _, n := range nodes {
+			n.Close()
+		}
+		b := db.open(t, clock)
+		mustWait(t, b, "alice", "198.51.100.1", 15*time.Minute)
+	})
+}
+
+// The throttle stores no string that is not a username, and a long
+// address never becomes a long key.
+func TestLoginThrottleKeys(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, _ := newTestStore(t, db)
+		pasted := "Hunter2 my password"
+		longIP := strings.Repeat("f", 5000)
+		mustPass(t, s, pasted, "192.0.2.1", LoginFailed)
+		mustPass(t, s, "alice", longIP, LoginSucceeded)
+		mustPass(t, s, "alice", longIP, LoginFailed)
+		mustPass(t, s, pasted, "192.0.2.1", LoginFailed)
+		var keys []string
+		rawView(t, s, func(r Reader) error {
+			return r.Scan("lt/", ScanOptions{KeysOnly: true}, func(k, _ []byte) error {
+				keys = append(keys, string(k))
+				return nil
+			})
+		})
+		hashed := false
+		for _, k := range keys {
+			if strings.Contains(k, "Hunter2") || len(k) > 100 {
+				t.Errorf("throttle key %q", k)
+			}
+			hashed = hashed || strings.HasPrefix(k, "lt/t/alice/#")
+		}
+		if !hashed {
+			t.Errorf("throttle keys %q: no trusted pair for alice at the hashed long address", keys)
+		}
+	})
+}

@@ -166,6 +166,9 @@ http://localhost:9801 {
 	wantRun(t, runCLI(t, "", as, "users", "update", "ci-bot", "--disabled=true"), 0, "yes", "")
 	wantRun(t, runCLI(t, "new-ci-password-1\n", as, "users", "update", "ci-bot", "--disabled=false", "--password"), 0, "ci-bot", "")
 	wantRun(t, runCLI(t, "", as, "users", "get", "ci-bot", "--json"), 0, `"disabled": false`, "")
+	// Their own password needs the current one first, then the new one.
+	wantRun(t, runCLI(t, "cli-admin-password-1\ncli-admin-password-2\n", as, "users", "update", "ops-admin", "--email", "ops@example.com", "--password"), 0, "ops@example.com", "")
+	wantRun(t, runCLI(t, "cli-admin-password-2\n", urlEnv, "login", "--user", "ops-admin"), 0, "caddy_tmp_", "")
 
 	t.Run("bad input", func(t *testing.T) {
 		empty := filepath.Join(dir, "empty.token")
@@ -201,12 +204,13 @@ http://localhost:9801 {
 			{"unknown user", "", as, []string{"tokens", "list", "nobody"}, 2, "404 Not Found"},
 			{"grace too long", "", as, []string{"tokens", "rotate", "ci-bot", id, "--grace", "30d"}, 2, "at most 7d"},
 			{"bad expiry", "", as, []string{"tokens", "create", "ci-bot", "x", "--expires-at", "tomorrow"}, 1, "not an RFC 3339 time"},
-			{"wrong password", "nope\n", urlEnv, []string{"login", "--user", "ops-admin"}, 2, "invalid username or password"},
+			{"wrong password", "cli-admin-password-1\n", urlEnv, []string{"login", "--user", "ops-admin"}, 2, "invalid username or password"},
 			{"no password", "", urlEnv, []string{"login", "--user", "ops-admin"}, 1, "no password"},
 			{"unknown flag", "", as, []string{"tokens", "list", "--token", adminToken}, 1, "unknown flag: --token"},
 			{"missing arguments", "", as, []string{"tokens", "create", "ci-bot"}, 1, "accepts 2 arg(s), received 1"},
 			{"unknown command", "", as, []string{"tokens", "frobnicate"}, 1, `unknown command "frobnicate"`},
 			{"nothing to update", "", as, []string{"users", "update", "ci-bot"}, 1, "nothing to change"},
+			{"wrong current password", "nope\n", as, []string{"users", "update", "ops-admin", "--email", "x@example.com"}, 2, "403 Forbidden: current_password is not your current password"},
 			{"unwritable secret file", "", as, []string{"tokens", "create", "ci-bot", "never", "--secret-file", filepath.Join(dir, "no-such-dir", "x")}, 1, "cannot be written"},
 		} {
 			t.Run(c.name, func(t *testing.T) {

@@ -73,6 +73,8 @@ type Env struct {
 	// HTTPClient, if set, sends the requests (tests check them against the
 	// OpenAPI document with it); its Timeout is set from --timeout.
 	HTTPClient *http.Client
+
+	lines *bufio.Reader // standard input, when secrets are read from it line by line
 }
 
 func (e *Env) stdin() io.Reader {
@@ -343,7 +345,7 @@ func yesNo(b bool) string {
 }
 
 // readSecret reads a password: from a terminal with a prompt and no echo,
-// else the first line of standard input.
+// else the next line of standard input.
 func readSecret(env *Env, prompt string) (string, error) {
 	in := env.stdin()
 	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
@@ -355,13 +357,16 @@ func readSecret(env *Env, prompt string) (string, error) {
 		}
 		return string(b), nil
 	}
-	line, err := bufio.NewReader(in).ReadString('\n')
+	if env.lines == nil {
+		env.lines = bufio.NewReader(in)
+	}
+	line, err := env.lines.ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return "", usageError("reading the password from standard input: %v", err)
 	}
 	line = strings.TrimRight(line, "\r\n")
 	if line == "" {
-		return "", usageError("no password: type it at the prompt or give it on the first line of standard input")
+		return "", usageError("no password: type it at the prompt or give it on a line of standard input")
 	}
 	return line, nil
 }

@@ -399,9 +399,12 @@ func usersUpdate(env *Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "update USER [--email ADDRESS] [--admin=true|false] [--disabled=true|false] [--password < password]",
 		Short: "Changes a user's email, password, admin or disabled flag",
-		Long: `Changes what the flags name. Users may change their own email and password;
---admin and --disabled need an administrator. With --password the new
-password is read at a prompt or from the first line of standard input.`,
+		Long: `Changes what the flags name. Users may change their own email and password,
+with a login session (not a permanent token) and their current password;
+--admin and --disabled need an administrator, who changes another user's
+email and password without one. Passwords are read at a prompt or from
+standard input: the current password first (only for your own user), then
+with --password the new one, each on its own line.`,
 		Args: cobra.ExactArgs(1),
 	}
 	c.flags(cmd, true)
@@ -428,6 +431,11 @@ password is read at a prompt or from the first line of standard input.`,
 		if err != nil {
 			return err
 		}
+		if ch.Email != nil || password {
+			if ch.CurrentPassword, err = currentPasswordIfSelf(ctx, env, cl, args[0]); err != nil {
+				return err
+			}
+		}
 		if password {
 			p, err := readSecret(env, "New password for "+args[0]+": ")
 			if err != nil {
@@ -442,6 +450,20 @@ password is read at a prompt or from the first line of standard input.`,
 		return c.printUsers([]client.User{u}, env)
 	})
 	return cmd
+}
+
+// currentPasswordIfSelf reads the caller's current password when user is
+// the caller: the server wants it to change one's own password or email.
+func currentPasswordIfSelf(ctx context.Context, env *Env, cl *client.Client, user string) (*string, error) {
+	me, err := cl.Me(ctxOr(ctx))
+	if err != nil || me.Username != user {
+		return nil, err
+	}
+	p, err := readSecret(env, "Current password for "+user+": ")
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
 }
 
 func usersDelete(env *Env) *cobra.Command {

@@ -141,6 +141,9 @@ type UserChange struct {
 	Password *string `json:"password,omitempty"`
 	Admin    *bool   `json:"admin,omitempty"`
 	Disabled *bool   `json:"disabled,omitempty"`
+	// CurrentPassword goes with a change of the caller's own password or
+	// email, which the server accepts only from a login session.
+	CurrentPassword *string `json:"current_password,omitempty"`
 }
 
 // TokenFilter narrows ListTokens; zero values mean no filter.

@@ -20,6 +20,7 @@ func TestAdminAPIThroughCaddy(t *testing.T) {
 	clock := useFakeClock(t)
 	t.Setenv("API_TOKENS_TEST_ADMIN", "ops-admin")
 	t.Setenv("API_TOKENS_TEST_ADMIN_PASSWORD", "from-the-environment-1")
+	port, upstream := freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
@@ -30,7 +31,7 @@ func TestAdminAPIThroughCaddy(t *testing.T) {
 	}
 }
 %s
-http://localhost:9201 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
@@ -39,10 +40,10 @@ http://localhost:9201 {
 		%s
 	}
 }
-`, globalOptions, t.TempDir(), echoSite(9200), proxyWithPlaceholders(9200)))
-	const (
-		base    = "http://localhost:9201/api-tokens"
-		gateway = "http://localhost:9201/deploy"
+`, globalOptions, t.TempDir(), echoSite(upstream), port, proxyWithPlaceholders(upstream)))
+	var (
+		base    = fmt.Sprintf("http://localhost:%d/api-tokens", port)
+		gateway = fmt.Sprintf("http://localhost:%d/deploy", port)
 	)
 
 	// Log in as the bootstrap admin whose name and password came from

@@ -10,7 +10,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
-func alertingConfig(dataDir, generation string) string {
+func alertingConfig(port int, dataDir, generation string) string {
 	return fmt.Sprintf(`{
 %s
 	api_tokens {
@@ -19,13 +19,13 @@ func alertingConfig(dataDir, generation string) string {
 		alert_interval 1h
 	}
 }
-http://localhost:9401 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
 	respond "generation %s" 200
 }
-`, globalOptions, dataDir, generation)
+`, globalOptions, dataDir, port, generation)
 }
 
 // TestAlertsThroughCaddy follows a permanent token from creation to the
@@ -35,8 +35,9 @@ http://localhost:9401 {
 func TestAlertsThroughCaddy(t *testing.T) {
 	clock := useFakeClock(t)
 	dataDir := t.TempDir()
-	loadCaddy(t, alertingConfig(dataDir, "A"))
-	const base = "http://localhost:9401/api-tokens"
+	port := freePort(t)
+	loadCaddy(t, alertingConfig(port, dataDir, "A"))
+	base := fmt.Sprintf("http://localhost:%d/api-tokens", port)
 
 	root := login(t, base, "root", "root-password-1")
 	tok := createUserWithToken(t, base, root, "alice", "deploy")
@@ -69,10 +70,10 @@ func TestAlertsThroughCaddy(t *testing.T) {
 
 	// A reload registers the collectors on a new registry and starts a new
 	// loop: no registration error, and the same fault and series.
-	if status, body := postConfig(t, "text/caddyfile", alertingConfig(dataDir, "B")); status != http.StatusOK {
+	if status, body := postConfig(t, "text/caddyfile", alertingConfig(port, dataDir, "B")); status != http.StatusOK {
 		t.Fatalf("reload: %d %s", status, body)
 	}
-	if resp := send(t, http.MethodGet, "http://localhost:9401/", "", nil); string(resp.body) != "generation B" {
+	if resp := send(t, http.MethodGet, fmt.Sprintf("http://localhost:%d/", port), "", nil); string(resp.body) != "generation B" {
 		t.Fatalf("after reload the gateway answers %d %q", resp.status, resp.body)
 	}
 	waitForMetric(t, "api_tokens_expiring_tokens", 1)

@@ -14,7 +14,7 @@ import (
 // when it starts and records the deletion in the log itself.
 func TestAuditRetention(t *testing.T) {
 	clock := useFakeClock(t)
-	dataDir := t.TempDir()
+	dataDir, port := t.TempDir(), freePort(t)
 	config := func(alertInterval string) string {
 		return fmt.Sprintf(`{
 %s
@@ -25,14 +25,14 @@ func TestAuditRetention(t *testing.T) {
 		audit_retention 1d
 	}
 }
-http://localhost:9701 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
 }
-`, globalOptions, dataDir, alertInterval)
+`, globalOptions, dataDir, alertInterval, port)
 	}
-	const base = "http://localhost:9701/api-tokens"
+	base := fmt.Sprintf("http://localhost:%d/api-tokens", port)
 	type entry struct {
 		Time   time.Time `json:"time"`
 		Action string    `json:"action"`

@@ -56,6 +56,7 @@ func TestCLIThroughCaddy(t *testing.T) {
 	useFakeClock(t)
 	t.Setenv("API_TOKENS_TEST_ADMIN", "ops-admin")
 	t.Setenv("API_TOKENS_TEST_ADMIN_PASSWORD", "cli-admin-password-1")
+	port := freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
@@ -63,7 +64,7 @@ func TestCLIThroughCaddy(t *testing.T) {
 		bootstrap_admin {env.API_TOKENS_TEST_ADMIN} {env.API_TOKENS_TEST_ADMIN_PASSWORD}
 	}
 }
-http://localhost:9801 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
@@ -72,8 +73,9 @@ http://localhost:9801 {
 		respond "hello {http.auth.user.id}" 200
 	}
 }
-`, globalOptions, t.TempDir()))
-	const base = "http://localhost:9801/api-tokens"
+`, globalOptions, t.TempDir(), port))
+	site := fmt.Sprintf("http://localhost:%d", port)
+	base := site + "/api-tokens"
 	dir := t.TempDir()
 	session := filepath.Join(dir, "session.token")
 	urlEnv := []string{cli.EnvURL, base}
@@ -110,7 +112,7 @@ http://localhost:9801 {
 		strings.Contains(r.stderr, secret) || !strings.Contains(r.stderr, "shown only this once") {
 		t.Fatalf("tokens create: %s", r)
 	}
-	if got := send(t, "GET", "http://localhost:9801/deploy", "Bearer "+secret, nil); got.status != 200 || string(got.body) != "hello ci-bot" {
+	if got := send(t, "GET", site+"/deploy", "Bearer "+secret, nil); got.status != 200 || string(got.body) != "hello ci-bot" {
 		t.Errorf("the created token at the gateway: %d %s", got.status, got.body)
 	}
 
@@ -147,7 +149,7 @@ http://localhost:9801 {
 		t.Fatalf("tokens rotate: %s", r)
 	}
 	for _, s := range []string{secret, rotated} {
-		if got := send(t, "GET", "http://localhost:9801/deploy", "Bearer "+s, nil); got.status != 200 {
+		if got := send(t, "GET", site+"/deploy", "Bearer "+s, nil); got.status != 200 {
 			t.Errorf("after rotation with grace, a secret is refused: %d", got.status)
 		}
 	}
@@ -193,10 +195,10 @@ http://localhost:9801 {
 			{"two tokens in the file", "", urlEnv, []string{"tokens", "list", "--token-file", twoLines}, 1, "exactly one API token"},
 			{"wrong token", "", urlEnv, []string{"tokens", "list", "--token-file", wrong}, 2, "401 Unauthorized: token is invalid (check the token"},
 			{"no URL", "", []string{cli.EnvToken, adminToken}, []string{"whoami"}, 1, "no server: give --url"},
-			{"not a URL", "", as, []string{"whoami", "--url", "localhost:9801"}, 1, "is not an http:// or https:// URL"},
+			{"not a URL", "", as, []string{"whoami", "--url", strings.TrimPrefix(site, "http://")}, 1, "is not an http:// or https:// URL"},
 			{"unreachable", "", as, []string{"whoami", "--url", "http://127.0.0.1:1/api-tokens"}, 3, "cannot reach http://127.0.0.1:1/api-tokens"},
-			{"not the admin API", "", as, []string{"whoami", "--url", "http://localhost:9801/elsewhere"}, 1, "is http://localhost:9801/elsewhere the base URL of the api_token_admin handler?"},
-			{"nothing there", "", as, []string{"whoami", "--url", "http://localhost:2999/nothing"}, 2, "not an answer of the admin API"},
+			{"not the admin API", "", as, []string{"whoami", "--url", site + "/elsewhere"}, 1, "is " + site + "/elsewhere the base URL of the api_token_admin handler?"},
+			{"nothing there", "", as, []string{"whoami", "--url", "http://" + adminEndpoint + "/nothing"}, 2, "not an answer of the admin API"},
 			{"not an administrator", "", urlEnv, []string{"users", "list", "--token-file", nonAdmin}, 2, "403 Forbidden: this action needs an administrator"},
 			{"duplicate token name", "", as, []string{"tokens", "create", "ci-bot", "deploy"}, 2, "409 Conflict"},
 			{"bad setting value", "", as, []string{"settings", "set", "EnableUserTokenNotification", "0"}, 2, "400 Bad Request: "},
@@ -232,7 +234,7 @@ http://localhost:9801 {
 
 	// Delete the token and the user; log out.
 	wantRun(t, runCLI(t, "", as, "tokens", "delete", "ci-bot", id), 0, "", "deleted token")
-	if got := send(t, "GET", "http://localhost:9801/deploy", "Bearer "+secret, nil); got.status != 401 {
+	if got := send(t, "GET", site+"/deploy", "Bearer "+secret, nil); got.status != 401 {
 		t.Errorf("a deleted token passes the gateway: %d", got.status)
 	}
 	wantRun(t, runCLI(t, "", as, "users", "delete", "ci-bot"), 0, "", "deleted user ci-bot")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -233,6 +234,13 @@ func backupOnline(url, tokenFile string, w io.Writer) error {
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := backupClient.Do(req)
+	if err != nil && droppedUnanswered(err) {
+		// A `caddy reload` at this moment can drop a new connection before
+		// any handler reads the request (README.md, Operations). The backup
+		// is a GET, so it is sent once more; by then the new config answers.
+		time.Sleep(100 * time.Millisecond)
+		resp, err = backupClient.Do(req)
+	}
 	if err != nil {
 		return fmt.Errorf("online backup: %v", err)
 	}
@@ -251,6 +259,13 @@ func backupOnline(url, tokenFile string, w io.Writer) error {
 		return fmt.Errorf("online backup: the download broke off: %v", err)
 	}
 	return nil
+}
+
+// droppedUnanswered tells whether err is a connection that was closed or
+// reset without any response, which is what a Caddy reload does to a new
+// connection that reaches the old server as it stops.
+func droppedUnanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // readTokenFile reads the one token in path; the token itself is never put

@@ -12,14 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 )
 
 // TestCaddyfileExample runs the repo's Caddyfile.example, changed only
-// where a test must (the admin endpoint caddytest uses, a temporary
-// storage_path), and follows the README's walk-through against it.
+// where a test must (the test binary's admin endpoint, ports of the
+// test's own instead of 8080 and 9080, a temporary storage_path), and
+// follows the README's walk-through against it.
 func TestCaddyfileExample(t *testing.T) {
 	useFakeClock(t)
 	t.Setenv("API_TOKENS_ADMIN", "admin")
@@ -28,7 +27,17 @@ func TestCaddyfileExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adapted, err := adapt(t, string(src))
+	for _, addr := range []string{"localhost:8080", "localhost:9080"} {
+		if !strings.Contains(string(src), addr) {
+			t.Fatalf("Caddyfile.example no longer serves %s; update this test and the README", addr)
+		}
+	}
+	port, upstream := freePort(t), freePort(t)
+	example := strings.NewReplacer(
+		"localhost:8080", fmt.Sprintf("localhost:%d", port),
+		"localhost:9080", fmt.Sprintf("localhost:%d", upstream),
+	).Replace(string(src))
+	adapted, err := adapt(t, example)
 	if err != nil {
 		t.Fatalf("Caddyfile.example does not adapt: %v", err)
 	}
@@ -43,32 +52,29 @@ func TestCaddyfileExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caddytest.NewTester(t).InitServer(string(config), "json")
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Cleanup(func() { postConfig(t, "application/json", `{"admin":{"listen":"`+adminEndpoint+`"}}`) })
+	loadConfig(t, "application/json", string(config))
 
-	const base = "http://localhost:8080/api-tokens"
+	base := fmt.Sprintf("http://localhost:%d/api-tokens", port)
+	gateway := fmt.Sprintf("http://localhost:%d", port)
 	admin := login(t, base, "admin", "choose-a-long-password")
 	ci := createUserWithToken(t, base, admin, "ci-bot", "github-actions")
 
-	resp := send(t, http.MethodGet, "http://localhost:8080/hello", "Bearer "+ci.Token, nil)
+	resp := send(t, http.MethodGet, gateway+"/hello", "Bearer "+ci.Token, nil)
 	body := string(resp.body)
 	if resp.status != http.StatusOK || !strings.Contains(body, "hello ci-bot") ||
 		!strings.Contains(body, ci.ID+" (permanent)") || !strings.Contains(body, `seen by the upstream: ""`) {
 		t.Errorf("the demo upstream answered %d:\n%s", resp.status, body)
 	}
-	wantUnauthorized(t, send(t, http.MethodGet, "http://localhost:8080/hello", "", nil), false)
-	if resp := send(t, http.MethodGet, "http://localhost:8080/admin-only/", "Bearer "+ci.Token, nil); resp.status != http.StatusForbidden {
+	wantUnauthorized(t, send(t, http.MethodGet, gateway+"/hello", "", nil), false)
+	if resp := send(t, http.MethodGet, gateway+"/admin-only/", "Bearer "+ci.Token, nil); resp.status != http.StatusForbidden {
 		t.Errorf("/admin-only/ with ci-bot's token: %d, want 403", resp.status)
 	}
-	if resp := send(t, http.MethodGet, "http://localhost:8080/admin-only/", "Bearer "+admin, nil); resp.status != http.StatusOK || string(resp.body) != "hello administrator admin" {
+	if resp := send(t, http.MethodGet, gateway+"/admin-only/", "Bearer "+admin, nil); resp.status != http.StatusOK || string(resp.body) != "hello administrator admin" {
 		t.Errorf("/admin-only/ with the admin's token: %d %q", resp.status, resp.body)
 	}
 
 	t.Run("no gaps next to the admin-only route", func(t *testing.T) {
-		checkAdminOnlyVariants(t, "localhost:8080", ci.Token, admin)
+		checkAdminOnlyVariants(t, fmt.Sprintf("localhost:%d", port), ci.Token, admin)
 	})
 }
 

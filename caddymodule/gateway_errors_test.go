@@ -16,6 +16,7 @@ func TestGatewayErrorRoutes(t *testing.T) {
 	useFakeClock(t)
 	dataDir, logDir := t.TempDir(), t.TempDir()
 	accessLog := filepath.Join(logDir, "access.log")
+	adminPort, sitePort, noRoutesPort := freePort(t), freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
@@ -23,12 +24,12 @@ func TestGatewayErrorRoutes(t *testing.T) {
 		bootstrap_admin root root-password-1
 	}
 }
-http://localhost:9110 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
 }
-http://localhost:9111 {
+http://localhost:%d {
 	log {
 		output file %s
 	}
@@ -49,19 +50,19 @@ http://localhost:9111 {
 		respond "error route: {err.status_code} {err.message}; candidate {http.auth.candidate.id}"
 	}
 }
-http://localhost:9112 {
+http://localhost:%d {
 	api_token_auth {
 		use_handle_errors
 	}
 	respond "hello"
 }
-`, globalOptions, dataDir, accessLog))
+`, globalOptions, dataDir, adminPort, sitePort, accessLog, noRoutesPort))
 
-	const (
-		adminAPI  = "http://localhost:9110/api-tokens"
-		site      = "http://localhost:9111/app"
-		adminArea = "http://localhost:9111/admin/x"
-		noRoutes  = "http://localhost:9112/"
+	var (
+		adminAPI  = fmt.Sprintf("http://localhost:%d/api-tokens", adminPort)
+		site      = fmt.Sprintf("http://localhost:%d/app", sitePort)
+		adminArea = fmt.Sprintf("http://localhost:%d/admin/x", sitePort)
+		noRoutes  = fmt.Sprintf("http://localhost:%d/", noRoutesPort)
 	)
 	root := login(t, adminAPI, "root", "root-password-1")
 	alice := createUserWithToken(t, adminAPI, root, "alice", "ci")

@@ -22,6 +22,7 @@ func TestGatewayAuthentication(t *testing.T) {
 	clock := useFakeClock(t)
 	dataDir, logDir := t.TempDir(), t.TempDir()
 	accessLog := filepath.Join(logDir, "access.log")
+	upstream, gatewayPort, adminOnlyPort, keepAuthPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
@@ -30,7 +31,7 @@ func TestGatewayAuthentication(t *testing.T) {
 	}
 }
 %s
-http://localhost:9101 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
@@ -42,7 +43,7 @@ http://localhost:9101 {
 		respond "the error routes ran" 500
 	}
 }
-http://localhost:9102 {
+http://localhost:%d {
 	log {
 		output file %s
 	}
@@ -54,19 +55,19 @@ http://localhost:9102 {
 		respond "the error routes ran" 500
 	}
 }
-http://localhost:9103 {
+http://localhost:%d {
 	api_token_auth {
 		keep_authorization
 	}
 	%s
 }
-`, globalOptions, dataDir, echoSite(9100), proxyWithPlaceholders(9100), accessLog, proxyWithPlaceholders(9100)))
+`, globalOptions, dataDir, echoSite(upstream), gatewayPort, proxyWithPlaceholders(upstream), adminOnlyPort, accessLog, keepAuthPort, proxyWithPlaceholders(upstream)))
 
-	const (
-		gateway   = "http://localhost:9101/some/path"
-		adminOnly = "http://localhost:9102/"
-		keepAuth  = "http://localhost:9103/"
-		adminAPI  = "http://localhost:9101/api-tokens"
+	var (
+		gateway   = fmt.Sprintf("http://localhost:%d/some/path", gatewayPort)
+		adminOnly = fmt.Sprintf("http://localhost:%d/", adminOnlyPort)
+		keepAuth  = fmt.Sprintf("http://localhost:%d/", keepAuthPort)
+		adminAPI  = fmt.Sprintf("http://localhost:%d/api-tokens", gatewayPort)
 	)
 	root := login(t, adminAPI, "root", "root-password-1")
 	alice := createUserWithToken(t, adminAPI, root, "alice", "ci")
@@ -253,13 +254,14 @@ func accessLogEntries(t *testing.T, path string, n int) []accessLogEntry {
 // changes its own answers and no other site's (see headerSlab).
 func TestGatewayChallengeRewrittenOnOneSite(t *testing.T) {
 	useFakeClock(t)
+	renamingPort, plainPort := freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
 		storage_path %s
 	}
 }
-http://localhost:9130 {
+http://localhost:%d {
 	header {
 		defer
 		Www-Authenticate api_tokens acme
@@ -268,21 +270,21 @@ http://localhost:9130 {
 	api_token_auth
 	respond "hello"
 }
-http://localhost:9131 {
+http://localhost:%d {
 	api_token_auth
 	respond "hello"
 }
-`, globalOptions, t.TempDir()))
+`, globalOptions, t.TempDir(), renamingPort, plainPort))
 
 	for range 50 {
-		renamed := send(t, http.MethodGet, "http://localhost:9130/", "Bearer caddy_pat_garbage", nil)
+		renamed := send(t, http.MethodGet, fmt.Sprintf("http://localhost:%d/", renamingPort), "Bearer caddy_pat_garbage", nil)
 		if got := renamed.header.Get("WWW-Authenticate"); got != `Bearer realm="acme", error="invalid_token"` {
 			t.Fatalf("the renaming site answers challenge %q", got)
 		}
 		if got := renamed.header.Get("Content-Type"); got != "application/problem+json" {
 			t.Fatalf("the renaming site answers Content-Type %q", got)
 		}
-		resp := send(t, http.MethodGet, "http://localhost:9131/", "Bearer caddy_pat_garbage", nil)
+		resp := send(t, http.MethodGet, fmt.Sprintf("http://localhost:%d/", plainPort), "Bearer caddy_pat_garbage", nil)
 		wantUnauthorized(t, resp, true)
 		wantJSONError(t, resp, "token is invalid")
 	}

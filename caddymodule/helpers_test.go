@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
@@ -21,19 +24,40 @@ import (
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
-// adminEndpoint is where the in-process Caddy of caddytest listens; every
-// config a test loads keeps it.
-const adminEndpoint = "localhost:2999"
+// adminEndpoint is the admin endpoint of this test binary's in-process
+// Caddy; every config a test loads keeps it. Its port, like every port a
+// test config listens on, is one the kernel had free a moment before,
+// never a fixed one: Caddy listens with SO_REUSEPORT, so two test binaries
+// on one machine (two checkouts, or `go test` next to `go test -race`)
+// would both bind a fixed port without an error and answer each other's
+// requests and config loads.
+var adminEndpoint = func() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}()
 
-// globalOptions starts every test config: the admin endpoint caddytest
-// expects, plain HTTP on loopback only, nothing written outside the
-// test's dirs.
-const globalOptions = `
+// globalOptions starts every test config: this binary's admin endpoint,
+// plain HTTP on loopback only, nothing written outside the test's dirs.
+var globalOptions = `
 	admin ` + adminEndpoint + `
 	auto_https off
 	persist_config off
 	default_bind 127.0.0.1
 `
+
+// emptyConfig is what runs between tests: the admin endpoint alone.
+var emptyConfig = `{"admin":{"listen":"` + adminEndpoint + `","config":{"persist":false}}}`
+
+// freePort returns a loopback port for a test's site; each test takes its
+// own, so no test can reach a server another test left shutting down.
+func freePort(t *testing.T) int {
+	t.Helper()
+	return testtools.FreePort(t)
+}
 
 // echoSite is an upstream that answers with what it received, one
 // "name=value" per line, so a test sees what reached the backend.
@@ -69,26 +93,45 @@ func useFakeClock(t *testing.T) *storage.FakeClock {
 	return clock
 }
 
-// loadCaddy starts (once per test binary) the in-process Caddy and loads
-// caddyfile. At the end of the test an empty config is loaded, which
-// closes the test's database before t.TempDir is removed.
+var (
+	startOnce sync.Once
+	startErr  error
+)
+
+// loadCaddy starts (once per test binary) Caddy in this process and loads
+// caddyfile through its admin endpoint. At the end of the test the empty
+// config is loaded, which closes the test's database before t.TempDir is
+// removed.
 func loadCaddy(t *testing.T, caddyfile string) {
 	t.Helper()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(caddyfile, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
+	loadConfig(t, "text/caddyfile", caddyfile)
+}
+
+// loadConfig is loadCaddy for a config of any type Caddy's /load takes.
+func loadConfig(t *testing.T, contentType, config string) {
+	t.Helper()
+	startOnce.Do(func() { startErr = caddy.Load([]byte(emptyConfig), true) })
+	if startErr != nil {
+		t.Fatalf("starting Caddy: %v", startErr)
+	}
+	if status, body := postConfig(t, contentType, config); status != http.StatusOK {
+		t.Fatalf("loading the test config: %d %s", status, body)
 	}
 	t.Cleanup(func() {
-		status, body := postConfig(t, "application/json", `{"admin":{"listen":"`+adminEndpoint+`"}}`)
-		if status != http.StatusOK {
+		if status, body := postConfig(t, "application/json", emptyConfig); status != http.StatusOK {
 			t.Errorf("unloading the test config: %d %s", status, body)
 		}
 	})
 }
 
 // postConfig replaces Caddy's running config through its admin API, the
-// way `caddy reload` does.
+// way `caddy reload` does, and returns once the config it replaced no
+// longer listens (whether the load succeeded or not: even a refused config
+// restarts the admin endpoint). Caddy answers /load while the old servers'
+// shutdowns are still starting, and a connection that reaches an old
+// server then is dropped unanswered (see testtools.WaitSoleListeners and
+// README.md, Operations); after the wait, the next request can only reach
+// the config in force.
 func postConfig(t *testing.T, contentType, config string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, "http://"+adminEndpoint+"/load", strings.NewReader(config))
@@ -96,19 +139,18 @@ func postConfig(t *testing.T, contentType, config string) (int, string) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", contentType)
-	resp, err := httpClient.Do(req)
+	resp, err := loadClient.Do(req)
 	if err != nil {
 		t.Fatalf("POST /load: %v", err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	testtools.WaitSoleListeners(t, os.Getpid())
 	return resp.StatusCode, string(body)
 }
 
-// httpClient opens a new connection per request. Caddy closes idle
-// keep-alive connections when a config is replaced (and a failed load
-// restarts the admin endpoint), so a reused connection could fail for
-// reasons that are no concern of the test.
+// httpClient opens a new connection per request, so no request goes out
+// on a connection to a server that a config load has replaced.
 var httpClient = &http.Client{
 	Timeout:   10 * time.Second,
 	Transport: &http.Transport{DisableKeepAlives: true},
@@ -125,6 +167,13 @@ func adminContract(t *testing.T) *apicontract.Contract {
 		IgnorePaths:           []string{"/ui"},
 		IgnoreResponseHeaders: []string{"Server"},
 	})
+}
+
+// loadClient is httpClient with more time: a load opens or closes a
+// Badger database, which took 13 s once on a starved 2-core machine.
+var loadClient = &http.Client{
+	Timeout:   30 * time.Second,
+	Transport: &http.Transport{DisableKeepAlives: true},
 }
 
 // response is what a test checks of an HTTP answer.

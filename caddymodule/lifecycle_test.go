@@ -10,13 +10,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // reloadConfig is a gateway whose response tells which config generation
 // served it.
-func reloadConfig(dataDir, generation, bootstrapAdmin string) string {
+func reloadConfig(port int, dataDir, generation, bootstrapAdmin string) string {
 	return fmt.Sprintf(`{
 %s
 	api_tokens {
@@ -25,7 +27,7 @@ func reloadConfig(dataDir, generation, bootstrapAdmin string) string {
 		session_ttl 12h
 	}
 }
-http://localhost:9301 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
@@ -34,7 +36,7 @@ http://localhost:9301 {
 		respond "generation %s" 200
 	}
 }
-`, globalOptions, dataDir, bootstrapAdmin, generation)
+`, globalOptions, dataDir, bootstrapAdmin, port, generation)
 }
 
 // TestReloadKeepsDataAndServes posts a changed config to Caddy's admin
@@ -44,11 +46,11 @@ http://localhost:9301 {
 // once an admin exists.
 func TestReloadKeepsDataAndServes(t *testing.T) {
 	useFakeClock(t)
-	dataDir := t.TempDir()
-	loadCaddy(t, reloadConfig(dataDir, "A", "root root-password-1"))
-	const (
-		base    = "http://localhost:9301/api-tokens"
-		gateway = "http://localhost:9301/"
+	dataDir, port := t.TempDir(), freePort(t)
+	loadCaddy(t, reloadConfig(port, dataDir, "A", "root root-password-1"))
+	var (
+		base    = fmt.Sprintf("http://localhost:%d/api-tokens", port)
+		gateway = fmt.Sprintf("http://localhost:%d/", port)
 	)
 	root := login(t, base, "root", "root-password-1")
 	alice := createUserWithToken(t, base, root, "alice", "ci")
@@ -61,10 +63,13 @@ func TestReloadKeepsDataAndServes(t *testing.T) {
 	}
 
 	// Requests keep coming during the reload; every answer must be 200.
-	// A connection that the old server accepted just as it shut down is
-	// closed unanswered (net/http drops requests read after Shutdown
-	// began), so, like any client, a request that got no answer is sent
-	// once more; only a second failure or a non-200 answer counts.
+	// A new connection that reaches the old server just as it stops is
+	// reset or closed unanswered, before any handler runs (Caddy's
+	// handover of the port, see README.md, Operations), so, like any
+	// client, a request that got no answer is sent once more, here as
+	// soon as the old server no longer listens. Only a second failure, a
+	// non-200 answer, or more than one dropped request (the handover
+	// happens once) counts.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var served, retried int
@@ -79,6 +84,10 @@ func TestReloadKeepsDataAndServes(t *testing.T) {
 			status, err := gatewayStatus(gateway, alice.Token)
 			if err != nil {
 				retried++
+				if err := testtools.AwaitSoleListeners(os.Getpid(), 10*time.Second); err != nil {
+					failures = append(failures, err.Error())
+					continue
+				}
 				status, err = gatewayStatus(gateway, alice.Token)
 			}
 			switch {
@@ -91,14 +100,14 @@ func TestReloadKeepsDataAndServes(t *testing.T) {
 			}
 		}
 	})
-	status, body := postConfig(t, "text/caddyfile", reloadConfig(dataDir, "B", "other other-password-1"))
+	status, body := postConfig(t, "text/caddyfile", reloadConfig(port, dataDir, "B", "other other-password-1"))
 	close(stop)
 	wg.Wait()
 	if status != http.StatusOK {
 		t.Fatalf("reload: %d %s", status, body)
 	}
-	if len(failures) > 0 || served == 0 {
-		t.Errorf("during the reload %d requests were served and %d failed: %v", served, len(failures), failures)
+	if len(failures) > 0 || served == 0 || retried > 1 {
+		t.Errorf("during the reload %d requests were served, %d were dropped and resent, and %d failed: %v", served, retried, len(failures), failures)
 	}
 	t.Logf("during the reload: %d requests served, %d resent after a dropped connection", served, retried)
 
@@ -143,10 +152,11 @@ func TestWorksWithoutGlobalOption(t *testing.T) {
 	useFakeClock(t)
 	dataHome := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", dataHome)
+	port := freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 }
-http://localhost:9401 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
@@ -155,9 +165,9 @@ http://localhost:9401 {
 		respond "hello" 200
 	}
 }
-`, globalOptions))
-	wantUnauthorized(t, send(t, http.MethodGet, "http://localhost:9401/", "", nil), false)
-	api(t, "http://localhost:9401/api-tokens", "", http.MethodPost, "/login", map[string]string{"username": "admin", "password": "guess"}, http.StatusUnauthorized, nil)
+`, globalOptions, port))
+	wantUnauthorized(t, send(t, http.MethodGet, fmt.Sprintf("http://localhost:%d/", port), "", nil), false)
+	api(t, fmt.Sprintf("http://localhost:%d/api-tokens", port), "", http.MethodPost, "/login", map[string]string{"username": "admin", "password": "guess"}, http.StatusUnauthorized, nil)
 	if _, err := os.Stat(filepath.Join(dataHome, "caddy", "api_tokens")); err != nil {
 		t.Errorf("the default storage directory was not created: %v", err)
 	}
@@ -168,13 +178,13 @@ http://localhost:9401 {
 // serving.
 func TestInvalidConfigIsRejected(t *testing.T) {
 	useFakeClock(t)
-	dataDir := t.TempDir()
-	site := `
-http://localhost:9501 {
+	dataDir, port := t.TempDir(), freePort(t)
+	site := fmt.Sprintf(`
+http://localhost:%d {
 	api_token_auth
 	respond "hello" 200
 }
-`
+`, port)
 	loadCaddy(t, fmt.Sprintf("{\n%s\n\tapi_tokens {\n\t\tstorage_path %s\n\t}\n}\n%s", globalOptions, dataDir, site))
 	for _, tc := range []struct{ name, options, wantErr string }{
 		{"lifetime over a year", "permanent_token_lifetime 400d", "permanent_token_lifetime must be between 1h and 365d, got 400d"},
@@ -192,7 +202,7 @@ http://localhost:9501 {
 			if status != http.StatusBadRequest || !strings.Contains(answer.Error, tc.wantErr) {
 				t.Errorf("loading it answered %d %s, want 400 mentioning %q", status, body, tc.wantErr)
 			}
-			wantUnauthorized(t, send(t, http.MethodGet, "http://localhost:9501/", "", nil), false)
+			wantUnauthorized(t, send(t, http.MethodGet, fmt.Sprintf("http://localhost:%d/", port), "", nil), false)
 		})
 	}
 }

@@ -2,11 +2,11 @@ package caddymodule_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -30,6 +30,7 @@ func TestProviderInsideAuthentication(t *testing.T) {
 	authentication := func(providers map[string]any) map[string]any {
 		return map[string]any{"handler": "authentication", "providers": providers}
 	}
+	port := freePort(t)
 	config := map[string]any{
 		"admin": map[string]any{"listen": adminEndpoint, "config": map[string]any{"persist": false}},
 		"apps": map[string]any{
@@ -38,7 +39,7 @@ func TestProviderInsideAuthentication(t *testing.T) {
 				"bootstrap_admin": map[string]string{"username": "root", "password": "root-password-1"},
 			},
 			"http": map[string]any{"servers": map[string]any{"gateway": map[string]any{
-				"listen": []string{"127.0.0.1:9120"},
+				"listen": []string{fmt.Sprintf("127.0.0.1:%d", port)},
 				"routes": []any{
 					route("/api-tokens/*",
 						map[string]any{"handler": "rewrite", "strip_path_prefix": "/api-tokens"},
@@ -66,13 +67,9 @@ func TestProviderInsideAuthentication(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caddytest.NewTester(t).InitServer(string(b), "json")
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Cleanup(func() { postConfig(t, "application/json", `{"admin":{"listen":"`+adminEndpoint+`"}}`) })
+	loadConfig(t, "application/json", string(b))
 
-	const base = "http://localhost:9120"
+	base := fmt.Sprintf("http://localhost:%d", port)
 	root := login(t, base+"/api-tokens", "root", "root-password-1")
 	alice := createUserWithToken(t, base+"/api-tokens", root, "alice", "ci")
 	bearer := "Bearer " + alice.Token

@@ -27,8 +27,9 @@ func TestRestartKeepsData(t *testing.T) {
 	bin := testtools.CaddyBinary(t)
 	dir := t.TempDir()
 	caddyfile := filepath.Join(dir, "Caddyfile")
+	adminPort, port, upstream := freePort(t), freePort(t), freePort(t)
 	config := fmt.Sprintf(`{
-	admin localhost:2997
+	admin localhost:%d
 	auto_https off
 	persist_config off
 	default_bind 127.0.0.1
@@ -37,7 +38,7 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 }
 %s
-http://localhost:9601 {
+http://localhost:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
@@ -46,22 +47,22 @@ http://localhost:9601 {
 		%s
 	}
 }
-`, filepath.Join(dir, "data"), echoSite(9600), proxyWithPlaceholders(9600))
+`, adminPort, filepath.Join(dir, "data"), echoSite(upstream), port, proxyWithPlaceholders(upstream))
 	if err := os.WriteFile(caddyfile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const (
-		base    = "http://localhost:9601/api-tokens"
-		gateway = "http://localhost:9601/"
+	var (
+		base    = fmt.Sprintf("http://localhost:%d/api-tokens", port)
+		gateway = fmt.Sprintf("http://localhost:%d/", port)
 	)
 
-	first := startCaddyProcess(t, bin, caddyfile, dir)
+	first := startCaddyProcess(t, bin, caddyfile, dir, gateway)
 	password := first.generatedPassword(t)
 	adminToken := login(t, base, "admin", password)
 	bob := createUserWithToken(t, base, adminToken, "bob", "nightly")
 	first.kill(t) // right after the 201: what was acknowledged must be on disk
 
-	second := startCaddyProcess(t, bin, caddyfile, dir)
+	second := startCaddyProcess(t, bin, caddyfile, dir, gateway)
 	adminToken = login(t, base, "admin", password)
 	if got := echoed(t, send(t, http.MethodGet, gateway, "Bearer "+bob.Token, nil)); got["user"] != "bob" || got["token_id"] != bob.ID {
 		t.Errorf("after restart bob's token reached the upstream as %v", got)
@@ -85,9 +86,11 @@ type caddyProcess struct {
 	done chan struct{}
 }
 
-// startCaddyProcess runs `caddy run` and waits until the gateway answers.
-// Caddy's own data and config dirs go to dir, away from the user's.
-func startCaddyProcess(t *testing.T, bin, caddyfile, dir string) *caddyProcess {
+// startCaddyProcess runs `caddy run` and waits until the gateway answers
+// and the process listens alone on its ports (so the requests that follow
+// reach it and not another process that binds the same ports). Caddy's own
+// data and config dirs go to dir, away from the user's.
+func startCaddyProcess(t *testing.T, bin, caddyfile, dir, gateway string) *caddyProcess {
 	t.Helper()
 	p := &caddyProcess{logs: new(syncBuffer), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
@@ -103,8 +106,9 @@ func startCaddyProcess(t *testing.T, bin, caddyfile, dir string) *caddyProcess {
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if resp, err := httpClient.Get("http://localhost:9601/"); err == nil {
+		if resp, err := httpClient.Get(gateway); err == nil {
 			resp.Body.Close()
+			testtools.WaitSoleListeners(t, p.cmd.Process.Pid)
 			return p
 		}
 		select {

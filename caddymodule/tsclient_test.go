@@ -71,6 +71,7 @@ func TestGeneratedTypeScriptClient(t *testing.T) {
 	useFakeClock(t)
 	t.Setenv("API_TOKENS_TEST_ADMIN", "ts-admin")
 	t.Setenv("API_TOKENS_TEST_ADMIN_PASSWORD", "ts-admin-password-1")
+	port := freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
@@ -78,12 +79,13 @@ func TestGeneratedTypeScriptClient(t *testing.T) {
 		bootstrap_admin {env.API_TOKENS_TEST_ADMIN} {env.API_TOKENS_TEST_ADMIN_PASSWORD}
 	}
 }
-http://127.0.0.1:9811 {
+http://127.0.0.1:%d {
 	handle_path /api-tokens/* {
 		api_token_admin
 	}
 }
-`, globalOptions, t.TempDir()))
+`, globalOptions, t.TempDir(), port))
+	base := fmt.Sprintf("http://127.0.0.1:%d/api-tokens", port)
 
 	work := t.TempDir()
 	files := map[string]string{
@@ -92,7 +94,7 @@ http://127.0.0.1:9811 {
 		"main.ts":       tsProgram,
 	}
 	// The document as the gateway serves it, not the file in the repo.
-	served := send(t, "GET", "http://127.0.0.1:9811/api-tokens/openapi.json", "", nil)
+	served := send(t, "GET", base+"/openapi.json", "", nil)
 	if served.status != 200 || string(served.body) != string(admin.OpenAPI()) {
 		t.Fatalf("GET /openapi.json through Caddy: %d", served.status)
 	}
@@ -118,7 +120,7 @@ http://127.0.0.1:9811 {
 	}
 	step(node, filepath.Join(bin, "openapi-typescript"), "openapi.json", "-o", "api.d.ts")
 	step(node, filepath.Join(bin, "tsc"), "-p", ".")
-	out := step(node, "out/main.js", "http://127.0.0.1:9811/api-tokens", "ts-admin", "ts-admin-password-1")
+	out := step(node, "out/main.js", base, "ts-admin", "ts-admin-password-1")
 
 	var got struct {
 		User, TokenName, TokenKind, SecretPrefix, Setting, RefusedError string

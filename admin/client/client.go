@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -324,6 +325,20 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 		hc = defaultHTTP
 	}
 	resp, err := hc.Do(req)
+	if err != nil && idempotent(method) && droppedUnanswered(err) {
+		// A `caddy reload` can close a new connection before any handler
+		// reads the request (README.md, Operations). An idempotent request
+		// is sent once more, after a pause in which the new config takes
+		// over; a POST is not, as the client cannot tell that drop from one
+		// after the handler ran.
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+			if again, gerr := resendable(req); gerr == nil {
+				resp, err = hc.Do(again)
+			}
+		}
+	}
 	if err != nil {
 		return &UnreachableError{URL: base, Err: unwrapURLError(err)}
 	}
@@ -381,6 +396,31 @@ func isJSON(contentType string) bool {
 
 // unwrapURLError drops the *url.Error wrapper, whose text repeats the
 // method and URL the caller already names.
+// idempotent tells whether sending a request with method twice has the
+// effect of sending it once (RFC 9110, 9.2.2), among the API's methods.
+func idempotent(method string) bool {
+	return method == http.MethodGet || method == http.MethodPut || method == http.MethodDelete
+}
+
+// droppedUnanswered tells whether err is a connection that was closed or
+// reset without any response.
+func droppedUnanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// resendable is a copy of req with its body from the start.
+func resendable(req *http.Request) (*http.Request, error) {
+	again := req.Clone(req.Context())
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		again.Body = body
+	}
+	return again, nil
+}
+
 func unwrapURLError(err error) error {
 	if ue, ok := errors.AsType[*url.Error](err); ok {
 		return ue.Err

@@ -163,8 +163,11 @@ func caddyEnv(home string) []string {
 
 // waitReady waits until Caddy has started every app (it logs "serving
 // initial configuration"; apps start in no fixed order, so the gateway may
-// answer before the bootstrap admin exists) and the gateway answers. It
-// fails with Caddy's output if Caddy exits or takes too long.
+// answer before the bootstrap admin exists), the gateway answers, and
+// Caddy is alone on its ports: freePort's ports were only free a moment
+// ago, and Caddy binds with SO_REUSEPORT, so another process on the same
+// port would take part of the requests without any error. It fails with
+// Caddy's output if Caddy exits or takes too long.
 func (s *site) waitReady() {
 	t := s.t
 	t.Helper()
@@ -182,6 +185,7 @@ func (s *site) waitReady() {
 		if resp, err := client.Get(s.gateway()); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusUnauthorized {
+				testtools.WaitSoleListeners(t, s.cmd.Process.Pid)
 				return
 			}
 		}

@@ -27,6 +27,9 @@
 #                                        # a new database on $API_TOKENS_BENCH_DATABASE_URL (a URL whose user may
 #                                        # create databases), else on the server at 127.0.0.1:5432 as postgres
 #
+# Also prints the size and time of one /metrics scrape (none of the seeded
+# tokens is near expiry) and the rate of token creation over the admin API.
+#
 # Installs wrk from Debian if it is missing. Prints, per pair, the median
 # ratio, its spread (min-max) and every round's ratio; the figures mean
 # something only on an otherwise idle machine.
@@ -218,6 +221,9 @@ http://localhost:18084 {
 		api_token_admin
 	}
 }
+http://localhost:18085 {
+	metrics
+}
 http://localhost:18083 {
 	basic_auth {
 		bench $basic_hash
@@ -280,6 +286,14 @@ CADDY
 		done
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+
+	# One Prometheus scrape of the whole /metrics (Caddy's and ours), none
+	# of the seeded tokens near expiry: its size, and its time, median of 5.
+	scrape_s=$(for _ in 1 2 3 4 5; do
+		curl -fs -o "$work/metrics" -w '%{time_total}\n' http://localhost:18085/metrics
+	done | median)
+	scrape_bytes=$(wc -c <"$work/metrics")
+	scrape_series=$(grep -c '^api_tokens_' "$work/metrics" || true)
 	profiles=()
 	if [ "$PROFILE" = 1 ]; then
 		mkdir -p "$PROFILE_DIR"
@@ -307,6 +321,8 @@ CADDY
 	printf "RSS %d MiB at first start, %d MiB after the load runs, %d MiB after a restart\n" \
 		$((first_rss_kb / 1024)) $((rss_after_kb / 1024)) $((rss_kb / 1024))
 	printf "token creation over the admin API: %.0f tokens/s (non-2xx: %s)\n" "$create_rps" "${create_failed:-0}"
+	printf "one /metrics scrape: %.1f KiB, %.1f ms (median of 5), %d api_tokens_ series\n" \
+		"$(echo "$scrape_bytes / 1024" | bc -l)" "$(echo "$scrape_s * 1000" | bc -l)" "$scrape_series"
 	printf "%-34s %9s %9s %7s %15s   %s\n" "target / reference" "req/s" "req/s" "ratio" "spread" "ratio in each round, sorted"
 	for pair in "${pairs[@]}"; do
 		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"

@@ -162,6 +162,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.shared, a.poolKey = shared, a.db.poolKey()
+	// A reload on the same database keeps the store open: the new
+	// config's max_staleness applies to it from now on.
+	shared.store.SetMaxStaleness(time.Duration(a.MaxStaleness))
 	return a.alerting.provision(a)
 }
 

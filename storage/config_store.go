@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -153,18 +154,23 @@ func (s *Store) PutAlertStates(ctx context.Context, l Lease, states map[string]A
 		if err := checkLease(w, l); err != nil {
 			return err
 		}
-		for id, st := range states {
-			if !plausibleTokenID(id) {
+		// Only live tokens get a state, read in one GetMany (one query
+		// on PostgreSQL, not one per token).
+		var ids, keys []string
+		for id := range states {
+			if plausibleTokenID(id) {
+				ids, keys = append(ids, id), append(keys, tokenKey(id))
+			}
+		}
+		live := make([]bool, len(ids))
+		if err := w.GetMany(keys, func(i int, _ []byte) error { live[i] = true; return nil }); err != nil {
+			return fmt.Errorf("storage: read tokens: %w", err)
+		}
+		for i, id := range ids {
+			if !live[i] {
 				continue
 			}
-			live, err := exists(w, tokenKey(id))
-			if err != nil {
-				return err
-			}
-			if !live {
-				continue
-			}
-			b, err := json.Marshal(st)
+			b, err := json.Marshal(states[id])
 			if err != nil {
 				return fmt.Errorf("storage: encode alert state: %w", err)
 			}
@@ -199,8 +205,18 @@ func (s *Store) PutAlertView(ctx context.Context, l Lease, view []byte) error {
 // WatchAlertView calls fn with the stored alert view (nil if none yet)
 // now, and again whenever any node stores a new one.
 func (s *Store) WatchAlertView(ctx context.Context, fn func(view []byte)) error {
+	// The hook is registered before the read so that no change falls
+	// between them; a view the feed delivers meanwhile is newer than the
+	// one read, which is then dropped.
+	var mu sync.Mutex
+	delivered := false
 	s.hooksMu.Lock()
-	s.onAlertView = append(s.onAlertView, fn)
+	s.onAlertView = append(s.onAlertView, func(view []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		delivered = true
+		fn(view)
+	})
 	s.hooksMu.Unlock()
 	var view []byte
 	err := s.view(ctx, func(r Reader) error {
@@ -211,7 +227,11 @@ func (s *Store) WatchAlertView(ctx context.Context, fn func(view []byte)) error 
 	if err != nil {
 		return err
 	}
-	fn(view)
+	mu.Lock()
+	defer mu.Unlock()
+	if !delivered {
+		fn(view)
+	}
 	return nil
 }
 

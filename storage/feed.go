@@ -17,7 +17,9 @@ import (
 // current index.
 type subscriber struct{ s *Store }
 
-// Reset loads the snapshot r into a new index and makes it current.
+// Reset loads the snapshot r into a new index and makes it current, and
+// tells the watchers of settings and of the alert view, which may have
+// changed in what the reset skipped.
 func (sub subscriber) Reset(r Reader, concurrent bool) error {
 	s := sub.s
 	idx := newIndex()
@@ -25,12 +27,20 @@ func (sub subscriber) Reset(r Reader, concurrent bool) error {
 	if err != nil {
 		return fmt.Errorf("loading tokens: %w", err)
 	}
-	s.orphans = orphans
+	view, _, err := getValue(r, alertViewKey)
+	if err != nil {
+		return fmt.Errorf("loading the alert view: %w", err)
+	}
+	s.orphans.Store(&orphans)
 	old := s.idx.Swap(idx)
 	if n := len(old.takeDirty()); n > 0 {
 		// The last uses seen by the old index since its last flush are
 		// lost; last_used_at is best effort and at most a flush old.
 		s.log.Debug("dropped unflushed last uses at reload", zap.Int("tokens", n))
+	}
+	s.settingsChanged()
+	if view != nil {
+		s.alertViewChanged(view)
 	}
 	return nil
 }

@@ -391,8 +391,9 @@ func (idx *index) takeDirty() []slotRef {
 	return d
 }
 
-// requeue puts slots whose flush failed back in the queue; the caller
-// holds writeMu, so none of them is reused meanwhile.
+// requeue puts slots whose flush failed back in the queue. A slot reused
+// since by another token is left out (its generation changed), and one
+// reused after this check is skipped by collectUses for the same reason.
 func (idx *index) requeue(refs []slotRef) {
 	idx.dirtyMu.Lock()
 	defer idx.dirtyMu.Unlock()

@@ -77,9 +77,10 @@ func lastUsedKey(id string) string { return prefixLastUsed + id }
 func alertKey(id string) string    { return prefixAlert + id }
 func settingKey(k string) string   { return prefixSetting + k }
 
-// prefixEnd is the first key after every key with the given prefix, for
+// PrefixEnd is the first key after every key with the given prefix, for
 // an ascending scan's To; "" if there is none (a prefix of 0xff bytes).
-func prefixEnd(prefix string) string {
+// Backends use it to bound their scans.
+func PrefixEnd(prefix string) string {
 	b := []byte(prefix)
 	for i := len(b) - 1; i >= 0; i-- {
 		if b[i] < 0xff {

@@ -72,15 +72,20 @@ func purgeTokens(w *writeTxn, user string, ids []string) error {
 		keys[i] = tokenKey(id)
 	}
 	found := make([]bool, len(ids))
+	var recs []tokenRecord
 	err := w.GetMany(keys, func(i int, val []byte) error {
 		rec, err := unmarshalToken(val)
 		if err != nil {
 			return err
 		}
 		found[i] = true
-		return deleteToken(w, rec)
+		recs = append(recs, rec)
+		return nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := deleteTokens(w, recs); err != nil {
 		return err
 	}
 	for i, id := range ids {
@@ -133,7 +138,10 @@ func (s *Store) finishDeletions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	orphans := s.orphans
+	var orphans map[string]bool
+	if o := s.orphans.Load(); o != nil {
+		orphans = *o
+	}
 	if len(orphans) > 0 {
 		if err := s.purgeOrphanRecords(ctx, orphans); err != nil {
 			return err
@@ -159,6 +167,7 @@ func (s *Store) finishDeletions(ctx context.Context) error {
 // the ut/ keys.
 func (s *Store) purgeOrphanRecords(ctx context.Context, users map[string]bool) error {
 	return s.inBatches(ctx, prefixToken, ScanOptions{}, func(w *writeTxn, batch []batchItem) error {
+		var recs []tokenRecord
 		for _, b := range batch {
 			if !users[string(recordUser(b.val))] {
 				continue
@@ -167,11 +176,9 @@ func (s *Store) purgeOrphanRecords(ctx context.Context, users map[string]bool) e
 			if err != nil {
 				return err
 			}
-			if err := deleteToken(w, rec); err != nil {
-				return err
-			}
+			recs = append(recs, rec)
 		}
-		return nil
+		return deleteTokens(w, recs)
 	}, nil)
 }
 

@@ -48,7 +48,8 @@ type Store struct {
 	idx atomic.Pointer[index]
 	// orphans are the missing users that token records referred to at the
 	// last reset: a user deletion interrupted before its tombstone existed.
-	orphans map[string]bool
+	// The feed's goroutine sets it.
+	orphans atomic.Pointer[map[string]bool]
 
 	hooksMu          sync.Mutex
 	onSettingsChange []func()
@@ -64,7 +65,7 @@ type Store struct {
 	// stale is set while the node has not synced for longer than
 	// maxStale; Verify reads it on every request.
 	stale    atomic.Bool
-	maxStale time.Duration
+	maxStale atomic.Int64 // nanoseconds; 0: never stale
 
 	// shared is whether other nodes write the database too; then a token
 	// missing from the index may have been created a moment ago
@@ -125,15 +126,15 @@ var ErrClosed = errors.New("storage: the store is closed")
 func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
-		db:       db,
-		clock:    opts.Clock,
-		log:      opts.Logger,
-		cost:     opts.PasswordCost,
-		flushN:   opts.LastUsedFlushInterval,
-		maxStale: opts.MaxStaleness,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		db:     db,
+		clock:  opts.Clock,
+		log:    opts.Logger,
+		cost:   opts.PasswordCost,
+		flushN: opts.LastUsedFlushInterval,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
+	s.maxStale.Store(int64(opts.MaxStaleness))
 	s.idx.Store(newIndex())
 	_, s.shared = db.(CatchUpper)
 	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
@@ -202,8 +203,10 @@ func (s *Store) background() {
 	defer t.Stop()
 	syncer, _ := s.db.(Syncer)
 	var watch <-chan time.Time
-	if s.maxStale > 0 && syncer != nil {
-		w := time.NewTicker(min(time.Second, s.maxStale/4))
+	if syncer != nil {
+		// max_staleness is at least a second (the Caddyfile checks it),
+		// and may change at a config reload: a check every 250ms.
+		w := time.NewTicker(250 * time.Millisecond)
 		defer w.Stop()
 		watch = w.C
 	}
@@ -223,14 +226,19 @@ func (s *Store) background() {
 	}
 }
 
+// SetMaxStaleness changes Options.MaxStaleness of an open store (a config
+// reload keeps the store open).
+func (s *Store) SetMaxStaleness(d time.Duration) { s.maxStale.Store(int64(d)) }
+
 // checkStaleness sets stale when the backend has not synced for longer
-// than maxStale, and clears it once it has.
+// than the max staleness, and clears it once it has (or there is none).
 func (s *Store) checkStaleness(syncer Syncer) {
+	maxStale := time.Duration(s.maxStale.Load())
 	age := time.Since(syncer.SyncStatus().LastSync)
-	if stale := age > s.maxStale; s.stale.Swap(stale) != stale {
+	if stale := maxStale > 0 && age > maxStale; s.stale.Swap(stale) != stale {
 		if stale {
 			s.log.Error("refusing tokens with 503: this node has not synced with the token database for longer than max_staleness",
-				zap.Duration("since_last_sync", age.Round(time.Millisecond)), zap.Duration("max_staleness", s.maxStale))
+				zap.Duration("since_last_sync", age.Round(time.Millisecond)), zap.Duration("max_staleness", maxStale))
 		} else {
 			s.log.Info("synced with the token database again; verifying tokens")
 		}

@@ -255,23 +255,43 @@ func notUsersToken(user, id string) error {
 // publishes the deletion with the token's hash, by which every node's
 // index finds it.
 func deleteToken(w Writer, rec tokenRecord) error {
-	keys := []string{tokenKey(rec.ID), userTokenKey(rec.User, rec.ID), lastUsedKey(rec.ID), alertKey(rec.ID)}
-	if rec.Kind == Permanent {
-		keys = append(keys, expiryKey(rec.ExpiresAt, rec.ID))
-		owner, found, err := getValue(w, nameKey(rec.User, rec.Name))
-		if err != nil {
-			return err
+	return deleteTokens(w, []tokenRecord{rec})
+}
+
+// deleteTokens deletes tokens as deleteToken does, reading the name keys
+// of the permanent ones in one GetMany (a batch of a purge costs one read
+// on PostgreSQL, not one per token).
+func deleteTokens(w Writer, recs []tokenRecord) error {
+	var names []string
+	var owners []int // index in recs of each name key
+	for i, rec := range recs {
+		if rec.Kind == Permanent {
+			names, owners = append(names, nameKey(rec.User, rec.Name)), append(owners, i)
 		}
-		if found && string(owner) == rec.ID {
+	}
+	ownsName := make([]bool, len(recs))
+	err := w.GetMany(names, func(i int, owner []byte) error {
+		ownsName[owners[i]] = string(owner) == recs[owners[i]].ID
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: read token names: %w", err)
+	}
+	for i, rec := range recs {
+		keys := []string{tokenKey(rec.ID), userTokenKey(rec.User, rec.ID), lastUsedKey(rec.ID), alertKey(rec.ID)}
+		if rec.Kind == Permanent {
+			keys = append(keys, expiryKey(rec.ExpiresAt, rec.ID))
+		}
+		if ownsName[i] {
 			keys = append(keys, nameKey(rec.User, rec.Name))
 		}
-	}
-	for _, k := range keys {
-		if err := del(w, k); err != nil {
-			return err
+		for _, k := range keys {
+			if err := del(w, k); err != nil {
+				return err
+			}
 		}
+		w.Publish(tokenKey(rec.ID), rec.Hash[:])
 	}
-	w.Publish(tokenKey(rec.ID), rec.Hash[:])
 	return nil
 }
 

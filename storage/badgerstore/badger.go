@@ -286,7 +286,10 @@ func (r reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []by
 	if o.From != "" {
 		start = []byte(o.From)
 	} else if o.Reverse {
-		start = []byte(prefixEnd(prefix))
+		start = []byte(storage.PrefixEnd(prefix))
+		if len(start) == 0 { // a prefix of 0xff bytes: start past every key
+			start = []byte("\xff\xff\xff\xff\xff\xff\xff\xff")
+		}
 	}
 	var to []byte
 	if o.To != "" && !o.Reverse {
@@ -316,18 +319,6 @@ func (r reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []by
 		}
 	}
 	return nil
-}
-
-// prefixEnd is the first key after every key with the given prefix.
-func prefixEnd(prefix string) string {
-	b := []byte(prefix)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return "\xff\xff\xff\xff\xff\xff\xff\xff"
 }
 
 // CountHint estimates the number of keys under prefix from Badger's table

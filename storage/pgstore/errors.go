@@ -13,13 +13,16 @@ import (
 )
 
 // unavailable reports whether err means the database could not be
-// reached or did not answer in time, as opposed to refusing a statement:
-// a request that failed so may succeed later, and answers 503.
+// reached, did not answer in time or cannot take writes now, as opposed
+// to refusing a statement: a request that failed so may succeed later,
+// and answers 503. A request whose client went away (its context
+// cancelled) counts too: nobody reads the answer, and it is no server
+// error.
 func unavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, puddle.ErrClosedPool) || pgconn.Timeout(err) {
 		return true
@@ -36,9 +39,11 @@ func unavailable(err error) bool {
 	if errors.As(err, &pe) {
 		switch {
 		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			strings.HasPrefix(pe.Code, "53"),                           // insufficient resources: disk full, out of memory, too many connections
 			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutting down, crash, cannot connect now
-			pe.Code == "53300", // too many connections
-			pe.Code == "57014": // cancelled, by our own deadline
+			pe.Code == "57014", // cancelled, by our own deadline
+			pe.Code == "25006", // read-only transaction: the dsn reaches a standby (after a failover)
+			pe.Code == "58030": // I/O error
 			return true
 		}
 		return false

@@ -102,8 +102,6 @@ type feed struct {
 func (b *Backend) Subscribe(ctx context.Context, sub storage.Subscriber) error {
 	f := &feed{b: b, sub: sub, wake: make(chan struct{}, 1), polled: make(chan struct{})}
 	b.feed = f
-	ctx, cancel := context.WithTimeout(ctx, 4*b.opts.Timeout)
-	defer cancel()
 	if err := f.poll(ctx); err != nil {
 		return err
 	}
@@ -136,28 +134,42 @@ func (f *feed) kick() {
 	}
 }
 
-// waitApplied returns once a poll has applied the changes of transaction
-// xid, which has committed. If the feed cannot confirm it in time (the
-// database went away right after the commit), the change is still saved
-// and every node applies it when its feed reconnects; the caller learns
-// nothing more by failing, so it only logs.
-func (f *feed) waitApplied(ctx context.Context, xid int64) {
+// applyOwn returns once this node has applied the changes of transaction
+// xid, which has committed: the node that made a change refuses a token
+// it deleted on the very next request. Normally a poll applies them; if
+// none can within the timeout (the database went away right after the
+// commit), the node applies what the transaction itself published, so it
+// is no more stale than a node that read the change before the outage.
+// Every node, this one included, reads the change again from the log when
+// its feed reconnects.
+func (f *feed) applyOwn(ctx context.Context, xid int64, own func() []storage.Change) {
+	ctx, cancel := f.b.withTimeout(ctx)
+	defer cancel()
+	if f.waitApplied(ctx, xid) || f.b.closed() {
+		return
+	}
+	f.b.log.Warn("a change was saved but the change feed could not confirm it in time; applied it from the write itself",
+		zap.Int64("xid", xid))
+	f.sub.Apply(own())
+}
+
+// waitApplied reports whether a poll applied the changes of transaction
+// xid before ctx ended.
+func (f *feed) waitApplied(ctx context.Context, xid int64) bool {
 	f.kick()
 	for {
 		f.mu.Lock()
 		done, polled := f.valid && f.pos.includes(xid), f.polled
 		f.mu.Unlock()
 		if done {
-			return
+			return true
 		}
 		select {
 		case <-polled:
 		case <-ctx.Done():
-			f.b.log.Warn("a change was saved but this node could not apply it in time; it will when its change feed reconnects",
-				zap.Int64("xid", xid), zap.Error(ctx.Err()))
-			return
+			return false
 		case <-f.b.stop:
-			return
+			return false
 		}
 	}
 }
@@ -189,6 +201,8 @@ func (b *Backend) CatchUp(ctx context.Context) error {
 
 func (f *feed) pollLoop() {
 	defer f.b.wg.Done()
+	ctx, cancel := f.b.untilClosed()
+	defer cancel()
 	timer := time.NewTimer(f.b.opts.PollInterval)
 	defer timer.Stop()
 	for {
@@ -198,9 +212,9 @@ func (f *feed) pollLoop() {
 		case <-f.wake:
 		case <-timer.C:
 		}
-		ctx, cancel := f.b.withTimeout(context.Background())
+		// Each round trip has the backend's timeout; a reload of a
+		// million tokens takes as long as it needs.
 		err := f.poll(ctx)
-		cancel()
 		if err != nil && !f.b.closed() {
 			if f.connected.Swap(false) {
 				f.b.log.Warn("lost the token database's change feed; serving from memory until it is back", zap.Error(err))
@@ -226,14 +240,17 @@ func (f *feed) poll(ctx context.Context) (err error) {
 		f.polled = make(chan struct{})
 		f.mu.Unlock()
 	}()
-	tx, err := f.b.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := f.b.begin(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return f.b.failed("reading the change log", err)
 	}
-	defer tx.Rollback(context.Background())
+	defer f.b.rollback(tx)
 	var text string
 	var prunedBelow int64
-	if err := tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text, (SELECT pruned_below FROM api_tokens_feed)`).Scan(&text, &prunedBelow); err != nil {
+	qctx, cancel := f.b.withTimeout(ctx)
+	err = tx.QueryRow(qctx, `SELECT pg_current_snapshot()::text, (SELECT pruned_below FROM api_tokens_feed)`).Scan(&text, &prunedBelow)
+	cancel()
+	if err != nil {
 		return f.b.failed("reading the change log", err)
 	}
 	snap, err := parseSnapshot(text)
@@ -253,7 +270,7 @@ func (f *feed) poll(ctx context.Context) (err error) {
 	if err != nil {
 		return f.b.failed("reading the change log", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := f.b.commit(ctx, tx); err != nil {
 		return f.b.failed("reading the change log", err)
 	}
 	if len(changes) > 0 {
@@ -290,7 +307,9 @@ func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]storage.Cha
 	if inProgress == nil {
 		inProgress = []int64{}
 	}
-	rows, err := tx.Query(ctx, `SELECT key, hint FROM api_tokens_changes WHERE xid >= $1 OR xid = ANY($2)`, pos.xmax, inProgress)
+	qctx, cancel := f.b.withTimeout(ctx)
+	defer cancel()
+	rows, err := tx.Query(qctx, `SELECT key, hint FROM api_tokens_changes WHERE xid >= $1 OR xid = ANY($2)`, pos.xmax, inProgress)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +338,9 @@ func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]storage.Cha
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	rows, err = tx.Query(ctx, `SELECT key, value FROM api_tokens_kv WHERE key = ANY($1)`, keys)
+	qctx, cancel = f.b.withTimeout(ctx)
+	defer cancel()
+	rows, err = tx.Query(qctx, `SELECT key, value FROM api_tokens_kv WHERE key = ANY($1)`, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -352,12 +373,8 @@ func (f *feed) advance(snap snapshot, prunedBelow int64) {
 // connection when quiet, so a dead one is replaced within seconds.
 func (f *feed) listen() {
 	defer f.b.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := f.b.untilClosed()
 	defer cancel()
-	go func() {
-		<-f.b.stop
-		cancel()
-	}()
 	retry := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := f.listenOnce(ctx)

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -130,5 +131,29 @@ func TestPrunedChangesMakeAReloadOnlyWhenMissed(t *testing.T) {
 	}
 	if rec.resets != 2 || len(rec.changes) != before+1 {
 		t.Fatalf("with a transaction open and the log pruned: %d resets (want 2), %d new changes (want 1)", rec.resets, len(rec.changes)-before)
+	}
+}
+
+// One maintenance round deletes every expired row, however many more
+// than one statement's batch there are: sessions and throttle entries are
+// created faster than a batch a minute.
+func TestMaintenanceKeepsUpWithManyExpiredRows(t *testing.T) {
+	dsn := testtools.PostgresDatabase(t)
+	b, err := Open(context.Background(), dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n := 2*maintainBatch + 500
+	exec(t, dsn, fmt.Sprintf(`INSERT INTO api_tokens_kv (key, value, expires_at)
+		SELECT convert_to('lt/test/' || i, 'UTF8'), '\x00', now() - interval '1 minute' FROM generate_series(1, %d) AS i`, n))
+	exec(t, dsn, `INSERT INTO api_tokens_kv (key, value, expires_at) VALUES ('lt/live', '\x00', now() + interval '1 hour')`)
+	expired, _, err := b.maintainRound()
+	if err != nil || expired != int64(n) {
+		t.Fatalf("one round deleted %d expired rows (%v); want %d", expired, err, n)
+	}
+	var left int
+	if err := b.pool.QueryRow(context.Background(), `SELECT count(*) FROM api_tokens_kv WHERE key >= 'lt/' AND key < 'lt0'`).Scan(&left); err != nil || left != 1 {
+		t.Fatalf("%d rows left (%v); want only the live one", left, err)
 	}
 }

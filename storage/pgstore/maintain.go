@@ -13,8 +13,14 @@ import (
 // transaction, so a pooled connection never keeps it.
 const maintainLock = 0x6d61696e // "main"
 
-// maintainBatch bounds the rows one maintenance statement deletes.
-const maintainBatch = 10000
+// maintainBatch bounds the rows one maintenance statement deletes, and
+// maintainRounds the statements of one round: up to a million rows a
+// round, enough for sessions and throttle entries created at thousands a
+// second, in transactions short enough not to hold anything up.
+const (
+	maintainBatch  = 10000
+	maintainRounds = 100
+)
 
 // maintain deletes expired rows (the keys of temporary tokens, written
 // with a TTL) and change rows older than the retention, every
@@ -29,9 +35,7 @@ func (b *Backend) maintain() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := b.withTimeout(context.Background())
-		expired, pruned, err := b.maintainOnce(ctx)
-		cancel()
+		expired, pruned, err := b.maintainRound()
 		switch {
 		case err != nil && !b.closed():
 			b.log.Debug("maintenance of the token database failed; the next round tries again", zap.Error(err))
@@ -41,8 +45,27 @@ func (b *Backend) maintain() {
 	}
 }
 
-// maintainOnce does one round of maintenance if no other node is doing
-// it, and reports how many expired rows and change rows it deleted.
+// maintainRound deletes batches until a batch finds less than a full
+// one to delete.
+func (b *Backend) maintainRound() (expired, pruned int64, err error) {
+	for range maintainRounds {
+		if b.closed() {
+			return expired, pruned, nil
+		}
+		ctx, cancel := b.withTimeout(context.Background())
+		e, p, err := b.maintainOnce(ctx)
+		cancel()
+		expired, pruned = expired+e, pruned+p
+		if err != nil || e < maintainBatch && p < maintainBatch {
+			return expired, pruned, err
+		}
+	}
+	return expired, pruned, nil
+}
+
+// maintainOnce deletes one batch if no other node is doing the
+// maintenance, and reports how many expired rows and change rows it
+// deleted.
 func (b *Backend) maintainOnce(ctx context.Context) (expired, pruned int64, err error) {
 	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		var locked bool

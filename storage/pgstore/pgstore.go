@@ -38,7 +38,8 @@ type Options struct {
 	// having been notified: the bound on how late a change arrives when a
 	// notification is lost. Default 200ms.
 	PollInterval time.Duration
-	// Timeout bounds each call that waits for the database, so a
+	// Timeout bounds each round trip to the database (each statement,
+	// not a whole transaction, so a long walk is not cut short), so a
 	// database that is down or hung gives storage.ErrUnavailable in
 	// seconds instead of a hang. Default 5s.
 	Timeout time.Duration
@@ -100,8 +101,15 @@ func ParseDSN(dsn string) (*pgxpool.Config, error) {
 		}
 		return nil, fmt.Errorf("the PostgreSQL dsn is not a valid connection string%s: use a libpq URI such as postgres://user@host:5432/db or key=value pairs (the dsn is not shown because it may hold a password)", detail)
 	}
+	if strings.Contains(dsn, "pool_max_conns") && cfg.MaxConns < minConns {
+		return nil, fmt.Errorf("the PostgreSQL dsn sets pool_max_conns=%d: a node needs at least %d connections (the change feed's poll, a write, and the read an alert pass keeps open while it writes)", cfg.MaxConns, minConns)
+	}
 	return cfg, nil
 }
+
+// minConns is the smallest pool a node works with; it uses one more
+// connection of its own for LISTEN.
+const minConns = 3
 
 // Open connects to the database in dsn, applies the schema migrations
 // this version knows (under an advisory lock, so nodes starting together
@@ -203,6 +211,19 @@ func (b *Backend) closed() bool {
 // withTimeout bounds ctx by the backend's timeout.
 func (b *Backend) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, b.opts.Timeout)
+}
+
+// untilClosed is a context for background work, cancelled by Close.
+func (b *Backend) untilClosed() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-b.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Schema. Each migration runs in its own transaction; the version table

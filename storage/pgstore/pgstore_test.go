@@ -290,6 +290,7 @@ func TestBadDSNAndUnreachableServer(t *testing.T) {
 		{"postgres://app:" + password + "@127.0.0.1:99999/db", "not a valid connection string"},
 		{"host=127.0.0.1 port=nope password=" + password, "not a valid connection string"},
 		{fmt.Sprintf("postgres://app:%s@127.0.0.1:%d/db?connect_timeout=2", password, testtools.FreePort(t)), "cannot connect to PostgreSQL at 127.0.0.1"},
+		{"postgres://app:" + password + "@127.0.0.1/db?pool_max_conns=2", "needs at least 3 connections"},
 	} {
 		start := time.Now()
 		_, err := pgstore.Open(context.Background(), tc.dsn, pgstore.Options{Timeout: 2 * time.Second})

@@ -18,22 +18,45 @@ import (
 // losing serialization conflicts.
 const maxAttempts = 10
 
-// View runs fn in a read-only transaction over one snapshot.
+// View runs fn in a read-only transaction over one snapshot. Each round
+// trip has the backend's timeout, not the whole transaction: a walk over
+// a million tokens takes as long as it takes, a hung database fails it in
+// seconds.
 func (b *Backend) View(ctx context.Context, fn func(storage.Reader) error) error {
 	if b.closed() {
 		return storage.ErrClosed
 	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	tx, err := b.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := b.begin(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return b.failed("starting a read", err)
 	}
-	defer tx.Rollback(context.Background())
+	defer b.rollback(tx)
 	if err := fn(&reader{ctx: ctx, tx: tx, b: b}); err != nil {
 		return b.classify(ctx, "reading", err)
 	}
-	return b.classify(ctx, "reading", tx.Commit(ctx))
+	return b.classify(ctx, "reading", dbErr(b.commit(ctx, tx)))
+}
+
+// begin starts a transaction, within the backend's timeout.
+func (b *Backend) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	return b.pool.BeginTx(ctx, opts)
+}
+
+// commit commits tx, within the backend's timeout.
+func (b *Backend) commit(ctx context.Context, tx pgx.Tx) error {
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	return tx.Commit(ctx)
+}
+
+// rollback ends tx if it is still open (a no-op after a commit), within
+// the backend's timeout, so a dead connection cannot hold the caller.
+func (b *Backend) rollback(tx pgx.Tx) {
+	ctx, cancel := b.withTimeout(context.Background())
+	defer cancel()
+	_ = tx.Rollback(ctx)
 }
 
 // classify leaves the rules' own errors (and ErrStopScan's absence) as
@@ -68,18 +91,17 @@ func dbErr(err error) error {
 
 // Update runs fn in a serializable transaction, retrying it when it loses
 // a conflict with another node's transaction, commits it, and waits until
-// the change feed has applied what it published.
+// the change feed has applied what it published. Each round trip has the
+// backend's timeout, as in View.
 func (b *Backend) Update(ctx context.Context, fn func(storage.Writer) error) error {
 	if b.closed() {
 		return storage.ErrClosed
 	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
 	for attempt := 1; ; attempt++ {
-		xid, published, err := b.tryUpdate(ctx, fn)
+		xid, w, err := b.tryUpdate(ctx, fn)
 		if err == nil {
-			if published {
-				b.feed.waitApplied(ctx, xid)
+			if len(w.published) > 0 {
+				b.feed.applyOwn(ctx, xid, w.ownChanges)
 			}
 			return nil
 		}
@@ -98,52 +120,60 @@ func (b *Backend) Update(ctx context.Context, fn func(storage.Writer) error) err
 	}
 }
 
-// tryUpdate runs one attempt. It returns the transaction's id, and
-// whether it published changes the feed must deliver before Update
-// returns.
-func (b *Backend) tryUpdate(ctx context.Context, fn func(storage.Writer) error) (xid int64, published bool, err error) {
-	tx, err := b.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+// tryUpdate runs one attempt. It returns the transaction's id and its
+// writer, which holds what it published for the feed to apply before
+// Update returns.
+func (b *Backend) tryUpdate(ctx context.Context, fn func(storage.Writer) error) (xid int64, w *writer, err error) {
+	tx, err := b.begin(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	if err != nil {
-		return 0, false, dbErr(err)
+		return 0, nil, dbErr(err)
 	}
-	defer tx.Rollback(context.Background())
-	w := &writer{reader: reader{ctx: ctx, tx: tx, b: b}}
+	defer b.rollback(tx)
+	w = &writer{reader: reader{ctx: ctx, tx: tx, b: b}}
 	w.reader.w = w
 	if err := fn(w); err != nil {
-		return 0, false, err
+		return 0, nil, err
 	}
 	if xid, err = w.finish(); err != nil {
-		return 0, false, err
+		return 0, nil, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return b.commitOutcome(xid, err)
+	if err := b.commit(ctx, tx); err != nil {
+		if err := b.commitOutcome(xid, err); err != nil {
+			return 0, nil, err
+		}
 	}
-	return xid, len(w.published) > 0, nil
+	return xid, w, nil
 }
 
-// commitOutcome decides what a failed COMMIT means. A conflict detected
-// at commit is retried. If the connection broke during the commit, the
-// transaction may have committed or not: its status is asked on another
-// connection, so a change that did commit is reported as done, and one
-// that did not as unavailable, and nothing is ever half-written either
-// way.
-func (b *Backend) commitOutcome(xid int64, err error) (int64, bool, error) {
+// commitOutcome decides what a failed COMMIT means: nil if the change
+// was saved after all. A conflict detected at commit is retried. If the
+// connection broke or timed out during the commit, the transaction may
+// have committed or not: its status is asked on another connection (again
+// while the server still reports it in progress, finishing a slow
+// commit), so a change that did commit is reported as done, one that did
+// not as unavailable, and nothing is ever half-written either way.
+func (b *Backend) commitOutcome(xid int64, err error) error {
 	if conflict(err) || !unavailable(err) || xid == 0 {
-		return 0, false, dbErr(err)
+		return dbErr(err)
 	}
-	ctx, cancel := b.withTimeout(context.Background())
-	defer cancel()
-	var status *string
-	qerr := b.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, strconv.FormatInt(xid, 10)).Scan(&status)
-	switch {
-	case qerr == nil && status != nil && *status == "committed":
-		b.log.Warn("the connection broke during a commit that did commit", zap.Int64("xid", xid), zap.Error(err))
-		return xid, true, nil
-	case qerr == nil:
-		return 0, false, dbErr(err) // aborted: nothing was written
+	deadline := time.Now().Add(b.opts.Timeout)
+	for {
+		ctx, cancel := b.withTimeout(context.Background())
+		var status *string
+		qerr := b.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, strconv.FormatInt(xid, 10)).Scan(&status)
+		cancel()
+		switch {
+		case qerr != nil || status == nil || time.Now().After(deadline):
+			return fmt.Errorf("%w: %s: the connection broke during the commit and the database cannot tell yet whether the change was saved; check before retrying: %v",
+				storage.ErrUnavailable, b.where, err)
+		case *status == "committed":
+			b.log.Warn("the connection broke during a commit that did commit", zap.Int64("xid", xid), zap.Error(err))
+			return nil
+		case *status == "aborted":
+			return dbErr(err) // nothing was written
+		}
+		time.Sleep(50 * time.Millisecond) // in progress: the commit is still being written
 	}
-	return 0, false, fmt.Errorf("%w: %s: the connection broke during the commit and the database cannot be asked whether the change was saved; check before retrying: %v",
-		storage.ErrUnavailable, b.where, err)
 }
 
 // reader is a storage.Reader over a transaction. Every read first sends
@@ -155,6 +185,9 @@ type reader struct {
 	b   *Backend
 	w   *writer // nil in a read-only transaction
 }
+
+// stmt bounds one round trip by the backend's timeout.
+func (r *reader) stmt() (context.Context, context.CancelFunc) { return r.b.withTimeout(r.ctx) }
 
 func (r *reader) flush() error {
 	if r.w == nil {
@@ -168,7 +201,9 @@ func (r *reader) Get(key string) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	var val []byte
-	err := r.tx.QueryRow(r.ctx, `SELECT value FROM api_tokens_kv WHERE key = $1`, []byte(key)).Scan(&val)
+	ctx, cancel := r.stmt()
+	defer cancel()
+	err := r.tx.QueryRow(ctx, `SELECT value FROM api_tokens_kv WHERE key = $1`, []byte(key)).Scan(&val)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -195,19 +230,22 @@ func (r *reader) GetMany(keys []string, fn func(int, []byte) error) error {
 		}
 		positions[k] = append(positions[k], i)
 	}
-	rows, err := r.tx.Query(r.ctx, `SELECT key, value FROM api_tokens_kv WHERE key = ANY($1)`, args)
-	if err != nil {
-		return dbErr(err)
-	}
 	type kv struct {
 		key string
 		val []byte
+	}
+	ctx, cancel := r.stmt()
+	rows, err := r.tx.Query(ctx, `SELECT key, value FROM api_tokens_kv WHERE key = ANY($1)`, args)
+	if err != nil {
+		cancel()
+		return dbErr(err)
 	}
 	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (kv, error) {
 		var k, v []byte
 		err := row.Scan(&k, &v)
 		return kv{string(k), v}, err
 	})
+	cancel()
 	if err != nil {
 		return dbErr(err)
 	}
@@ -235,7 +273,7 @@ func (r *reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []b
 	if err := r.flush(); err != nil {
 		return err
 	}
-	lo, hi := []byte(prefix), []byte(prefixEnd(prefix))
+	lo, hi := []byte(prefix), []byte(storage.PrefixEnd(prefix))
 	switch {
 	case o.Reverse && o.From != "":
 		hi = append([]byte(o.From), 0) // From itself included
@@ -267,16 +305,19 @@ func (r *reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []b
 			query = `SELECT ` + cols + ` FROM api_tokens_kv WHERE key >= $1 ORDER BY key LIMIT $2`
 			args = []any{lo, page}
 		}
-		rows, err := r.tx.Query(r.ctx, query, args...)
+		type kv struct{ key, val []byte }
+		ctx, cancel := r.stmt()
+		rows, err := r.tx.Query(ctx, query, args...)
 		if err != nil {
+			cancel()
 			return dbErr(err)
 		}
-		type kv struct{ key, val []byte }
 		got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (kv, error) {
 			var e kv
 			err := row.Scan(&e.key, &e.val)
 			return e, err
 		})
+		cancel()
 		if err != nil {
 			return dbErr(err)
 		}
@@ -301,19 +342,6 @@ func (r *reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []b
 	}
 }
 
-// prefixEnd is the first key after every key with the given prefix, ""
-// if there is none.
-func prefixEnd(prefix string) string {
-	b := []byte(prefix)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return ""
-}
-
 // writer is a storage.Writer over a serializable transaction. Writes are
 // buffered and sent before the next read or at commit, as at most one
 // INSERT and one DELETE (the last write of each key wins), so a
@@ -324,6 +352,10 @@ type writer struct {
 	order     []string // keys of pending, in first-write order
 	queued    pgx.Batch
 	published []publication
+	// written is the last value written to each key in the transaction
+	// (nil: deleted), so the writer can apply what it published itself
+	// when the feed cannot confirm it.
+	written map[string][]byte
 	// seqNext and seqLeft are the numbers NextSeq still has of the block
 	// it reserved.
 	seqNext, seqLeft uint64
@@ -344,6 +376,23 @@ func (w *writer) buffer(key string, pw pendingWrite) {
 		w.order = append(w.order, key)
 	}
 	w.pending[key] = pw
+	if w.written == nil {
+		w.written = map[string][]byte{}
+	}
+	w.written[key] = pw.val
+}
+
+// ownChanges is what the transaction published, as the feed would read it
+// right after the commit. A key published without being written is left
+// out: only the database knows its value.
+func (w *writer) ownChanges() []storage.Change {
+	changes := make([]storage.Change, 0, len(w.published))
+	for _, p := range w.published {
+		if val, wrote := w.written[p.key]; wrote {
+			changes = append(changes, storage.Change{Key: p.key, Hint: p.hint, Value: val, Found: val != nil})
+		}
+	}
+	return changes
 }
 
 type publication struct {
@@ -378,7 +427,10 @@ func (w *writer) NextSeq() (uint64, error) {
 			return 0, err
 		}
 		var n int64
-		if err := w.tx.QueryRow(w.ctx, `SELECT nextval('api_tokens_seq')`).Scan(&n); err != nil {
+		ctx, cancel := w.stmt()
+		err := w.tx.QueryRow(ctx, `SELECT nextval('api_tokens_seq')`).Scan(&n)
+		cancel()
+		if err != nil {
 			return 0, dbErr(err)
 		}
 		w.seqNext, w.seqLeft = uint64(n), seqBlock
@@ -402,7 +454,9 @@ func (w *writer) flush() error {
 	if w.queued.Len() == 0 {
 		return nil
 	}
-	err := w.tx.SendBatch(w.ctx, &w.queued).Close()
+	ctx, cancel := w.stmt()
+	defer cancel()
+	err := w.tx.SendBatch(ctx, &w.queued).Close()
 	w.queued = pgx.Batch{}
 	return dbErr(err)
 }
@@ -432,29 +486,30 @@ func (w *writer) queueWrites() {
 	w.order = w.order[:0]
 }
 
-// finish writes the change rows of what was published, wakes the other
-// nodes (NOTIFY is sent at commit, and only if it commits), and returns
-// the transaction's id, with the buffered writes, in one round trip.
+// finish sends the buffered writes, writes the change rows of what was
+// published, wakes the other nodes (NOTIFY is sent at commit, and only if
+// it commits), and returns the transaction's id, all in one round trip.
+// The id is 0 if the transaction wrote nothing (a lease check that found
+// the lease its own): asking for one would make it a writing transaction.
 func (w *writer) finish() (int64, error) {
+	w.queueWrites()
 	if len(w.published) > 0 {
 		keys := make([][]byte, len(w.published))
 		hints := make([][]byte, len(w.published))
 		for i, p := range w.published {
 			keys[i], hints[i] = []byte(p.key), p.hint
 		}
-		w.queueWrites()
 		w.queued.Queue(`INSERT INTO api_tokens_changes (key, hint) SELECT * FROM unnest($1::bytea[], $2::bytea[])`, keys, hints)
 		w.queued.Queue(`SELECT pg_notify('api_tokens_changes', '')`)
 	}
-	var xid int64
-	w.queueWrites()
-	w.queued.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
+	var xid *int64
+	w.queued.Queue(`SELECT pg_current_xact_id_if_assigned()::text::bigint`).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&xid)
 	})
-	if err := w.flush(); err != nil {
+	if err := w.flush(); err != nil || xid == nil {
 		return 0, err
 	}
-	return xid, nil
+	return *xid, nil
 }
 
 // Interface guards

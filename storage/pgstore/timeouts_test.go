@@ -1,0 +1,225 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
+)
+
+// nodeWith opens a node with a short timeout per round trip.
+func nodeWith(t *testing.T, dsn string, timeout time.Duration) *storage.Store {
+	t.Helper()
+	s, err := pgstore.OpenStore(context.Background(), dsn, pgstore.Options{Timeout: timeout},
+		storage.Options{Clock: storage.NewFakeClock(t0), PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// The timeout bounds each round trip, not a whole transaction: listing
+// more tokens than one round trip's timeout could read in one go still
+// works (the alert pass walks a million tokens so), while a statement
+// that hangs fails within the timeout.
+func TestTimeoutBoundsEachStatementNotTheTransaction(t *testing.T) {
+	dsn := testtools.PostgresDatabase(t)
+	s := nodeWith(t, dsn, time.Second)
+	ctx := ctxAs("root")
+	if _, err := s.CreateUser(ctx, storage.NewUser{Username: "alice", Password: "pw"}); err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]storage.NewToken, 20)
+	for i := range batch {
+		batch[i] = storage.NewToken{User: "alice", Name: fmt.Sprintf("t%d", i), Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)}
+	}
+	if _, _, err := s.CreateTokens(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Each token the walk visits takes 150 ms: three seconds in all,
+	// three times the timeout.
+	start := time.Now()
+	n := 0
+	err := s.ForEachPermanentToken(context.Background(), func(storage.Token) error {
+		n++
+		time.Sleep(150 * time.Millisecond)
+		return nil
+	})
+	if err != nil || n != len(batch) {
+		t.Fatalf("a walk of %v over %d tokens: %d visited, %v", time.Since(start), len(batch), n, err)
+	}
+
+	// A statement that waits on a lock fails within about the timeout,
+	// as unavailable.
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(context.Background(), `LOCK TABLE api_tokens_kv IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err = s.GetUser(context.Background(), "alice")
+	if took := time.Since(start); !errors.Is(err, storage.ErrUnavailable) || took > 3*time.Second {
+		t.Fatalf("a read behind a lock: %v after %v; want unavailable within about a second", err, took)
+	}
+}
+
+// The node that deleted a token refuses it at once even when its change
+// feed cannot confirm the deletion (the database stopped answering the
+// feed right after the commit): it applies what it wrote itself. The
+// feed is held here by a lock on the table every poll reads first, which
+// the writing transaction does not touch.
+func TestWriterAppliesItsOwnChangeWhenTheFeedCannotConfirmIt(t *testing.T) {
+	dsn := testtools.PostgresDatabase(t)
+	s := nodeWith(t, dsn, time.Second)
+	ctx := ctxAs("root")
+	if _, err := s.CreateUser(ctx, storage.NewUser{Username: "alice", Password: "pw"}); err != nil {
+		t.Fatal(err)
+	}
+	secret, tok, err := s.CreateToken(ctx, storage.NewToken{User: "alice", Name: "ci", Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret2, _, err := s.CreateToken(ctx, storage.NewToken{User: "alice", Name: "ci2", Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	hold, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.Background())
+	if _, err := hold.Exec(context.Background(), `LOCK TABLE api_tokens_feed IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteToken(ctx, "alice", tok.ID); err != nil {
+		t.Fatalf("deleting while the feed is held: %v", err)
+	}
+	if _, r := s.Verify(secret); r != storage.ResultUnknown {
+		t.Fatalf("the node that deleted the token verifies it as %v while its feed is held", r)
+	}
+	if _, err := s.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := s.Verify(secret2); r != storage.ResultDisabled {
+		t.Fatalf("a token of a user disabled while the feed is held verifies as %v", r)
+	}
+
+	// Once the feed is back it reads the same changes from the log, and
+	// the node agrees with them.
+	if err := hold.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := s.Verify(secret2); r != storage.ResultOK {
+		t.Fatalf("after the feed is back, the enabled user's token verifies as %v", r)
+	}
+	if _, r := s.Verify(secret); r != storage.ResultUnknown {
+		t.Fatalf("after the feed is back, the deleted token verifies as %v", r)
+	}
+}
+
+// A node that reloads everything because the changes it missed were
+// pruned tells its settings watchers (the alert loop re-checks at once),
+// as it would have had it read the change itself.
+func TestReloadTellsTheSettingsWatchers(t *testing.T) {
+	dsn := testtools.PostgresDatabase(t)
+	// A short timeout so that A's write returns soon although its feed
+	// is held; B's is long enough for its reload on a busy machine.
+	a, b := nodeWith(t, dsn, time.Second), nodeWith(t, dsn, 5*time.Second)
+	var told atomic.Int32
+	b.OnSettingsChange(func() { told.Add(1) })
+
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	hold, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.Background())
+	if _, err := hold.Exec(context.Background(), `LOCK TABLE api_tokens_feed IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PutSetting(ctxAs("root"), "EnableUserTokenNotification", "30"); err != nil {
+		t.Fatal(err)
+	}
+	// Pruned before B could read it, as the maintenance would after B
+	// was away for longer than the retention.
+	if _, err := hold.Exec(context.Background(), `DELETE FROM api_tokens_changes;
+		UPDATE api_tokens_feed SET pruned_below = pg_current_xact_id()::text::bigint`); err != nil {
+		t.Fatal(err)
+	}
+	told.Store(0)
+	if err := hold.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "B reloads and tells its settings watchers", func() bool {
+		st, _ := b.SyncStatus()
+		return st.FullReloads == 1 && told.Load() > 0
+	})
+}
+
+// max_staleness can be set on an open store (a config reload keeps it
+// open): a node whose feed is held starts refusing tokens with
+// ResultUnavailable once it is set, and stops when it is removed.
+func TestMaxStalenessChangesOnAnOpenStore(t *testing.T) {
+	dsn := testtools.PostgresDatabase(t)
+	s := nodeWith(t, dsn, time.Second)
+	ctx := ctxAs("root")
+	if _, err := s.CreateUser(ctx, storage.NewUser{Username: "alice", Password: "pw"}); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := s.CreateToken(ctx, storage.NewToken{User: "alice", Name: "ci", Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	hold, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.Background())
+	if _, err := hold.Exec(context.Background(), `LOCK TABLE api_tokens_feed IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // longer than the staleness about to be set
+	if _, r := s.Verify(secret); r != storage.ResultOK {
+		t.Fatalf("without max staleness, a held feed's node verifies as %v", r)
+	}
+	s.SetMaxStaleness(time.Second)
+	eventually(t, 2*time.Second, "the node refuses with max staleness set", func() bool { _, r := s.Verify(secret); return r == storage.ResultUnavailable })
+	s.SetMaxStaleness(0)
+	eventually(t, 2*time.Second, "the node verifies again without it", func() bool { _, r := s.Verify(secret); return r == storage.ResultOK })
+}

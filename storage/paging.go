@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Paged lists. Every list has an order by a position that never changes
@@ -205,9 +206,13 @@ func tokenRanges(f TokenFilter) ([]indexRange, listOrder, error) {
 		return ranges, orderTokens, nil
 	}
 	// Every token expires before latestExpiry, and later times do not fit
-	// in the key's nanoseconds: no bound is needed then.
+	// in the key's nanoseconds: no bound is needed then. No token expires
+	// before 1970, whose negative nanoseconds would not sort.
 	before := ""
-	if !f.ExpiringBefore.After(latestExpiry) {
+	switch {
+	case f.ExpiringBefore.Before(time.Unix(0, 0)):
+		before = be64(0)
+	case !f.ExpiringBefore.After(latestExpiry):
 		before = be64(f.ExpiringBefore.UnixNano())
 	}
 	if perm {

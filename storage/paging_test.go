@@ -435,6 +435,12 @@ func TestPageCursorsRefused(t *testing.T) {
 				t.Errorf("%s: %q does not say the cursor is the problem", c.name, err)
 			}
 		}
+		if toks, _, err := s.ListTokensPage(ctx, TokenFilter{ExpiringBefore: time.Date(1969, 1, 1, 0, 0, 0, 0, time.UTC)}, "", 10); len(toks) != 0 || err != nil {
+			t.Errorf("tokens expiring before 1969 = %d, %v; want none", len(toks), err)
+		}
+		if toks, _, err := s.ListTokensPage(ctx, TokenFilter{ExpiringBefore: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}, "", 10); len(toks) != 6 || err != nil {
+			t.Errorf("tokens expiring before 9999 = %d, %v; want all 6", len(toks), err)
+		}
 		_, _, err = s.ListTokensPage(ctx, TokenFilter{Kind: "forever"}, "", 1)
 		wantErr(t, err, ErrInvalid, "kind")
 		_, _, err = s.ListUserTokensPage(ctx, "nobody", "", 1)

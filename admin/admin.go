@@ -27,13 +27,13 @@ type Store interface {
 
 	CreateUser(ctx context.Context, u storage.NewUser) (storage.User, error)
 	GetUser(ctx context.Context, username string) (storage.User, error)
-	ListUsers(ctx context.Context) ([]storage.User, error)
+	ListUsersPage(ctx context.Context, cursor string, limit int) (users []storage.User, next string, err error)
 	UpdateUser(ctx context.Context, username string, p storage.UserPatch) (storage.User, error)
 	DeleteUser(ctx context.Context, username string) error
 
 	CreateToken(ctx context.Context, t storage.NewToken) (secret string, meta storage.Token, err error)
-	ListUserTokens(ctx context.Context, username string) ([]storage.Token, error)
-	ListTokens(ctx context.Context, f storage.TokenFilter) ([]storage.Token, error)
+	ListUserTokensPage(ctx context.Context, username, cursor string, limit int) (tokens []storage.Token, next string, err error)
+	ListTokensPage(ctx context.Context, f storage.TokenFilter, cursor string, limit int) (tokens []storage.Token, next string, err error)
 	DeleteToken(ctx context.Context, username, id string) error
 	Logout(ctx context.Context, id string) error
 	RotateToken(ctx context.Context, username, id string, grace time.Duration, expiresAt time.Time) (secret string, meta storage.Token, err error)
@@ -44,7 +44,7 @@ type Store interface {
 	DeleteSetting(ctx context.Context, key string) error
 
 	AppendAudit(ctx context.Context, e storage.AuditEntry) error
-	ListAudit(ctx context.Context, limit int) ([]storage.AuditEntry, error)
+	ListAuditPage(ctx context.Context, cursor string, limit int) (entries []storage.AuditEntry, next string, err error)
 
 	CanBackup() bool
 	Backup(ctx context.Context, w io.Writer) error
@@ -70,6 +70,13 @@ type Config struct {
 	ClientIP func(*http.Request) string
 	// UI, if set, is served at GET /ui/ with the request path unchanged.
 	UI http.Handler
+	// RequestPath returns the path of the request as the client sent it,
+	// escaped (url.URL.EscapedPath), before any prefix was stripped: the
+	// links to the next page of a list start with it. Default: the path
+	// of the request line (r.RequestURI), which http.StripPrefix keeps;
+	// behind a proxy that rewrites the request line, pass one that knows
+	// the original.
+	RequestPath func(*http.Request) string
 }
 
 // Defaults for Config's zero values.
@@ -113,6 +120,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.ClientIP == nil {
 		cfg.ClientIP = remoteHost
+	}
+	if cfg.RequestPath == nil {
+		cfg.RequestPath = requestPath
 	}
 	return cfg
 }

@@ -171,13 +171,19 @@ func TestContractCatchesDrift(t *testing.T) {
 	// A status the document does not list for the operation.
 	mustFail("undocumented status", real, req, nil, 502, res.Header.Clone(), []byte(`{"error":"bad gateway"}`), "502")
 
-	// Cursor paging: a query parameter and a Link header.
-	reqCursor, resCursor, bodyCursor := get("/tokens?limit=10&cursor=abc", e.root)
-	mustFail("undocumented query parameter", real, reqCursor, nil, resCursor.StatusCode, resCursor.Header, bodyCursor, "query parameter 'cursor'")
+	// Offset paging, which the API does not do: a query parameter and a
+	// header with the total.
+	reqPage, resPage, bodyPage := get("/tokens?limit=10&page=2", e.root)
+	mustFail("undocumented query parameter", real, reqPage, nil, resPage.StatusCode, resPage.Header, bodyPage, "query parameter 'page'")
 	reqTokens, resTokens, bodyTokens := get("/tokens", e.root)
-	hLink := resTokens.Header.Clone()
-	hLink.Set("Link", `</tokens?cursor=abc>; rel="next"`)
-	mustFail("undocumented response header", real, reqTokens, nil, resTokens.StatusCode, hLink, bodyTokens, "header 'Link'")
+	hTotal := resTokens.Header.Clone()
+	hTotal.Set("X-Total-Count", "1")
+	mustFail("undocumented response header", real, reqTokens, nil, resTokens.StatusCode, hTotal, bodyTokens, "header 'X-Total-Count'")
+	// A Link header where the document has none.
+	reqSettings, resSettings, bodySettings := get("/settings", e.root)
+	hLink := resSettings.Header.Clone()
+	hLink.Set("Link", `</settings?cursor=abc>; rel="next"`)
+	mustFail("undocumented Link header", real, reqSettings, nil, resSettings.StatusCode, hLink, bodySettings, "header 'Link'")
 
 	// A request field the server accepts but the document does not know.
 	patch, _ := http.NewRequest("PATCH", e.srv.URL+"/users/root", strings.NewReader(""))

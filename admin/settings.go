@@ -1,9 +1,7 @@
 package admin
 
 import (
-	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
@@ -62,19 +60,17 @@ func (h *handler) listFaults(w http.ResponseWriter, _ *http.Request, _ caller) e
 	return nil
 }
 
+// listAudit answers a page of the audit log, newest first; limit keeps
+// its meaning of before the lists paged (how many entries, 1 to 1000).
 func (h *handler) listAudit(w http.ResponseWriter, r *http.Request, _ caller) error {
-	limit := storage.DefaultAuditLimit
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > storage.MaxAuditLimit {
-			return badRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", storage.MaxAuditLimit))
-		}
-		limit = n
-	}
-	entries, err := h.cfg.Store.ListAudit(r.Context(), limit)
+	p, err := pageQuery(r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, mapSlice(entries, utcAudit))
+	entries, next, err := h.cfg.Store.ListAuditPage(r.Context(), p.cursor, p.limit)
+	if err != nil {
+		return err
+	}
+	h.writePage(w, r, mapSlice(entries, utcAudit), next)
 	return nil
 }

@@ -29,11 +29,15 @@ func (h *handler) listUserTokens(w http.ResponseWriter, r *http.Request, c calle
 	if !c.Admin && !c.isSelf(r) {
 		return errOnlyAdminOrSelf
 	}
-	toks, err := h.cfg.Store.ListUserTokens(r.Context(), r.PathValue("username"))
+	p, err := pageQuery(r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, mapSlice(toks, utcToken))
+	toks, next, err := h.cfg.Store.ListUserTokensPage(r.Context(), r.PathValue("username"), p.cursor, p.limit)
+	if err != nil {
+		return err
+	}
+	h.writePage(w, r, mapSlice(toks, utcToken), next)
 	return nil
 }
 
@@ -135,8 +139,13 @@ func (h *handler) rotateToken(w http.ResponseWriter, r *http.Request, c caller) 
 }
 
 // listTokens lists every token, optionally only those expiring within a
-// duration (expired ones included: they need attention most) and of a kind.
+// duration (expired ones included: they need attention most), in expiry
+// order then, and of a kind.
 func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, _ caller) error {
+	p, err := pageQuery(r)
+	if err != nil {
+		return err
+	}
 	q := r.URL.Query()
 	var f storage.TokenFilter
 	if s := q.Get("expiring_within"); s != "" {
@@ -152,10 +161,10 @@ func (h *handler) listTokens(w http.ResponseWriter, r *http.Request, _ caller) e
 	default:
 		return badRequest(fmt.Sprintf("kind must be permanent or temporary, not %q", kind))
 	}
-	toks, err := h.cfg.Store.ListTokens(r.Context(), f)
+	toks, next, err := h.cfg.Store.ListTokensPage(r.Context(), f, p.cursor, p.limit)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, mapSlice(toks, utcToken))
+	h.writePage(w, r, mapSlice(toks, utcToken), next)
 	return nil
 }

@@ -42,11 +42,15 @@ var (
 )
 
 func (h *handler) listUsers(w http.ResponseWriter, r *http.Request, _ caller) error {
-	users, err := h.cfg.Store.ListUsers(r.Context())
+	p, err := pageQuery(r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, mapSlice(users, utcUser))
+	users, next, err := h.cfg.Store.ListUsersPage(r.Context(), p.cursor, p.limit)
+	if err != nil {
+		return err
+	}
+	h.writePage(w, r, mapSlice(users, utcUser), next)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package caddymodule_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -142,5 +143,59 @@ http://localhost:%d {
 	}
 	if len(audit) > 1 && audit[0].Time.Before(audit[len(audit)-1].Time) {
 		t.Errorf("audit log is not newest first: %s ... %s", audit[0].Time, audit[len(audit)-1].Time)
+	}
+}
+
+// TestAdminListsPageThroughCaddy: behind handle_path, which strips
+// /api-tokens before the handler sees the request, a list's Link header
+// still names /api-tokens, so a client that follows it as is gets the
+// next page.
+func TestAdminListsPageThroughCaddy(t *testing.T) {
+	useFakeClock(t)
+	loadCaddy(t, fmt.Sprintf(`{
+%s
+	api_tokens {
+		storage_path %s
+		bootstrap_admin pager pager-password-1
+	}
+}
+http://localhost:9202 {
+	handle_path /api-tokens/* {
+		api_token_admin
+	}
+}
+`, globalOptions, t.TempDir()))
+	const origin = "http://localhost:9202"
+	adminToken := login(t, origin+"/api-tokens", "pager", "pager-password-1")
+	for _, name := range []string{"ann", "ben", "cat", "dan"} {
+		api(t, origin+"/api-tokens", adminToken, http.MethodPost, "/users", map[string]any{
+			"username": name, "email": name + "@example.com", "password": "pw-" + name + "-long",
+		}, http.StatusCreated, nil)
+	}
+	var names []string
+	next := "/api-tokens/users?limit=2"
+	for pages := 0; next != ""; pages++ {
+		if pages > 3 {
+			t.Fatalf("more than 3 pages of 5 users at limit=2; last link %q", next)
+		}
+		resp := send(t, http.MethodGet, origin+next, "Bearer "+adminToken, nil)
+		var users []storage.User
+		if resp.status != http.StatusOK || json.Unmarshal(resp.body, &users) != nil {
+			t.Fatalf("GET %s = %d %s", next, resp.status, resp.body)
+		}
+		for _, u := range users {
+			names = append(names, u.Username)
+		}
+		next = ""
+		if link := resp.header.Get("Link"); link != "" {
+			ref, ok := strings.CutSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+			if !ok || !strings.HasPrefix(ref, "/api-tokens/users?") || !strings.Contains(ref, "limit=2") {
+				t.Fatalf("Link %q; want </api-tokens/users?...limit=2...>; rel=\"next\"", link)
+			}
+			next = ref
+		}
+	}
+	if want := []string{"ann", "ben", "cat", "dan", "pager"}; !slices.Equal(names, want) {
+		t.Errorf("paging through Caddy listed %v; want %v", names, want)
 	}
 }

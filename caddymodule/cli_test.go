@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apitokens/caddy-api-tokens/admin/cli"
 	"github.com/apitokens/caddy-api-tokens/admin/client"
@@ -141,6 +142,23 @@ http://localhost:%d {
 		t.Errorf("tokens list table: %s", r)
 	}
 
+	// Lists come a page at a time; --limit stops early. The admin's token
+	// expires first, so by expiry it comes before ci-bot's two: at
+	// --limit 2 (pages of 2) ci-bot's second one is on the second page.
+	early := time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	wantRun(t, runCLI(t, "", as, "tokens", "create", "ops-admin", "early", "--expires-at", early, "--secret-file", filepath.Join(dir, "early.token")), 0, "", "early")
+	r = runCLI(t, "", as, "tokens", "list", "ci-bot", "--expiring-within", "400d", "--limit", "2", "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &toks) != nil || len(toks) != 2 || toks[0].User != "ci-bot" || toks[1].User != "ci-bot" {
+		t.Errorf("tokens list ci-bot --expiring-within 400d --limit 2: %s", r)
+	}
+	for _, c := range [][]string{{"tokens", "list", "--limit", "1"}, {"users", "list", "--limit", "1"}, {"audit", "--limit", "1"}} {
+		r = runCLI(t, "", as, append(c, "--json")...)
+		var items []json.RawMessage
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &items) != nil || len(items) != 1 {
+			t.Errorf("%v: %s", c, r)
+		}
+	}
+
 	// Rotate before expiry: the new secret on stdout, the old one keeps
 	// working for the grace period.
 	r = runCLI(t, "", as, "tokens", "rotate", "ci-bot", id, "--grace", "1h")
@@ -209,6 +227,8 @@ http://localhost:%d {
 			{"wrong password", "cli-admin-password-1\n", urlEnv, []string{"login", "--user", "ops-admin"}, 2, "invalid username or password"},
 			{"no password", "", urlEnv, []string{"login", "--user", "ops-admin"}, 1, "no password"},
 			{"unknown flag", "", as, []string{"tokens", "list", "--token", adminToken}, 1, "unknown flag: --token"},
+			{"negative limit", "", as, []string{"tokens", "list", "--limit", "-1"}, 1, "--limit must not be negative"},
+			{"no audit entries asked for", "", as, []string{"audit", "--limit", "0"}, 1, "--limit must be at least 1"},
 			{"missing arguments", "", as, []string{"tokens", "create", "ci-bot"}, 1, "accepts 2 arg(s), received 1"},
 			{"unknown command", "", as, []string{"tokens", "frobnicate"}, 1, `unknown command "frobnicate"`},
 			{"nothing to update", "", as, []string{"users", "update", "ci-bot"}, 1, "nothing to change"},

@@ -61,6 +61,7 @@ func (h *AdminHandler) provisionWith(ctx caddy.Context, app *App) error {
 		PermanentTokenLifetime: time.Duration(app.PermanentTokenLifetime),
 		Faults:                 app.shared.alerts.Faults,
 		ClientIP:               clientIP,
+		RequestPath:            originalPath,
 		UI:                     ui.Handler(),
 	})
 	return nil
@@ -93,6 +94,16 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// originalPath is the path the client asked for, before handle_path (or
+// any rewrite) stripped the prefix the admin API is mounted under, so that
+// the links to a list's next page lead back here.
+func originalPath(r *http.Request) string {
+	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && or.URL != nil {
+		return or.URL.EscapedPath()
+	}
+	return r.URL.EscapedPath()
 }
 
 // Interface guards

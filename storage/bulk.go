@@ -6,7 +6,7 @@ import (
 )
 
 // maxBatch bounds CreateTokens so one call stays well inside Badger's
-// transaction size limit (each token writes up to five keys and an audit entry).
+// transaction size limit (each token writes up to six keys and an audit entry).
 const maxBatch = 1000
 
 // CreateTokens creates many tokens in one transaction and one fsync: all of

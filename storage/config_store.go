@@ -9,10 +9,11 @@ import (
 	"time"
 )
 
-// Limits of ListAudit: the default and the largest number of entries.
+// Limits of ListAudit: the default and the largest number of entries,
+// those of every page.
 const (
-	DefaultAuditLimit = 100
-	MaxAuditLimit     = 1000
+	DefaultAuditLimit = DefaultPageLimit
+	MaxAuditLimit     = MaxPageLimit
 )
 
 // ListSettings returns the settings that are set, in KnownSettings order.
@@ -277,28 +278,21 @@ func writeAudit(w Writer, entries []AuditEntry) error {
 	return nil
 }
 
-// ListAudit returns up to limit entries, newest first. A limit below 1
-// means the default of 100; above 1000 it is capped at 1000.
+// ListAudit returns up to limit entries, newest first: the first page of
+// ListAuditPage. A limit below 1 means the default of 100; above 1000 it
+// is capped at 1000.
 func (s *Store) ListAudit(ctx context.Context, limit int) ([]AuditEntry, error) {
-	if limit < 1 {
-		limit = DefaultAuditLimit
+	out, _, err := s.ListAuditPage(ctx, "", limit)
+	return out, err
+}
+
+// decodeAudit decodes a stored audit entry.
+func decodeAudit(val []byte) (AuditEntry, error) {
+	var e AuditEntry
+	if err := json.Unmarshal(val, &e); err != nil {
+		return AuditEntry{}, fmt.Errorf("storage: corrupt audit entry: %w", err)
 	}
-	limit = min(limit, MaxAuditLimit)
-	var out []AuditEntry
-	err := s.view(ctx, func(r Reader) error {
-		return r.Scan(prefixAudit, ScanOptions{Reverse: true}, func(_, v []byte) error {
-			var e AuditEntry
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("storage: corrupt audit entry: %w", err)
-			}
-			out = append(out, e)
-			if len(out) == limit {
-				return ErrStopScan
-			}
-			return nil
-		})
-	})
-	return orEmpty(out), err
+	return e, nil
 }
 
 // PruneAudit deletes audit entries older than before, a batch per

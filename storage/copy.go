@@ -114,8 +114,8 @@ func requireEmpty(ctx context.Context, b Backend) error {
 }
 
 // temporaryTokens maps the id of every temporary token to its expiry, so
-// that the keys by id of a login session (its record, its user index
-// entry, its last use) keep their TTL in the copy.
+// that the keys of a login session (its record, its index entries, its
+// last use) keep their TTL in the copy.
 func temporaryTokens(r Reader, now time.Time) (map[string]time.Time, error) {
 	sessions := map[string]time.Time{}
 	err := r.Scan(prefixToken, ScanOptions{}, func(key, val []byte) error {
@@ -142,6 +142,10 @@ func sessionOf(key string, sessions map[string]time.Time) (time.Time, bool) {
 		id = key[len(prefixLastUsed):]
 	case strings.HasPrefix(key, prefixUserToken):
 		id = key[strings.LastIndexByte(key, '/')+1:]
+	case strings.HasPrefix(key, prefixCreatedTemp):
+		id, _ = createdPosID(key[len(prefixCreatedTemp):])
+	case strings.HasPrefix(key, prefixExpiryTemp):
+		id, _ = expiryPosID(key[len(prefixExpiryTemp):])
 	default:
 		return time.Time{}, false
 	}

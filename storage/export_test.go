@@ -31,6 +31,7 @@ var (
 	ExpiryKey       = expiryKey
 	LastUsedKey     = lastUsedKey
 	KeyExpiryCopies = keyExpiryCopies
+	KeyListIndex    = keyListIndex
 )
 
 const (
@@ -38,6 +39,10 @@ const (
 	PrefixExpiry    = prefixExpiry
 	PrefixUserToken = prefixUserToken
 	PrefixName      = prefixName
+
+	PrefixCreatedPerm = prefixCreatedPerm
+	PrefixCreatedTemp = prefixCreatedTemp
+	PrefixExpiryTemp  = prefixExpiryTemp
 )
 
 // DecodeTokenRecord decodes a stored token record.

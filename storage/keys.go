@@ -17,11 +17,18 @@ import (
 //	e/<expiry ns BE>/<id>      permanent tokens in expiry order; the value is a copy of
 //	                           t/<id>, kept equal by putTokenRecord, so the alert loop's walk
 //	                           reads sequentially (empty in stores written before: read t/<id>)
+//	cp/<username>\x00<created ns BE><id>
+//	                           empty: permanent tokens by user, creation time and id, so the
+//	                           lists page through them in that order (see paging.go)
+//	ct/<username>\x00<created ns BE><id>
+//	                           empty: temporary tokens the same way
+//	et/<expiry ns BE>/<id>     empty: temporary tokens in expiry order, as e/ for permanent ones
 //	lu/<token id>              last use, unix nanoseconds big-endian (batched)
 //	as/<token id>              alert state (JSON)
 //	s/<key>                    setting value, normalized
 //	a/<time ns BE><seq BE>     audit entry (JSON), so a reverse scan is newest first
 //	m/expiry_copies            empty: every e/ key holds its record (see fillExpiryCopies)
+//	m/list_index               empty: every token has its cp/ or ct/ and et/ keys (see fillListIndex)
 //	m/lease/<name>             a lease (JSON, see lease.go)
 //	lt/p/<username>/<address>  login throttle: failures of one address for one user (JSON, TTL)
 //	lt/a/<address>             login throttle: failures from one address, any username (JSON, TTL)
@@ -30,12 +37,15 @@ import (
 //	lt/t/<username>/<address>  login throttle: when this address last logged in as this user (JSON, TTL)
 //
 // Usernames cannot contain "/", so "ut/<user>/", "un/<user>/",
-// "lt/p/<user>/" and "lt/t/<user>/" never overlap between users. An
-// address in a key is the client IP as given, or a hash if it is long (see
-// throttleAddr). The login throttle's keys (throttle.go) are written with
-// a TTL, so a flood of random usernames and addresses frees itself. Temporary tokens (t/, ut/, lu/) are written with a
-// TTL so the backend may collect them; their expiry is still decided by the
-// Clock.
+// "lt/p/<user>/" and "lt/t/<user>/" never overlap between users. In cp/
+// and ct/ the user ends with a zero byte, which sorts before every
+// character a username may hold, so the keys sort by username exactly as
+// strings do ("a" before "a-b") and then by time. An address in a key is
+// the client IP as given, or a hash if it is long (see throttleAddr). The
+// login throttle's keys (throttle.go) are written with a TTL, so a flood
+// of random usernames and addresses frees itself. Temporary tokens (t/,
+// ut/, ct/, et/, lu/) are written with a TTL so the backend may collect
+// them; their expiry is still decided by the Clock.
 //
 // Changes to u/, t/ and s/ keys are published on the change feed, which is
 // how every node's in-memory index learns of them.
@@ -46,6 +56,9 @@ const (
 	prefixUserToken   = "ut/"
 	prefixName        = "un/"
 	prefixExpiry      = "e/"
+	prefixCreatedPerm = "cp/"
+	prefixCreatedTemp = "ct/"
+	prefixExpiryTemp  = "et/"
 	prefixLastUsed    = "lu/"
 	prefixAlert       = "as/"
 	prefixSetting     = "s/"
@@ -64,15 +77,34 @@ func be64(v int64) string {
 	return string(b[:])
 }
 
-func userKey(name string) string        { return prefixUser + name }
-func deletedUserKey(name string) string { return prefixDeletedUser + name }
-func tokenKey(id string) string         { return prefixToken + id }
-func userTokenKey(u, id string) string  { return userTokensPrefix(u) + id }
-func userTokensPrefix(u string) string  { return prefixUserToken + u + "/" }
-func nameKey(u, name string) string     { return prefixName + u + "/" + name }
-func expiryKey(t time.Time, id string) string {
-	return prefixExpiry + be64(t.UnixNano()) + "/" + id
+func userKey(name string) string              { return prefixUser + name }
+func deletedUserKey(name string) string       { return prefixDeletedUser + name }
+func tokenKey(id string) string               { return prefixToken + id }
+func userTokenKey(u, id string) string        { return userTokensPrefix(u) + id }
+func userTokensPrefix(u string) string        { return prefixUserToken + u + "/" }
+func nameKey(u, name string) string           { return prefixName + u + "/" + name }
+func expiryKey(t time.Time, id string) string { return prefixExpiry + expiryPos(t, id) }
+
+// expiryPos is the part of an expiry key (e/ or et/) after its prefix: the
+// position of a token in expiry order.
+func expiryPos(t time.Time, id string) string { return be64(t.UnixNano()) + "/" + id }
+
+// createdPos is the part of a cp/ or ct/ key after its prefix: the
+// position of a token in the order of the token lists.
+func createdPos(user string, created time.Time, id string) string {
+	return user + "\x00" + be64(created.UnixNano()) + id
 }
+
+// listKeys are the keys that place a token in the lists' orders: by user
+// and creation time, and for a temporary token by expiry too (a permanent
+// token's e/ key is written with its record; see putTokenRecord).
+func listKeys(rec *tokenRecord) []string {
+	if rec.Kind == Temporary {
+		return []string{prefixCreatedTemp + createdPos(rec.User, rec.CreatedAt, rec.ID), prefixExpiryTemp + expiryPos(rec.ExpiresAt, rec.ID)}
+	}
+	return []string{prefixCreatedPerm + createdPos(rec.User, rec.CreatedAt, rec.ID)}
+}
+
 func lastUsedKey(id string) string { return prefixLastUsed + id }
 func alertKey(id string) string    { return prefixAlert + id }
 func settingKey(k string) string   { return prefixSetting + k }
@@ -96,6 +128,7 @@ func keyKind(key string) string {
 	for _, p := range []struct{ prefix, name string }{
 		{prefixUserToken, "user token index"}, {prefixDeletedUser, "deleted user"}, {prefixUser, "user"},
 		{prefixToken, "token"}, {prefixName, "token name index"}, {prefixExpiry, "expiry index"},
+		{prefixCreatedPerm, "token list index"}, {prefixCreatedTemp, "token list index"}, {prefixExpiryTemp, "expiry index"},
 		{prefixLastUsed, "last use"}, {prefixAlert, "alert state"}, {prefixSetting, "setting"},
 		{prefixAudit, "audit log"}, {prefixThrottlePair, "login throttle (user and address)"},
 		{prefixThrottleAddr, "login throttle (address)"}, {prefixThrottleUser, "login throttle (user)"},

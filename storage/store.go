@@ -145,6 +145,11 @@ func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 		s.log.Warn("could not finish deleting the tokens of deleted users; they do not work, and the next start tries again", zap.Error(err))
 	}
 	s.fillExpiryCopies(ctx)
+	if err := s.fillListIndex(ctx); err != nil {
+		s.closed.Store(true)
+		db.Close()
+		return nil, err
+	}
 	go s.background()
 	return s, nil
 }

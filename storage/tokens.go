@@ -1,11 +1,9 @@
 package storage
 
 import (
-	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -147,6 +145,11 @@ func (s *Store) insertToken(w *writeTxn, rec *tokenRecord, nameFree bool) error 
 	if err := s.putTokenRecord(w, rec); err != nil {
 		return err
 	}
+	for _, k := range listKeys(rec) {
+		if err := s.setForToken(w, rec, k, nil); err != nil {
+			return err
+		}
+	}
 	return s.setForToken(w, rec, userTokenKey(rec.User, rec.ID), nil)
 }
 
@@ -217,6 +220,28 @@ func (l *liveTokens) live(rec *tokenRecord) (bool, error) {
 	return found, nil
 }
 
+// knowUsers finds out in one read whether the owners of the records
+// (those with found set) exist, so that live need not read them one by
+// one: on PostgreSQL each read is a round trip.
+func (l *liveTokens) knowUsers(recs []tokenRecord, found []bool) error {
+	var names, keys []string
+	for i := range recs {
+		u := recs[i].User
+		if _, known := l.users[u]; found[i] && !known {
+			l.users[u] = false
+			names, keys = append(names, u), append(keys, userKey(u))
+		}
+	}
+	err := l.r.GetMany(keys, func(i int, _ []byte) error {
+		l.users[names[i]] = true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: read users: %w", err)
+	}
+	return nil
+}
+
 func getToken(r Reader, id string) (tokenRecord, bool, error) {
 	if !plausibleTokenID(id) {
 		return tokenRecord{}, false, nil
@@ -279,6 +304,7 @@ func deleteTokens(w Writer, recs []tokenRecord) error {
 	}
 	for i, rec := range recs {
 		keys := []string{tokenKey(rec.ID), userTokenKey(rec.User, rec.ID), lastUsedKey(rec.ID), alertKey(rec.ID)}
+		keys = append(keys, listKeys(&rec)...)
 		if rec.Kind == Permanent {
 			keys = append(keys, expiryKey(rec.ExpiresAt, rec.ID))
 		}
@@ -348,92 +374,19 @@ func (s *Store) tokenViews(r Reader, recs []tokenRecord, now time.Time) ([]Token
 	return out, nil
 }
 
-// ListUserTokens returns a user's tokens, oldest first. Expired temporary
-// tokens are gone; expired and revoked permanent tokens are listed.
+// ListUserTokens returns every token of a user, oldest first, reading
+// the list a page at a time (see ListUserTokensPage).
 func (s *Store) ListUserTokens(ctx context.Context, name string) ([]Token, error) {
-	var tokens []Token
-	err := s.view(ctx, func(r Reader) error {
-		if _, err := getUser(r, name); err != nil {
-			return err
-		}
-		var ids []string
-		if err := scanKeys(r, userTokensPrefix(name), func(id string) error {
-			ids = append(ids, id)
-			return nil
-		}); err != nil {
-			return err
-		}
-		recs, err := s.liveRecords(r, ids, TokenFilter{})
-		if err != nil {
-			return err
-		}
-		tokens, err = s.tokenViews(r, recs, s.clock.Now())
-		return err
+	return allPages(func(cursor string) ([]Token, string, error) {
+		return s.ListUserTokensPage(ctx, name, cursor, MaxPageLimit)
 	})
-	sortTokens(tokens)
-	return orEmpty(tokens), err
 }
 
-// liveRecords reads the live tokens with these ids that pass f.
-func (s *Store) liveRecords(r Reader, ids []string, f TokenFilter) ([]tokenRecord, error) {
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = tokenKey(id)
-	}
-	live := newLiveTokens(r, s.clock.Now())
-	var recs []tokenRecord
-	err := r.GetMany(keys, func(_ int, val []byte) error {
-		rec, err := unmarshalToken(val)
-		if err != nil {
-			return err
-		}
-		if ok, err := live.live(&rec); err != nil || !ok || !f.keeps(&rec) {
-			return err
-		}
-		recs = append(recs, rec)
-		return nil
-	})
-	return recs, err
-}
-
-// keeps reports whether a record passes the filter.
-func (f TokenFilter) keeps(rec *tokenRecord) bool {
-	if f.Kind != "" && rec.Kind != f.Kind {
-		return false
-	}
-	return f.ExpiringBefore.IsZero() || rec.ExpiresAt.Before(f.ExpiringBefore)
-}
-
-// ListTokens returns every token that passes f, by user and creation time.
+// ListTokens returns every token that passes f, in the order of
+// ListTokensPage, reading the list a page at a time.
 func (s *Store) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error) {
-	var tokens []Token
-	err := s.view(ctx, func(r Reader) error {
-		live := newLiveTokens(r, s.clock.Now())
-		var recs []tokenRecord
-		err := r.Scan(prefixToken, ScanOptions{}, func(_, val []byte) error {
-			rec, err := unmarshalToken(val)
-			if err != nil {
-				return err
-			}
-			if ok, err := live.live(&rec); err != nil || !ok || !f.keeps(&rec) {
-				return err
-			}
-			recs = append(recs, rec)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		tokens, err = s.tokenViews(r, recs, s.clock.Now())
-		return err
-	})
-	sortTokens(tokens)
-	return orEmpty(tokens), err
-}
-
-func sortTokens(ts []Token) {
-	slices.SortFunc(ts, func(a, b Token) int {
-		return cmp.Or(strings.Compare(a.User, b.User), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	return allPages(func(cursor string) ([]Token, string, error) {
+		return s.ListTokensPage(ctx, f, cursor, MaxPageLimit)
 	})
 }
 

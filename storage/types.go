@@ -97,7 +97,8 @@ type NewToken struct {
 	CreatedBy string
 }
 
-// TokenFilter narrows ListTokens. Zero values mean "no filter".
+// TokenFilter narrows ListTokensPage and ListTokens. Zero values mean
+// "no filter".
 type TokenFilter struct {
 	// ExpiringBefore keeps tokens whose expiry is before this time.
 	ExpiringBefore time.Time

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 
 	"go.uber.org/zap"
 )
@@ -48,4 +49,50 @@ func (s *Store) fillExpiryCopies(ctx context.Context) {
 	} else if filled > 0 {
 		s.log.Info("copied token records to the expiry index", zap.Int("tokens", filled))
 	}
+}
+
+// keyListIndex marks a store whose tokens all have their list keys
+// (listKeys), so later opens skip the scan in fillListIndex.
+const keyListIndex = "m/list_index"
+
+// fillListIndex runs at open until it has succeeded once per store. It
+// writes the list keys of every token of a store written before the lists
+// paged, in batches; writing a key that exists already changes nothing, so
+// several nodes may run it at once and a crash half-way is harmless. The
+// lists read only those keys, so a store whose keys could not be written
+// must not serve them: a failure fails the open.
+func (s *Store) fillListIndex(ctx context.Context) error {
+	var done bool
+	err := s.view(ctx, func(r Reader) (err error) {
+		done, err = exists(r, keyListIndex)
+		return err
+	})
+	if err != nil || done {
+		return err
+	}
+	filled := 0
+	err = s.inBatches(ctx, prefixToken, ScanOptions{}, func(w *writeTxn, batch []batchItem) error {
+		for _, b := range batch {
+			rec, err := unmarshalToken(b.val)
+			if err != nil {
+				return fmt.Errorf("token %s: %w", short(b.suffix), err)
+			}
+			for _, k := range listKeys(&rec) {
+				if err := s.setForToken(w, &rec, k, nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}, func(n int) { filled += n })
+	if err == nil {
+		err = s.update(ctx, func(w *writeTxn) error { return set(w, keyListIndex, nil) })
+	}
+	if err != nil {
+		return fmt.Errorf("storage: building the index of the token lists: %w", err)
+	}
+	if filled > 0 {
+		s.log.Info("indexed the tokens for the paged lists", zap.Int("tokens", filled))
+	}
+	return nil
 }

@@ -205,21 +205,21 @@ func (s *Store) GetUser(ctx context.Context, name string) (User, error) {
 	return rec.User, err
 }
 
-// ListUsers returns every user, ordered by username.
+// ListUsers returns every user, ordered by username, reading the list a
+// page at a time (see ListUsersPage).
 func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
-	users := []User{}
-	err := s.view(ctx, func(r Reader) error {
-		users = users[:0]
-		return r.Scan(prefixUser, ScanOptions{}, func(_, val []byte) error {
-			var u User
-			if err := json.Unmarshal(val, &u); err != nil {
-				return fmt.Errorf("storage: corrupt user record: %w", err)
-			}
-			users = append(users, u)
-			return nil
-		})
+	return allPages(func(cursor string) ([]User, string, error) {
+		return s.ListUsersPage(ctx, cursor, MaxPageLimit)
 	})
-	return users, err
+}
+
+// decodeUser decodes a stored user record, leaving its password hash out.
+func decodeUser(val []byte) (User, error) {
+	var u User
+	if err := json.Unmarshal(val, &u); err != nil {
+		return User{}, fmt.Errorf("storage: corrupt user record: %w", err)
+	}
+	return u, nil
 }
 
 // UpdateUser changes the fields set in p. Demoting or disabling the last

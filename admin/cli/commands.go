@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"iter"
 	"strconv"
 	"time"
 
@@ -132,34 +133,36 @@ func tokensCommand(env *Env) *cobra.Command {
 func tokensList(env *Env) *cobra.Command {
 	var c conn
 	var within, kind string
+	var limit int
 	cmd := &cobra.Command{
-		Use:   "list [USER] [--expiring-within 30d] [--kind permanent|temporary]",
+		Use:   "list [USER] [--expiring-within 30d] [--kind permanent|temporary] [--limit N]",
 		Short: "Lists tokens: all of them (administrators), or one user's",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Lists tokens: all of them (administrators), or one user's, by user and
+creation time; with --expiring-within, by expiry, soonest first. The list
+is read from the server a page at a time; --limit stops after N tokens.`,
+		Args: cobra.MaximumNArgs(1),
 	}
 	c.flags(cmd, true)
 	cmd.Flags().StringVar(&within, "expiring-within", "", "only tokens expiring within this duration (e.g. 30d), expired ones included")
 	cmd.Flags().StringVar(&kind, "kind", "", "only permanent or temporary tokens")
+	limitFlag(cmd, &limit, "tokens")
 	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, args []string) error {
-		cl, err := c.client(env, true)
+		cl, err := c.listClient(env, limit)
 		if err != nil {
 			return err
 		}
 		var toks []client.Token
 		switch {
 		case len(args) == 1 && within == "" && kind == "":
-			toks, err = cl.ListUserTokens(ctxOr(ctx), args[0])
+			toks, err = take(cl.UserTokens(ctxOr(ctx), args[0]), limit, nil)
 		default:
-			toks, err = cl.ListTokens(ctxOr(ctx), client.TokenFilter{ExpiringWithin: within, Kind: kind})
+			// The server filters by expiry and kind; one user's tokens
+			// are picked here.
+			var mine func(client.Token) bool
 			if len(args) == 1 {
-				mine := toks[:0]
-				for _, t := range toks {
-					if t.User == args[0] {
-						mine = append(mine, t)
-					}
-				}
-				toks = mine
+				mine = func(t client.Token) bool { return t.User == args[0] }
 			}
+			toks, err = take(cl.Tokens(ctxOr(ctx), client.TokenFilter{ExpiringWithin: within, Kind: kind}), limit, mine)
 		}
 		if err != nil {
 			return err
@@ -174,6 +177,47 @@ func tokensList(env *Env) *cobra.Command {
 		return table(env.stdout(), []string{"ID", "USER", "NAME", "KIND", "STATUS", "EXPIRES", "LAST USED", "CREATED BY"}, rows)
 	})
 	return cmd
+}
+
+// limitFlag adds --limit, where the list commands stop.
+func limitFlag(cmd *cobra.Command, limit *int, what string) {
+	cmd.Flags().IntVar(limit, "limit", 0, "show at most this many "+what+" (default: all)")
+}
+
+// listClient is the client of a list command: it asks for pages of up to
+// 1000 items, or of limit if fewer, so a long list takes few requests and
+// a short one reads no more than it shows.
+func (c *conn) listClient(env *Env, limit int) (*client.Client, error) {
+	if limit < 0 {
+		return nil, usageError("--limit must not be negative")
+	}
+	cl, err := c.client(env, true)
+	if err != nil {
+		return nil, err
+	}
+	cl.PageSize = 1000
+	if limit > 0 {
+		cl.PageSize = min(limit, 1000)
+	}
+	return cl, nil
+}
+
+// take collects the items of a list that keep accepts (nil: all), up to
+// limit of them (0: no limit), and stops reading the list there.
+func take[T any](items iter.Seq2[T, error], limit int, keep func(T) bool) ([]T, error) {
+	out := []T{}
+	for it, err := range items {
+		if err != nil {
+			return nil, err
+		}
+		if keep != nil && !keep(it) {
+			continue
+		}
+		if out = append(out, it); len(out) == limit {
+			break
+		}
+	}
+	return out, nil
 }
 
 // newTokenFlags are the output flags of create and rotate.
@@ -325,14 +369,16 @@ func (c *conn) printUsers(users []client.User, env *Env) error {
 
 func usersList(env *Env) *cobra.Command {
 	var c conn
-	cmd := &cobra.Command{Use: "list", Short: "Lists users (administrators)", Args: cobra.NoArgs}
+	var limit int
+	cmd := &cobra.Command{Use: "list [--limit N]", Short: "Lists users by name (administrators)", Args: cobra.NoArgs}
 	c.flags(cmd, true)
+	limitFlag(cmd, &limit, "users")
 	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, _ []string) error {
-		cl, err := c.client(env, true)
+		cl, err := c.listClient(env, limit)
 		if err != nil {
 			return err
 		}
-		users, err := cl.ListUsers(ctxOr(ctx))
+		users, err := take(cl.Users(ctxOr(ctx)), limit, nil)
 		if err != nil {
 			return err
 		}
@@ -613,13 +659,16 @@ func auditCommand(env *Env) *cobra.Command {
 	var limit int
 	cmd := &cobra.Command{Use: "audit [--limit N]", Short: "Shows the newest audit entries (administrators)", Args: cobra.NoArgs}
 	c.flags(cmd, true)
-	cmd.Flags().IntVar(&limit, "limit", 0, "how many entries (1 to 1000; default 100)")
+	cmd.Flags().IntVar(&limit, "limit", 100, "how many entries, newest first")
 	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, _ []string) error {
-		cl, err := c.client(env, true)
+		if limit < 1 {
+			return usageError("--limit must be at least 1")
+		}
+		cl, err := c.listClient(env, limit)
 		if err != nil {
 			return err
 		}
-		entries, err := cl.ListAudit(ctxOr(ctx), limit)
+		entries, err := take(cl.Audit(ctxOr(ctx)), limit, nil)
 		if err != nil {
 			return err
 		}

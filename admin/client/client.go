@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"mime"
 	"net/http"
 	"net/url"
@@ -32,6 +33,9 @@ type Client struct {
 	HTTP *http.Client
 	// UserAgent, if set, is sent as User-Agent.
 	UserAgent string
+	// PageSize is how many items the list calls ask for per page (1 to
+	// 1000); 0 means the server's default (100).
+	PageSize int
 }
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
@@ -172,10 +176,15 @@ func (c *Client) Me(ctx context.Context) (User, error) {
 	return out, c.call(ctx, http.MethodGet, "/me", nil, nil, &out, true)
 }
 
+// Users yields every user, by username, reading the list a page at a
+// time; stop ranging to stop reading.
+func (c *Client) Users(ctx context.Context) iter.Seq2[User, error] {
+	return list[User](ctx, c, "/users", nil)
+}
+
 // ListUsers returns every user.
 func (c *Client) ListUsers(ctx context.Context) ([]User, error) {
-	var out []User
-	return out, c.call(ctx, http.MethodGet, "/users", nil, nil, &out, true)
+	return collect(c.Users(ctx), 0)
 }
 
 // CreateUser creates a user.
@@ -201,10 +210,15 @@ func (c *Client) DeleteUser(ctx context.Context, username string) error {
 	return c.call(ctx, http.MethodDelete, "/users/"+url.PathEscape(username), nil, nil, nil, true)
 }
 
+// UserTokens yields a user's tokens, oldest first, reading the list a
+// page at a time; stop ranging to stop reading.
+func (c *Client) UserTokens(ctx context.Context, username string) iter.Seq2[Token, error] {
+	return list[Token](ctx, c, "/users/"+url.PathEscape(username)+"/tokens", nil)
+}
+
 // ListUserTokens returns a user's tokens.
 func (c *Client) ListUserTokens(ctx context.Context, username string) ([]Token, error) {
-	var out []Token
-	return out, c.call(ctx, http.MethodGet, "/users/"+url.PathEscape(username)+"/tokens", nil, nil, &out, true)
+	return collect(c.UserTokens(ctx, username), 0)
 }
 
 // CreateToken creates a permanent token for a user. A zero expiresAt means
@@ -234,8 +248,10 @@ func (c *Client) RotateToken(ctx context.Context, username, id, grace string) (N
 	return out, c.call(ctx, http.MethodPost, "/users/"+url.PathEscape(username)+"/tokens/"+url.PathEscape(id)+"/rotate", nil, body, &out, true)
 }
 
-// ListTokens returns every token, or those that f selects.
-func (c *Client) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error) {
+// Tokens yields every token, or those that f selects, reading the list a
+// page at a time; stop ranging to stop reading. The order is by user and
+// creation time, or with f.ExpiringWithin by expiry.
+func (c *Client) Tokens(ctx context.Context, f TokenFilter) iter.Seq2[Token, error] {
 	q := url.Values{}
 	if f.ExpiringWithin != "" {
 		q.Set("expiring_within", f.ExpiringWithin)
@@ -243,8 +259,12 @@ func (c *Client) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error)
 	if f.Kind != "" {
 		q.Set("kind", f.Kind)
 	}
-	var out []Token
-	return out, c.call(ctx, http.MethodGet, "/tokens", q, nil, &out, true)
+	return list[Token](ctx, c, "/tokens", q)
+}
+
+// ListTokens returns every token, or those that f selects.
+func (c *Client) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error) {
+	return collect(c.Tokens(ctx, f), 0)
 }
 
 // ListSettings returns the settings that are set.
@@ -276,36 +296,60 @@ func (c *Client) ListFaults(ctx context.Context) ([]Fault, error) {
 	return out, c.call(ctx, http.MethodGet, "/faults", nil, nil, &out, true)
 }
 
-// ListAudit returns the newest audit entries; limit 0 means the server's
-// default (100).
+// Audit yields the audit log, newest first, reading it a page at a time;
+// stop ranging to stop reading.
+func (c *Client) Audit(ctx context.Context) iter.Seq2[AuditEntry, error] {
+	return list[AuditEntry](ctx, c, "/audit", nil)
+}
+
+// ListAudit returns the newest limit audit entries; limit 0 means the
+// server's default page (100).
 func (c *Client) ListAudit(ctx context.Context, limit int) ([]AuditEntry, error) {
-	q := url.Values{}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	if limit <= 0 {
+		limit = defaultPage
 	}
-	var out []AuditEntry
-	return out, c.call(ctx, http.MethodGet, "/audit", q, nil, &out, true)
+	pages := *c
+	if pages.PageSize == 0 {
+		pages.PageSize = min(limit, maxPage)
+	}
+	return collect(pages.Audit(ctx), limit)
 }
 
 // call sends one request and decodes a JSON answer into out (if not nil).
 func (c *Client) call(ctx context.Context, method, path string, query url.Values, body, out any, auth bool) error {
-	base := strings.TrimRight(c.BaseURL, "/")
-	u, err := url.Parse(base + path)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("the URL %q is not an http:// or https:// URL of the admin API", c.BaseURL)
+	u, err := c.url(path)
+	if err != nil {
+		return err
 	}
 	u.RawQuery = query.Encode()
+	_, err = c.send(ctx, method, u, path, body, out, auth)
+	return err
+}
+
+// url is the URL of path under BaseURL.
+func (c *Client) url(path string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(c.BaseURL, "/") + path)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("the URL %q is not an http:// or https:// URL of the admin API", c.BaseURL)
+	}
+	return u, nil
+}
+
+// send sends one request to u and decodes a JSON answer into out (if not
+// nil); path names the call in errors. It returns the answer's headers.
+func (c *Client) send(ctx context.Context, method string, u *url.URL, path string, body, out any, auth bool) (http.Header, error) {
+	base := strings.TrimRight(c.BaseURL, "/")
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -316,7 +360,7 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	}
 	if auth {
 		if c.Token == "" {
-			return errors.New("no token: this call needs an API token")
+			return nil, errors.New("no token: this call needs an API token")
 		}
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
@@ -340,27 +384,27 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 		}
 	}
 	if err != nil {
-		return &UnreachableError{URL: base, Err: unwrapURLError(err)}
+		return nil, &UnreachableError{URL: base, Err: unwrapURLError(err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return &UnreachableError{URL: base, Err: fmt.Errorf("reading the answer: %w", err)}
+		return nil, &UnreachableError{URL: base, Err: fmt.Errorf("reading the answer: %w", err)}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return answerError(method, path, resp, data)
+		return nil, answerError(method, path, resp, data)
 	}
 	if out == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if !isJSON(resp.Header.Get("Content-Type")) {
-		return fmt.Errorf("%s %s answered %d with %q, not JSON: is %s the base URL of the api_token_admin handler?",
+		return nil, fmt.Errorf("%s %s answered %d with %q, not JSON: is %s the base URL of the api_token_admin handler?",
 			method, path, resp.StatusCode, resp.Header.Get("Content-Type"), base)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: the answer is not what the API describes: %v", method, path, err)
+		return nil, fmt.Errorf("%s %s: the answer is not what the API describes: %v", method, path, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // answerError turns an unsuccessful answer into an *Error. An answer that

@@ -3,7 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +157,75 @@ func TestErrors(t *testing.T) {
 	c.BaseURL, c.Token = "http://127.0.0.1:1", ""
 	if _, err := c.Me(context.Background()); err == nil || !strings.Contains(err.Error(), "needs an API token") {
 		t.Errorf("no token = %v", err)
+	}
+}
+
+// TestListsFollowPages: the list calls follow the Link header from page
+// to page, so they return whole lists of any length, and the iterators
+// stop reading when the caller stops.
+func TestListsFollowPages(t *testing.T) {
+	c, clock := newServer(t)
+	ctx := context.Background()
+	s, err := c.Login(ctx, "root", "root-password-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Token, c.PageSize = s.Secret, 2
+	for _, u := range []string{"ann", "ben", "cat", "dan"} {
+		if _, err := c.CreateUser(ctx, client.NewUser{Username: u, Password: "pw-" + u + "-long"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 7 {
+		if _, err := c.CreateToken(ctx, "ben", fmt.Sprintf("ci-%d", i), clock.Now().Add(time.Duration(20+i*3)*24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	users, err := c.ListUsers(ctx)
+	if err != nil || len(users) != 5 || users[0].Username != "ann" || users[4].Username != "root" {
+		t.Errorf("ListUsers over pages of 2 = %+v, %v", users, err)
+	}
+	toks, err := c.ListUserTokens(ctx, "ben")
+	if err != nil || len(toks) != 7 {
+		t.Errorf("ListUserTokens over pages of 2 = %d tokens, %v", len(toks), err)
+	}
+	soon, err := c.ListTokens(ctx, client.TokenFilter{ExpiringWithin: "30d", Kind: "permanent"})
+	if err != nil || len(soon) != 4 || !sort.SliceIsSorted(soon, func(i, j int) bool { return soon[i].ExpiresAt.Before(soon[j].ExpiresAt) }) {
+		t.Errorf("ListTokens expiring within 30 days = %+v, %v; want 4, soonest first", soon, err)
+	}
+	audit, err := c.ListAudit(ctx, 9)
+	if err != nil || len(audit) != 9 || audit[0].Action != "token_create" {
+		t.Errorf("ListAudit(9) over pages = %d entries, %v", len(audit), err)
+	}
+	n := 0
+	for tk, err := range c.Tokens(ctx, client.TokenFilter{}) {
+		if err != nil || tk.ID == "" {
+			t.Fatalf("Tokens: %+v, %v", tk, err)
+		}
+		if n++; n == 3 {
+			break
+		}
+	}
+	c.PageSize = 1001
+	if _, err := c.ListUsers(ctx); err == nil || !strings.Contains(err.Error(), "page size") {
+		t.Errorf("page size 1001 = %v", err)
+	}
+}
+
+// TestNextPageOnAnotherServerRefused: the token goes with every page, so
+// a Link that leads to another host is not followed.
+func TestNextPageOnAnotherServerRefused(t *testing.T) {
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("cursor") != "" {
+			t.Errorf("the client followed the link to another server with %q", r.Header.Get("Authorization"))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Link", `<http://attacker.example/users?cursor=x>; rel="next"`)
+		_, _ = w.Write([]byte(`[{"username":"a","email":"","admin":false,"disabled":false,"created_at":"2030-01-02T03:04:05Z"}]`))
+	}))
+	defer hostile.Close()
+	c := &client.Client{BaseURL: hostile.URL, Token: "caddy_tmp_x"}
+	if _, err := c.ListUsers(context.Background()); err == nil || !strings.Contains(err.Error(), "another server") {
+		t.Errorf("ListUsers with a Link to another host = %v", err)
 	}
 }

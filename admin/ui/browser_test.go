@@ -9,8 +9,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -675,4 +677,55 @@ func TestBrowserCSPBlocksInjectedCode(t *testing.T) {
 	p.mu.Lock()
 	p.problems = nil // expected here; any other test fails on them
 	p.mu.Unlock()
+}
+
+// TestBrowserListsLongerThanAPage: the API answers a list a page of 100 at
+// a time; the page follows the Link headers, so a person sees every user
+// and every token, each once, however long the list.
+func TestBrowserListsLongerThanAPage(t *testing.T) {
+	env := newEnv(t)
+	const users, tokens = 120, 150
+	for i := range users {
+		env.addUser(t, fmt.Sprintf("user-%03d", i), "user-password-1", false)
+	}
+	batch := make([]storage.NewToken, tokens)
+	for i := range batch {
+		batch[i] = storage.NewToken{User: "user-007", Name: fmt.Sprintf("ci-%03d", i), Kind: storage.Permanent,
+			ExpiresAt: start.Add(time.Duration(i+1) * 24 * time.Hour), CreatedBy: adminName}
+	}
+	if _, _, err := env.store.CreateTokens(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	p := openPage(t, env)
+	p.login(adminName, adminPassword, "Users")
+	p.waitFor(fmt.Sprintf("%d users", users+1), func() bool { return len(p.rows("users-body")) == users+1 })
+	firstCells := func(tbody string) []string {
+		var out []string
+		for _, r := range p.rows(tbody) {
+			out = append(out, r[0])
+		}
+		return out
+	}
+	want := []string{adminName}
+	for i := range users {
+		want = append(want, fmt.Sprintf("user-%03d", i))
+	}
+	if got := firstCells("users-body"); !slices.Equal(got, want) {
+		t.Fatalf("users shown: %v\nwant %v", got, want)
+	}
+
+	p.click("link", "user-007")
+	p.find("heading", "user-007")
+	p.click("tab", "Tokens")
+	p.waitFor(fmt.Sprintf("%d tokens", tokens), func() bool { return len(p.rows("tokens-body")) == tokens })
+	got := firstCells("tokens-body")
+	slices.Sort(got)
+	want = want[:0]
+	for i := range tokens {
+		want = append(want, fmt.Sprintf("ci-%03d", i))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("tokens shown: %v\nwant each of %v once", got, want)
+	}
+	p.checkNoProblems()
 }

@@ -41,6 +41,38 @@ class ApiError extends Error {
 // A failure throws ApiError carrying the server's {"error"} message. A 401
 // ends the session and shows the login form; callers still see the error.
 async function api(method, path, body) {
+  return (await send(method, API_BASE + path, path, body)).data;
+}
+
+// apiList reads a whole list (users, a user's tokens): the API answers a
+// page at a time, with a Link header to the next page until the last.
+async function apiList(path) {
+  const items = [];
+  let url = API_BASE + path;
+  while (url) {
+    const { data, res } = await send('GET', url, path);
+    items.push(...data);
+    url = nextPage(res);
+  }
+  return items;
+}
+
+// nextPage returns the URL of the next page from an answer's
+// Link: <...>; rel="next" header, or null on the last page. The token goes
+// with every request, so a link to another site is refused.
+function nextPage(res) {
+  const m = /<([^<>]*)>\s*;\s*rel="?next"?/.exec(res.headers.get('Link') || '');
+  if (!m) return null;
+  const url = new URL(m[1], res.url);
+  if (url.origin !== location.origin) {
+    throw new ApiError(0, 'The server sent a link to another site for the rest of the list; it was not followed.');
+  }
+  return url.href;
+}
+
+// send makes one request to url (path names it for the login check) and
+// returns the parsed JSON and the response.
+async function send(method, url, path, body) {
   const headers = { Accept: 'application/json' };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = 'Bearer ' + token;
@@ -51,14 +83,14 @@ async function api(method, path, body) {
   }
   let res;
   try {
-    res = await fetch(API_BASE + path, init);
+    res = await fetch(url, init);
   } catch {
     throw new ApiError(0, 'The server cannot be reached. Check the connection and try again.');
   }
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { /* not JSON: use the status below */ }
-  if (res.ok) return data;
+  if (res.ok) return { data, res };
 
   const message = data && typeof data.error === 'string' ? data.error : 'The request failed (HTTP ' + res.status + ').';
   if (res.status === 401 && path !== 'login') {
@@ -304,14 +336,14 @@ function focusHeading(id) {
 // ---- Users ------------------------------------------------------------
 
 async function showUsers() {
-  const users = await api('GET', 'users');
+  const users = await apiList('users');
   renderUsers(users);
   showView('users');
   focusHeading('users-title');
 }
 
 async function reloadUsers() {
-  renderUsers(await api('GET', 'users'));
+  renderUsers(await apiList('users'));
 }
 
 function renderUsers(users) {
@@ -375,7 +407,7 @@ let shown = null;
 async function showUser(username, tab) {
   const [user, tokens] = await Promise.all([
     api('GET', 'users/' + enc(username)),
-    api('GET', 'users/' + enc(username) + '/tokens'),
+    apiList('users/' + enc(username) + '/tokens'),
   ]);
   shown = user;
   const self = username === me.username;
@@ -406,7 +438,7 @@ function renderProfile(user) {
 }
 
 async function reloadTokens() {
-  renderTokens(await api('GET', 'users/' + enc(shown.username) + '/tokens'));
+  renderTokens(await apiList('users/' + enc(shown.username) + '/tokens'));
 }
 
 function tokenStatus(t) {

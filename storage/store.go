@@ -387,13 +387,6 @@ func CallerFrom(ctx context.Context) Actor {
 	return Actor{Name: "system"}
 }
 
-// ActorFrom returns the actor and client address set by WithActor; the actor
-// is "system" when none was set.
-func ActorFrom(ctx context.Context) (actor, clientIP string) {
-	a := CallerFrom(ctx)
-	return a.Name, a.ClientIP
-}
-
 // SyncStatus reports how current this node is with a database that other
 // nodes share; ok is false for a database this node alone writes.
 func (s *Store) SyncStatus() (status SyncStatus, ok bool) {

@@ -77,7 +77,7 @@ func checkNewToken(ctx context.Context, t NewToken) (NewToken, error) {
 		return t, err
 	}
 	if t.CreatedBy == "" {
-		t.CreatedBy, _ = ActorFrom(ctx)
+		t.CreatedBy = CallerFrom(ctx).Name
 	}
 	return t, nil
 }
@@ -460,7 +460,7 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 			return err
 		}
 		// The name was freed just above.
-		secret, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: actorOr(ctx)}, true)
+		secret, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: CallerFrom(ctx).Name}, true)
 		if err != nil {
 			return err
 		}
@@ -495,11 +495,6 @@ func rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
 		return old, fmt.Errorf("%w: token %q is %s; create a new token instead", ErrInvalid, id, old.StatusAt(w.now))
 	}
 	return old, nil
-}
-
-func actorOr(ctx context.Context) string {
-	a, _ := ActorFrom(ctx)
-	return a
 }
 
 // ForEachPermanentToken walks the permanent tokens (active, expired or

@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -143,6 +144,9 @@ http://127.0.0.1:%d {
 	n.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 	n.cmd.Env = append(os.Environ(), "FLEET_DSN="+dsn, "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	n.cmd.Stdout, n.cmd.Stderr = logFile, logFile
+	// A node must not outlive the benchmark, even one killed by a
+	// timeout: left running, it would load the machine's next run.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		return nil, err
 	}

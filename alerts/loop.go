@@ -240,7 +240,9 @@ func (l *Loop) leadPass(ctx context.Context) (wait time.Duration, next time.Time
 	switch {
 	case errors.Is(err, storage.ErrLeaseLost):
 		return leaseRenew, time.Time{}
-	case err != nil && ctx.Err() == nil:
+	case err != nil && !errors.Is(err, context.Canceled):
+		// Logged even when Stop came meanwhile: a failed email is counted
+		// as soon as it fails, and its log line must not depend on timing.
 		l.cfg.Logger.Error("alert pass failed", zap.Error(err), zap.Duration("next_pass_in", wait))
 	}
 	return wait, l.cfg.Clock.Now().Add(wait)

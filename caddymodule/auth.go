@@ -3,8 +3,8 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
-	"hash/maphash"
-	"sync"
+	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
@@ -22,52 +22,73 @@ type tokenVerifier interface {
 	Verify(secret string) (storage.Identity, storage.VerifyResult)
 }
 
-// decisionCounters holds one resolved counter per storage.VerifyResult,
-// so the hot path increments without a label lookup or an allocation.
-type decisionCounters []prometheus.Counter
+// decisionCounters counts authentication decisions by result. Every
+// request counts one, on whichever core serves it, and a single counter per
+// result would move its cache line between cores on every request; so the
+// counts are spread over stripes, each on cache lines of its own, picked at
+// random per request, and summed when Prometheus scrapes.
+type decisionCounters struct {
+	stripes [counterStripes]counterStripe
+}
 
-func (c decisionCounters) count(r storage.VerifyResult) {
-	if int(r) < len(c) {
-		c[r].Inc()
+const counterStripes = 8
+
+type counterStripe struct {
+	n [storage.NumVerifyResults]atomic.Uint64
+	_ [128 - storage.NumVerifyResults*8%128]byte // two lines: no false sharing, even with the adjacent-line prefetch
+}
+
+func (c *decisionCounters) count(r storage.VerifyResult) {
+	if r < storage.NumVerifyResults {
+		c.stripes[rand.Uint32()%counterStripes].n[r].Add(1)
 	}
 }
 
-// authRequests counts authentication decisions. It is created once per
-// process so its values survive config reloads; each config generation
-// has a fresh metrics registry and registers it again.
-var authRequests = sync.OnceValue(func() *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "api_tokens_auth_requests_total",
-		Help: "Bearer token authentication decisions of api_token_auth and the api_token provider, by result.",
-	}, []string{"result"})
-})
+func (c *decisionCounters) total(r storage.VerifyResult) (sum uint64) {
+	for i := range c.stripes {
+		sum += c.stripes[i].n[r].Load()
+	}
+	return sum
+}
 
-// authCounters registers the auth counter on reg and returns one resolved
-// counter per verification result, indexed by storage.VerifyResult. Every
-// series exists from the start, so a rate() over `forbidden` works before
-// the first refusal.
-func authCounters(reg *prometheus.Registry) (decisionCounters, error) {
-	vec := authRequests()
+// decisions are the process's counts, so their values survive config
+// reloads; each config generation has a fresh metrics registry and
+// registers the collector again.
+var decisions = new(decisionCounters)
+
+// decisionCollector exports decisions as api_tokens_auth_requests_total.
+type decisionCollector struct{}
+
+var authRequestsDesc = prometheus.NewDesc("api_tokens_auth_requests_total",
+	"Bearer token authentication decisions of api_token_auth and the api_token provider, by result.",
+	[]string{"result"}, nil)
+
+func (decisionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- authRequestsDesc }
+
+// Collect gives every result's series, from the start, so a rate() over
+// `forbidden` works before the first refusal.
+func (decisionCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range storage.AllVerifyResults() {
+		ch <- prometheus.MustNewConstMetric(authRequestsDesc, prometheus.CounterValue, float64(decisions.total(r)), r.String())
+	}
+}
+
+// authCounters registers the auth counter on reg and returns the counts
+// to add to.
+func authCounters(reg *prometheus.Registry) (*decisionCounters, error) {
 	// Several api_token_auth directives in one config share a registry, so
 	// the second registration fails as already registered: like
-	// reverseproxy's metrics, reuse the collector that is there.
-	if err := reg.Register(vec); err != nil {
+	// reverseproxy's metrics, keep the collector that is there.
+	if err := reg.Register(decisionCollector{}); err != nil {
 		var already prometheus.AlreadyRegisteredError
 		if !errors.As(err, &already) {
 			return nil, err
 		}
-		existing, ok := already.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
+		if _, ok := already.ExistingCollector.(decisionCollector); !ok {
 			return nil, fmt.Errorf("a different collector is registered as api_tokens_auth_requests_total: %v", err)
 		}
-		vec = existing
 	}
-	all := storage.AllVerifyResults()
-	counters := make(decisionCounters, len(all))
-	for _, r := range all {
-		counters[r] = vec.WithLabelValues(r.String())
-	}
-	return counters, nil
+	return decisions, nil
 }
 
 // identityPlaceholders names the four placeholders of an identity under
@@ -78,16 +99,17 @@ type identityPlaceholders struct {
 }
 
 var (
-	// Set on success. Caddy's access log reads {http.auth.user.id} for its
-	// user_id field.
+	// Given on success. Caddy's access log reads {http.auth.user.id} for
+	// its user_id field.
 	userPlaceholders = identityPlaceholders{
 		id:        "http.auth.user.id",
 		tokenID:   "http.auth.user.token_id",
 		tokenKind: "http.auth.user.token_kind",
 		admin:     "http.auth.user.admin",
 	}
-	// Set on a 403, as caddyauth does for a refused candidate, so the logs
-	// can tell who was refused. They never mean the request is authenticated.
+	// Given on a 403, as caddyauth does for a refused candidate, so the
+	// logs can tell who was refused. They never mean the request is
+	// authenticated.
 	candidatePlaceholders = identityPlaceholders{
 		id:        "http.auth.candidate.id",
 		tokenID:   "http.auth.candidate.token_id",
@@ -96,57 +118,50 @@ var (
 	}
 )
 
-// Boxed once: a string converted to `any` per request would allocate.
-var (
-	placeholderPermanent any = string(storage.Permanent)
-	placeholderTemporary any = string(storage.Temporary)
-	placeholderAdmin         = [2]any{"false", "true"}
-)
-
-// set sets the four placeholders of id without allocating.
-func (n *identityPlaceholders) set(repl *caddy.Replacer, id storage.Identity) {
-	kind := placeholderTemporary
-	if id.Kind == storage.Permanent {
-		kind = placeholderPermanent
-	}
-	admin := placeholderAdmin[0]
-	if id.Admin {
-		admin = placeholderAdmin[1]
-	}
-	tokenID := id.TokenIDValue
-	if tokenID == nil { // a verifier that does not box it: correct, one allocation
-		tokenID = id.TokenID
-	}
-	repl.Set(n.id, usernameValue(id.Username))
-	repl.Set(n.tokenID, tokenID)
-	repl.Set(n.tokenKind, kind)
-	repl.Set(n.admin, admin)
+// identityValues answers an identity's placeholders to Caddy's replacer.
+// The store builds one per token and admin state (annotateIdentity) and
+// caches it with the identity, so a request adds the ready-made lookup to
+// its replacer, one append to a slice with room, instead of four locked
+// map writes, the first of which allocates the replacer's map.
+type identityValues struct {
+	values          [4]any // username, token ID, kind, admin; boxed once
+	user, candidate caddy.ReplacerFunc
 }
 
-// usernameValue returns name boxed as an interface value, the form Caddy's
-// replacer stores. The identity from storage carries its token ID boxed
-// once, but not its username, so the boxes are kept here: a fixed table
-// indexed by a hash of the name, each slot holding the last name that
-// landed in it. A hit costs a hash and a comparison; a miss (a user's
-// first request, or two active users sharing a slot) boxes the name again
-// and takes the slot. The table never grows, whatever names come by, and
-// its entries never go stale: a box holds nothing but the name.
-func usernameValue(name string) any {
-	slot := &usernameBoxes[maphash.String(usernameSeed, name)%uint64(len(usernameBoxes))]
-	if b := slot.Load(); b != nil && b.name == name {
-		return b.value
+// annotateIdentity is the store's Options.Annotate: it builds the
+// placeholder values of id.
+func annotateIdentity(id storage.Identity) any {
+	v := &identityValues{values: [4]any{id.Username, id.TokenID, string(id.Kind), strconv.FormatBool(id.Admin)}}
+	v.user = func(key string) (any, bool) { return userPlaceholders.lookup(key, &v.values) }
+	v.candidate = func(key string) (any, bool) { return candidatePlaceholders.lookup(key, &v.values) }
+	return v
+}
+
+func (n *identityPlaceholders) lookup(key string, values *[4]any) (any, bool) {
+	switch key {
+	case n.id:
+		return values[0], true
+	case n.tokenID:
+		return values[1], true
+	case n.tokenKind:
+		return values[2], true
+	case n.admin:
+		return values[3], true
 	}
-	b := &usernameBox{name: name, value: name}
-	slot.Store(b)
-	return b.value
+	return nil, false
 }
 
-type usernameBox struct {
-	name  string
-	value any
+// giveIdentity makes the placeholders of id (user or candidate, by which)
+// known to repl. An identity from a store opened without annotateIdentity
+// (a test's) gets its values built here, at a few allocations.
+func giveIdentity(repl *caddy.Replacer, id storage.Identity, candidate bool) {
+	v, ok := id.Annotation.(*identityValues)
+	if !ok {
+		v = annotateIdentity(id).(*identityValues)
+	}
+	if candidate {
+		repl.Map(v.candidate)
+	} else {
+		repl.Map(v.user)
+	}
 }
-
-var (
-	usernameSeed  = maphash.MakeSeed()
-	usernameBoxes [4096]atomic.Pointer[usernameBox]
-)

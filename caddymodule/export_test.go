@@ -41,3 +41,7 @@ func NewTestHandler(store tokenVerifier, cfg AuthHandler) (*AuthHandler, error) 
 	cfg.counts = counts
 	return &cfg, nil
 }
+
+// AnnotateIdentity is the Options.Annotate the module opens its stores
+// with, for tests that open their own.
+var AnnotateIdentity = annotateIdentity

@@ -70,7 +70,7 @@ type AuthHandler struct {
 	UseHandleErrors bool `json:"use_handle_errors,omitempty"`
 
 	verifier tokenVerifier
-	counts   decisionCounters
+	counts   *decisionCounters
 }
 
 // CaddyModule returns the Caddy module information.
@@ -116,7 +116,7 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if h.RequireAdmin && !id.Admin {
 		if repl != nil {
-			candidatePlaceholders.set(repl, id)
+			giveIdentity(repl, id, true)
 		}
 		return h.refuse(w, &refusals[storage.ResultForbidden])
 	}
@@ -125,7 +125,7 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		delete(r.Header, headerAuthorization)
 	}
 	if repl != nil {
-		userPlaceholders.set(repl, id)
+		giveIdentity(repl, id, false)
 	}
 	return next.ServeHTTP(w, r)
 }

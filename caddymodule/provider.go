@@ -53,7 +53,7 @@ type TokenAuth struct {
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
 	verifier tokenVerifier
-	counts   decisionCounters
+	counts   *decisionCounters
 }
 
 // CaddyModule returns the Caddy module information.
@@ -130,7 +130,7 @@ func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddya
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		// caddyauth would set the token placeholders from the user's
 		// Metadata at six allocations per request; set here they cost none.
-		userPlaceholders.set(repl, id)
+		giveIdentity(repl, id, false)
 	}
 	// No Metadata: the placeholders it would give are set above.
 	return caddyauth.User{ID: id.Username}, true, nil

@@ -71,5 +71,6 @@ func currentStoreOptions() storage.Options {
 	if opts.Clock == nil {
 		opts.Clock = storage.SystemClock{}
 	}
+	opts.Annotate = annotateIdentity
 	return opts
 }

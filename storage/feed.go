@@ -22,7 +22,7 @@ type subscriber struct{ s *Store }
 // changed in what the reset skipped.
 func (sub subscriber) Reset(r Reader, concurrent bool) error {
 	s := sub.s
-	idx := newIndex()
+	idx := newIndex(s.annotate)
 	orphans, err := idx.load(r, concurrent, s.clock.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("loading tokens: %w", err)

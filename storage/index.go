@@ -48,6 +48,8 @@ type index struct {
 	// dirty lists the slots whose last use changed since the last flush.
 	dirtyMu sync.Mutex
 	dirty   []slotRef
+
+	annotate func(Identity) any // Options.Annotate
 }
 
 const numShards = 256
@@ -69,10 +71,10 @@ const identityIdle = 10 * time.Minute
 // identity is what Verify returns for a token, for one admin state of its
 // user.
 type identity struct {
-	admin    bool
-	id       string
-	idValue  any // id, boxed once
-	metadata map[string]string
+	admin      bool
+	id         string
+	metadata   map[string]string
+	annotation any
 }
 
 // tokenSlot is one token in memory, 96 bytes without a pointer. Only
@@ -172,8 +174,8 @@ var deletedUser = func() *userState {
 
 func (t *userTable) at(num uint32) *userState { return t.byNum.at(num).Load() }
 
-func newIndex() *index {
-	idx := &index{users: userTable{byName: map[string]*userState{}}}
+func newIndex(annotate func(Identity) any) *index {
+	idx := &index{users: userTable{byName: map[string]*userState{}}, annotate: annotate}
 	idx.sizeShards(0)
 	return idx
 }
@@ -454,14 +456,18 @@ func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {
 			return Identity{}, ResultUnknown // deleted since the read lock
 		}
 	}
+	return id.identity(user.name, kind), ResultOK
+}
+
+func (id *identity) identity(username string, kind byte) Identity {
 	return Identity{
-		Username:     user.name,
-		TokenID:      id.id,
-		Kind:         kindOf(kind),
-		Admin:        admin,
-		Metadata:     id.metadata,
-		TokenIDValue: id.idValue,
-	}, ResultOK
+		Username:   username,
+		TokenID:    id.id,
+		Kind:       kindOf(kind),
+		Admin:      id.admin,
+		Metadata:   id.metadata,
+		Annotation: id.annotation,
+	}
 }
 
 // check decides a found token's fate at now from its slot and its user's
@@ -493,11 +499,14 @@ func (idx *index) cacheIdentity(sh *shard, h SecretHash, i uint32, admin bool) *
 	}
 	e := idx.slots.at(i)
 	tokenID := e.tokenID()
-	id := &identity{admin: admin, id: tokenID, idValue: tokenID, metadata: map[string]string{
+	id := &identity{admin: admin, id: tokenID, metadata: map[string]string{
 		"token_id":   tokenID,
 		"token_kind": string(kindOf(e.kind)),
 		"admin":      strconv.FormatBool(admin),
 	}}
+	if idx.annotate != nil {
+		id.annotation = idx.annotate(id.identity(idx.users.at(e.user).name, e.kind))
+	}
 	sh.identities[i] = id
 	return id
 }

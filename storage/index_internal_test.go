@@ -121,7 +121,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(size.name, func(b *testing.B) {
 			s := &Store{clock: SystemClock{}}
 			before := heapInUse()
-			idx := newIndex()
+			idx := newIndex(nil)
 			live, expired := seedIndex(b, idx, size.n)
 			s.idx.Store(idx)
 			indexMB := float64(heapInUse()-before) / (1 << 20)

@@ -42,6 +42,8 @@ type Store struct {
 	log    *zap.Logger
 	cost   int
 	flushN time.Duration
+	// annotate is Options.Annotate, given to every index built.
+	annotate func(Identity) any
 
 	// idx is swapped whole when the feed resets (a node that missed
 	// changes reloads everything); Verify reads whichever is current.
@@ -96,6 +98,13 @@ type Options struct {
 	// has not confirmed for this long that it has every change, Verify
 	// answers ResultUnavailable to well-formed tokens. 0 never does.
 	MaxStaleness time.Duration
+	// Annotate, if set, builds a value that Verify returns as
+	// Identity.Annotation: the caller's own per-token data (the gateway's
+	// placeholder values), built once per token and admin state and cached
+	// with the identity, so the hot path need not build it per request. It
+	// runs under an index lock: it must be quick and must not call the
+	// store.
+	Annotate func(Identity) any
 }
 
 func (o Options) withDefaults() Options {
@@ -126,16 +135,17 @@ var ErrClosed = errors.New("storage: the store is closed")
 func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
-		db:     db,
-		clock:  opts.Clock,
-		log:    opts.Logger,
-		cost:   opts.PasswordCost,
-		flushN: opts.LastUsedFlushInterval,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		db:       db,
+		clock:    opts.Clock,
+		log:      opts.Logger,
+		cost:     opts.PasswordCost,
+		flushN:   opts.LastUsedFlushInterval,
+		annotate: opts.Annotate,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s.maxStale.Store(int64(opts.MaxStaleness))
-	s.idx.Store(newIndex())
+	s.idx.Store(newIndex(s.annotate))
 	_, s.shared = db.(CatchUpper)
 	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
 		db.Close()

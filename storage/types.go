@@ -154,10 +154,9 @@ type Identity struct {
 	// (token_id, token_kind, admin). It is built once per token and user
 	// state, so the hot path does not allocate it.
 	Metadata map[string]string
-	// TokenIDValue is TokenID as an interface value, boxed once with
-	// Metadata, for callers that store it as `any` (Caddy's replacer):
-	// converting the string on every request would allocate.
-	TokenIDValue any
+	// Annotation is what Options.Annotate built for this identity, cached
+	// with it; nil without Annotate.
+	Annotation any
 }
 
 // VerifyResult classifies a verification; it is also the `result` label of
@@ -177,14 +176,15 @@ const (
 	// judge, because it has not synced with the shared database for
 	// longer than MaxStaleness. Answered 503, not 401.
 	ResultUnavailable
-	numVerifyResults
+	// NumVerifyResults is the number of results, for arrays indexed by one.
+	NumVerifyResults
 )
 
-var verifyResultNames = [numVerifyResults]string{"ok", "missing", "malformed", "unknown", "expired", "revoked", "disabled", "forbidden", "unavailable"}
+var verifyResultNames = [NumVerifyResults]string{"ok", "missing", "malformed", "unknown", "expired", "revoked", "disabled", "forbidden", "unavailable"}
 
 // String returns the metric label value.
 func (r VerifyResult) String() string {
-	if r < numVerifyResults {
+	if r < NumVerifyResults {
 		return verifyResultNames[r]
 	}
 	return "unknown"
@@ -192,7 +192,7 @@ func (r VerifyResult) String() string {
 
 // AllVerifyResults lists every result, for pre-creating metric series.
 func AllVerifyResults() []VerifyResult {
-	all := make([]VerifyResult, numVerifyResults)
+	all := make([]VerifyResult, NumVerifyResults)
 	for i := range all {
 		all[i] = VerifyResult(i)
 	}

@@ -31,8 +31,10 @@
 # tokens is near expiry) and the rate of token creation over the admin API.
 #
 # Installs wrk from Debian if it is missing. Prints, per pair, the median
-# ratio, its spread (min-max) and every round's ratio; the figures mean
-# something only on an otherwise idle machine.
+# ratio, its spread (min-max) and every round's ratio; then the same pairs
+# by Caddy's CPU time per request over each run (read from /proc), which
+# does not depend on how the two cores were shared between Caddy and wrk.
+# The figures mean something only on an otherwise idle machine.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,16 +95,24 @@ basic_hash=$("$work/caddy" hash-password --plaintext bench-password)
 basic_header="Authorization: Basic $(printf 'bench:bench-password' | base64)"
 basic_wrong="Authorization: Basic $(printf 'bench:wrong-password' | base64)"
 
-# wrk_rps URL [HEADER] -> requests per second, failing on any non-2xx when expect=ok
+# caddy_cpu_ticks -> the CPU time Caddy has used so far (user + system),
+# in clock ticks
+caddy_cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
+
+# wrk_rps URL [HEADER] -> requests per second, and Caddy's CPU time per
+# request in microseconds, of one wrk run
 wrk_rps() {
-	local url=$1 header=${2:-} out
+	local url=$1 header=${2:-} out before after
+	before=$(caddy_cpu_ticks)
 	if [ -n "$header" ]; then
 		out=$("${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$header" "$url")
 	else
 		out=$("${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$url")
 	fi
+	after=$(caddy_cpu_ticks)
 	echo "$out" >>"$work/wrk.log"
-	echo "$out" | awk '/Requests\/sec/ {print $2}'
+	echo "$out" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+		'/requests in/ {n = $1} /Requests\/sec/ {rps = $2} END {printf "%s %.3f\n", rps, ticks * 1e6 / hz / n}'
 }
 
 
@@ -152,8 +162,10 @@ pairs=(api_token/plain_token garbage/plain_garbage basic_auth/plain_basic basic_
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-# pair_median PAIR -> the median ratio of PAIR's rounds in $work/rps-$n
-pair_median() { awk -v p="$1" '$2==p {printf "%.3f\n", $3/$4}' "$work/rps-$n" | median; }
+# Each line of $work/rps-$n is one round of one pair:
+#   round pair target_rps target_cpu_us reference_rps reference_cpu_us
+# pair_median PAIR -> the median throughput ratio of PAIR's rounds
+pair_median() { awk -v p="$1" '$2==p {printf "%.3f\n", $3/$5}' "$work/rps-$n" | median; }
 
 # profile TARGET -> the path of a CPU profile of Caddy taken from its admin
 # endpoint (on only with PROFILE=1) for PROFILE_SECONDS in the middle of a
@@ -326,9 +338,21 @@ CADDY
 	printf "%-34s %9s %9s %7s %15s   %s\n" "target / reference" "req/s" "req/s" "ratio" "spread" "ratio in each round, sorted"
 	for pair in "${pairs[@]}"; do
 		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
-		ratios=$(awk '{printf "%.3f\n", $3/$4}' "$work/pair" | sort -n)
+		ratios=$(awk '{printf "%.3f\n", $3/$5}' "$work/pair" | sort -n)
 		printf "%-34s %9.0f %9.0f %7.3f %15s   %s\n" "$pair" "$(awk '{print $3}' "$work/pair" | median)" \
-			"$(awk '{print $4}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
+			"$(awk '{print $5}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
+			"$(echo "$ratios" | head -1)-$(echo "$ratios" | tail -1)" "$(echo $ratios)"
+	done
+	# The same pairs by Caddy's CPU time per request (from /proc, over each
+	# run): reference / target, so it reads like the throughput ratio, as
+	# the share of Caddy's capacity left. It does not depend on how the
+	# cores were split between Caddy and wrk during a run.
+	printf "%-34s %9s %9s %7s %15s   %s\n" "by Caddy's CPU per request" "us/req" "us/req" "ratio" "spread" "ratio in each round, sorted"
+	for pair in "${pairs[@]}"; do
+		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
+		ratios=$(awk '{printf "%.3f\n", $6/$4}' "$work/pair" | sort -n)
+		printf "%-34s %9.2f %9.2f %7.3f %15s   %s\n" "$pair" "$(awk '{print $4}' "$work/pair" | median)" \
+			"$(awk '{print $6}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
 			"$(echo "$ratios" | head -1)-$(echo "$ratios" | tail -1)" "$(echo $ratios)"
 	done
 	valid=$(pair_median api_token/plain_token) basic=$(pair_median basic_auth/plain_basic)

@@ -44,7 +44,7 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 		if err != nil {
 			return err
 		}
-		if found && cur.Holder != holder && w.now.Before(cur.Expires) {
+		if found && cur.Holder != "" && cur.Holder != holder && w.now.Before(cur.Expires) {
 			got, ok = cur, false
 			return nil
 		}
@@ -60,14 +60,16 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 
 // ReleaseLease gives the lease up at once, if l's holder still has it, so
 // another node need not wait for it to expire. It is ended, not deleted,
-// so the next holder's epoch is still higher.
+// so the next holder's epoch is still higher; and it is left without a
+// holder, so it is free whatever the next node's clock says (one behind
+// the releaser's would otherwise see it running on).
 func (s *Store) ReleaseLease(ctx context.Context, l Lease) error {
 	return s.update(ctx, func(w *writeTxn) error {
 		cur, found, err := readLease(w, l.Name)
 		if err != nil || !found || cur.Holder != l.Holder || cur.Epoch != l.Epoch {
 			return err
 		}
-		cur.Expires = w.now
+		cur.Holder, cur.Expires = "", w.now
 		return putLease(w, cur)
 	})
 }

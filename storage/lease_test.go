@@ -58,8 +58,14 @@ func TestLeaseHasOneHolderAndFencesTheOldOne(t *testing.T) {
 		if err := s.ReleaseLease(ctx, b); err != nil {
 			t.Fatal(err)
 		}
+		// A released lease is free even to a node whose clock is behind
+		// the releaser's.
+		clock.Set(clock.Now().Add(-time.Minute))
 		if c, ok, err := s.AcquireLease(ctx, "alerts", "node-c", time.Second); err != nil || !ok || c.Epoch <= b.Epoch {
 			t.Fatalf("after a release = %+v, %v, %v", c, ok, err)
+		}
+		if err := s.PutAlertView(ctx, b, []byte(`{"released":true}`)); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("a fenced write under the released lease = %v; want ErrLeaseLost", err)
 		}
 	})
 }

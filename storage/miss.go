@@ -3,14 +3,17 @@ package storage
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // CatchUpper is implemented by backends shared by several nodes: CatchUp
 // returns once the change feed has applied everything committed before
-// the call.
+// the call, reading the database at once for it; AwaitFeed does the same
+// without a read of its own, by waiting for the feed's next one.
 type CatchUpper interface {
 	CatchUp(ctx context.Context) error
+	AwaitFeed(ctx context.Context) error
 }
 
 // A token created on another node reaches this node's index through the
@@ -24,21 +27,28 @@ type CatchUpper interface {
 //   - single-flight: concurrent misses share one catch-up (the feed's
 //     next poll);
 //   - rate-limited: at most missRate catch-ups a second, with a burst of
-//     missBurst; a miss beyond that is refused without one;
+//     missBurst; a miss beyond that waits for the feed's next read (a
+//     notification or the poll starts it anyway), which costs the
+//     database nothing, and at most missWaiters misses wait at once: the
+//     others are refused at once. So a burst of legitimate creations on
+//     another node, each used here at once, still passes;
 //   - negatively cached: a hash still missing after a catch-up is refused
 //     without another for missTTL. The only way for its token to appear
 //     is a creation after that catch-up, which the feed applies within
 //     milliseconds anyway.
 const (
-	missRate  = 20
-	missBurst = 20
-	missTTL   = 2 * time.Second
-	missWait  = 250 * time.Millisecond // bounds the request's wait for a catch-up
-	missSlots = 4096                   // negative cache entries, a power of two
+	missRate    = 20
+	missBurst   = 20
+	missTTL     = 2 * time.Second
+	missWait    = 250 * time.Millisecond // bounds the request's wait for a catch-up
+	missSlots   = 4096                   // negative cache entries, a power of two
+	missWaiters = 1024                   // misses waiting for the feed at once, beyond the rate
 )
 
 // missGuard bounds the catch-ups that index misses cause.
 type missGuard struct {
+	waiters atomic.Int32 // misses waiting for the feed's next read
+
 	mu     sync.Mutex
 	tokens float64
 	last   time.Time
@@ -95,11 +105,20 @@ func (s *Store) verifyMiss(h SecretHash) (Identity, VerifyResult) {
 	}
 	// Real time, not the store's clock: these bounds protect the database.
 	now := time.Now()
-	if s.misses.recentlyMissing(h, now) || !s.misses.allow(now) {
+	if s.misses.recentlyMissing(h, now) {
 		return Identity{}, ResultUnknown
 	}
+	catchUp := cu.CatchUp
+	if !s.misses.allow(now) {
+		if s.misses.waiters.Add(1) > missWaiters {
+			s.misses.waiters.Add(-1)
+			return Identity{}, ResultUnknown
+		}
+		defer s.misses.waiters.Add(-1)
+		catchUp = cu.AwaitFeed
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), missWait)
-	err := cu.CatchUp(ctx)
+	err := catchUp(ctx)
 	cancel()
 	if err != nil {
 		return Identity{}, ResultUnknown

@@ -176,12 +176,21 @@ func (f *feed) waitApplied(ctx context.Context, xid int64) bool {
 
 // CatchUp returns once a poll that started after the call has applied
 // what was committed before it. Concurrent callers share the poll.
-func (b *Backend) CatchUp(ctx context.Context) error {
+func (b *Backend) CatchUp(ctx context.Context) error { return b.awaitPoll(ctx, true) }
+
+// AwaitFeed is CatchUp without asking for a poll: it waits for the next
+// one that a notification or the poll interval starts anyway, so it costs
+// the database nothing.
+func (b *Backend) AwaitFeed(ctx context.Context) error { return b.awaitPoll(ctx, false) }
+
+func (b *Backend) awaitPoll(ctx context.Context, kick bool) error {
 	f := b.feed
 	f.mu.Lock()
 	target := f.started + 1
 	f.mu.Unlock()
-	f.kick()
+	if kick {
+		f.kick()
+	}
 	for {
 		f.mu.Lock()
 		finished, err, polled := f.finished, f.finishedErr, f.polled

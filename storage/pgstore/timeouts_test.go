@@ -28,6 +28,27 @@ func nodeWith(t *testing.T, dsn string, timeout time.Duration) *storage.Store {
 	return s
 }
 
+// holdFeed locks the table every feed poll reads first, so no node's feed
+// can read until the returned transaction ends (commit it, or leave it to
+// the test's cleanup, which rolls it back). Writes do not touch the table.
+func holdFeed(t *testing.T, dsn string) pgx.Tx {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	hold, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Rollback(context.Background()) })
+	if _, err := hold.Exec(context.Background(), `LOCK TABLE api_tokens_feed IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	return hold
+}
+
 // The timeout bounds each round trip, not a whole transaction: listing
 // more tokens than one round trip's timeout could read in one go still
 // works (the alert pass walks a million tokens so), while a statement
@@ -102,19 +123,7 @@ func TestWriterAppliesItsOwnChangeWhenTheFeedCannotConfirmIt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	hold, err := conn.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(context.Background())
-	if _, err := hold.Exec(context.Background(), `LOCK TABLE api_tokens_feed IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	hold := holdFeed(t, dsn)
 	if err := s.DeleteToken(ctx, "alice", tok.ID); err != nil {
 		t.Fatalf("deleting while the feed is held: %v", err)
 	}
@@ -155,19 +164,7 @@ func TestReloadTellsTheSettingsWatchers(t *testing.T) {
 	var told atomic.Int32
 	b.OnSettingsChange(func() { told.Add(1) })
 
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	hold, err := conn.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(context.Background())
-	if _, err := hold.Exec(context.Background(), `LOCK TABLE api_tokens_feed IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	hold := holdFeed(t, dsn)
 	if _, err := a.PutSetting(ctxAs("root"), "EnableUserTokenNotification", "30"); err != nil {
 		t.Fatal(err)
 	}
@@ -206,19 +203,7 @@ func TestMaxStalenessChangesOnAnOpenStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	hold, err := conn.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(context.Background())
-	if _, err := hold.Exec(context.Background(), `LOCK TABLE api_tokens_feed IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	holdFeed(t, dsn)
 	time.Sleep(2 * time.Second) // longer than the staleness about to be set
 	if _, r := s.Verify(secret); r != storage.ResultOK {
 		t.Fatalf("without max staleness, a held feed's node verifies as %v", r)

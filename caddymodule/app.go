@@ -416,7 +416,7 @@ func (a *App) ensureAdmin() error {
 		// The spec asks for this one-time log line: it is the only way to
 		// learn the generated password. It is never logged again.
 		a.logger.Warn("no admin existed and bootstrap_admin is not set, so an admin was created with a random password; "+
-			"log in with POST /login and change it with PATCH /users/admin {\"password\": \"...\"}, "+
+			"log in with POST /login and change it with PATCH /users/admin {\"password\": \"<new>\", \"current_password\": \"<this one>\"}, "+
 			"or set bootstrap_admin before the first start",
 			zap.String("username", generatedAdmin), zap.String("password", password))
 	}

@@ -71,6 +71,17 @@ http://localhost:%d {
 	if resp.status != http.StatusOK || !strings.Contains(string(resp.body), `"name":"nightly"`) {
 		t.Errorf("after restart bob's tokens: %d %s", resp.status, resp.body)
 	}
+	// The logged line says how to change the generated password; doing
+	// exactly that works.
+	if !first.logs.has(`PATCH /users/admin {\"password\": \"<new>\", \"current_password\": \"<this one>\"}`) {
+		t.Errorf("the generated-password line does not say to send current_password:\n%s", first.logs.String())
+	}
+	resp = send(t, http.MethodPatch, base+"/users/admin", "Bearer "+adminToken,
+		map[string]string{"password": "a-new-long-password-1", "current_password": password})
+	if resp.status != http.StatusOK {
+		t.Fatalf("changing the generated password as the log line says: %d %s", resp.status, resp.body)
+	}
+	login(t, base, "admin", "a-new-long-password-1")
 	second.stop(t)
 	if second.logs.has(generatedPasswordMsg) {
 		t.Errorf("the second start generated another admin password:\n%s", second.logs.String())

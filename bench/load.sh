@@ -167,6 +167,23 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 # pair_median PAIR -> the median throughput ratio of PAIR's rounds
 pair_median() { awk -v p="$1" '$2==p {printf "%.3f\n", $3/$5}' "$work/rps-$n" | median; }
 
+# pair_table TITLE UNIT FORMAT TARGET_FIELD REFERENCE_FIELD [reversed]
+# prints, for every pair of $work/rps-$n, the medians of the two fields,
+# the median ratio target/reference (reference/target when reversed), its
+# spread and every round's ratio.
+pair_table() {
+	local title=$1 unit=$2 format=$3 t=$4 r=$5 num=$4 den=$5 pair ratios
+	[ "${6:-}" = reversed ] && num=$5 den=$4
+	printf "%-34s %9s %9s %7s %15s   %s\n" "$title" "$unit" "$unit" "ratio" "spread" "ratio in each round, sorted"
+	for pair in "${pairs[@]}"; do
+		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
+		ratios=$(awk -v a="$num" -v b="$den" '{printf "%.3f\n", $a/$b}' "$work/pair" | sort -n)
+		printf "%-34s $format $format %7.3f %15s   %s\n" "$pair" "$(awk -v f="$t" '{print $f}' "$work/pair" | median)" \
+			"$(awk -v f="$r" '{print $f}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
+			"$(echo "$ratios" | head -1)-$(echo "$ratios" | tail -1)" "$(echo $ratios)"
+	done
+}
+
 # profile TARGET -> the path of a CPU profile of Caddy taken from its admin
 # endpoint (on only with PROFILE=1) for PROFILE_SECONDS in the middle of a
 # wrk run against TARGET.
@@ -335,26 +352,12 @@ CADDY
 	printf "token creation over the admin API: %.0f tokens/s (non-2xx: %s)\n" "$create_rps" "${create_failed:-0}"
 	printf "one /metrics scrape: %.1f KiB, %.1f ms (median of 5), %d api_tokens_ series\n" \
 		"$(echo "$scrape_bytes / 1024" | bc -l)" "$(echo "$scrape_s * 1000" | bc -l)" "$scrape_series"
-	printf "%-34s %9s %9s %7s %15s   %s\n" "target / reference" "req/s" "req/s" "ratio" "spread" "ratio in each round, sorted"
-	for pair in "${pairs[@]}"; do
-		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
-		ratios=$(awk '{printf "%.3f\n", $3/$5}' "$work/pair" | sort -n)
-		printf "%-34s %9.0f %9.0f %7.3f %15s   %s\n" "$pair" "$(awk '{print $3}' "$work/pair" | median)" \
-			"$(awk '{print $5}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
-			"$(echo "$ratios" | head -1)-$(echo "$ratios" | tail -1)" "$(echo $ratios)"
-	done
+	pair_table "target / reference" req/s %9.0f 3 5
 	# The same pairs by Caddy's CPU time per request (from /proc, over each
 	# run): reference / target, so it reads like the throughput ratio, as
 	# the share of Caddy's capacity left. It does not depend on how the
 	# cores were split between Caddy and wrk during a run.
-	printf "%-34s %9s %9s %7s %15s   %s\n" "by Caddy's CPU per request" "us/req" "us/req" "ratio" "spread" "ratio in each round, sorted"
-	for pair in "${pairs[@]}"; do
-		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
-		ratios=$(awk '{printf "%.3f\n", $6/$4}' "$work/pair" | sort -n)
-		printf "%-34s %9.2f %9.2f %7.3f %15s   %s\n" "$pair" "$(awk '{print $4}' "$work/pair" | median)" \
-			"$(awk '{print $6}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
-			"$(echo "$ratios" | head -1)-$(echo "$ratios" | tail -1)" "$(echo $ratios)"
-	done
+	pair_table "by Caddy's CPU per request" us/req %9.2f 4 6 reversed
 	valid=$(pair_median api_token/plain_token) basic=$(pair_median basic_auth/plain_basic)
 	bad=$(pair_median garbage/plain_garbage) basic_bad=$(pair_median basic_auth_401/plain_basic_wrong)
 	# at_least A B / above A B -> "yes" or "NO"

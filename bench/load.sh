@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Load test: Caddy serving `respond` plain, behind api_token_auth, and behind
-# Caddy's own basic_auth, side by side in one Caddy process and one run, so
-# the ratios compare like with like on the same machine at the same moment.
+# Load test: Caddy serving `respond` plain, behind api_token_auth, behind
+# Caddy's own basic_auth and behind bench_pass (a handler that does nothing
+# but call the next one), as sites of one Caddy server told apart by the
+# Host header, measured side by side in one process and one run.
 #
-# Every authenticated target is compared with plain Caddy sent the very same
-# request (the same Authorization header, to a route that ignores it), since
-# a header costs Caddy something whether or not anything checks it:
+# Every comparison is one wrk run in which the two targets take turns
+# every 50 ms (bench/interleave.lua), so both see the same moments of a
+# machine whose speed drifts from second to second. Every authenticated
+# target is compared with plain Caddy sent the very same request (the same
+# Authorization header, to a site that ignores it), since a header costs
+# Caddy something whether or not anything checks it:
 #
 #   api_token/plain_token            valid tokens            bar: >= 0.97
 #   garbage/plain_garbage            tokens with a bad checksum, refused 401  bar: >= 0.95
 #   basic_auth/plain_basic           the peer: basic_auth, right password
 #   basic_auth_401/plain_basic_wrong the peer: basic_auth refusing a wrong password
+#   pass/plain_token                 the floor: what any handler costs a request in a Caddy route
+#   api_token/pass                   what api_token_auth adds to that floor
+#   plain_token/plain                what the token header alone costs plain Caddy
+#   plain/plain                      the method's own noise: the same target in both turns
 #
 # and "ahead of basic_auth" means api_token/plain_token above
 # basic_auth/plain_basic, and garbage/plain_garbage above
-# basic_auth_401/plain_basic_wrong (also printed as direct pairs).
+# basic_auth_401/plain_basic_wrong.
 #
 # usage: bench/load.sh            # 20,000 and 1,000,000 stored tokens
-#        TOKENS="20000" DURATION=5s ROUNDS=12 bench/load.sh  # defaults: both sizes, 3s runs, 8 rounds
+#        TOKENS="20000" DURATION=5s ROUNDS=12 bench/load.sh  # defaults: both sizes, 4s runs, 16 rounds
 #        PIN=1 bench/load.sh      # Caddy on CPU 0, one wrk thread on CPU 1: Caddy's own CPU per request
 #        PROFILE=1 bench/load.sh  # also CPU profiles of Caddy under the valid and the garbage load
 #                                 # (PROFILE_SECONDS=10 each, into PROFILE_DIR=/tmp/api-tokens-profiles;
@@ -27,20 +35,23 @@
 #                                        # a new database on $API_TOKENS_BENCH_DATABASE_URL (a URL whose user may
 #                                        # create databases), else on the server at 127.0.0.1:5432 as postgres
 #
+# The sites are matched in the Caddyfile's order, plain first and
+# api_token_auth's last, so any cost of matching the Host falls on our
+# handler, not on its references.
+#
 # Also prints the size and time of one /metrics scrape (none of the seeded
 # tokens is near expiry) and the rate of token creation over the admin API.
 #
 # Installs wrk from Debian if it is missing. Prints, per pair, the median
-# ratio, its spread (min-max) and every round's ratio; then the same pairs
-# by Caddy's CPU time per request over each run (read from /proc), which
-# does not depend on how the two cores were shared between Caddy and wrk.
-# The figures mean something only on an otherwise idle machine.
+# ratio, its spread (min-max) and every round's ratio. The figures mean
+# something only on an otherwise idle machine.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 TOKENS=${TOKENS:-"20000 1000000"}
-DURATION=${DURATION:-3s}
-ROUNDS=${ROUNDS:-8}
+DURATION=${DURATION:-4s}
+ROUNDS=${ROUNDS:-16}
+PHASE_MS=${PHASE_MS:-50}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 PIN=${PIN:-0}
@@ -89,32 +100,52 @@ cleanup() {
 trap cleanup EXIT
 
 echo "# building Caddy with the plugin and the seeder"
-(cd "$root" && go build -o "$work/caddy" ./caddymodule/cmd/caddy && go build -o "$work/seed" ./bench/seed)
+(cd "$root" && go build -o "$work/caddy" ./bench/caddy && go build -o "$work/seed" ./bench/seed)
 
 basic_hash=$("$work/caddy" hash-password --plaintext bench-password)
-basic_header="Authorization: Basic $(printf 'bench:bench-password' | base64)"
-basic_wrong="Authorization: Basic $(printf 'bench:wrong-password' | base64)"
+basic_header="Basic $(printf 'bench:bench-password' | base64)"
+basic_wrong="Basic $(printf 'bench:wrong-password' | base64)"
 
-# caddy_cpu_ticks -> the CPU time Caddy has used so far (user + system),
-# in clock ticks
-caddy_cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
-
-# wrk_rps URL [HEADER] -> requests per second, and Caddy's CPU time per
-# request in microseconds, of one wrk run
-wrk_rps() {
-	local url=$1 header=${2:-} out before after
-	before=$(caddy_cpu_ticks)
-	if [ -n "$header" ]; then
-		out=$("${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$header" "$url")
-	else
-		out=$("${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$url")
-	fi
-	after=$(caddy_cpu_ticks)
-	echo "$out" >>"$work/wrk.log"
-	echo "$out" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
-		'/requests in/ {n = $1} /Requests\/sec/ {rps = $2} END {printf "%s %.3f\n", rps, ticks * 1e6 / hz / n}'
+# host TARGET / auth TARGET -> the Host and the Authorization header (empty
+# for none) of TARGET's request. The plain_* targets send plain Caddy the
+# request of the target they are named after.
+host() {
+	case $1 in
+	plain*) echo plain.localhost ;;
+	pass) echo floor.localhost ;;
+	api_token | garbage) echo token.localhost ;;
+	basic_auth*) echo basic.localhost ;;
+	*) echo "unknown target $1" >&2; exit 1 ;;
+	esac
+}
+auth() {
+	case $1 in
+	plain) echo "" ;;
+	plain_token | api_token | pass) echo "Bearer $token" ;;
+	plain_garbage | garbage) echo "Bearer $garbage" ;;
+	plain_basic | basic_auth) echo "$basic_header" ;;
+	plain_basic_wrong | basic_auth_401) echo "$basic_wrong" ;;
+	*) echo "unknown target $1" >&2; exit 1 ;;
+	esac
 }
 
+# measure TARGET -> wrk's output of a run against TARGET alone
+measure() {
+	local header=(-H "Host: $(host "$1")")
+	[ -n "$(auth "$1")" ] && header+=(-H "Authorization: $(auth "$1")")
+	"${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "${header[@]}" http://localhost:18081/
+}
+
+# interleaved A B -> "A_rps B_rps": one wrk run in which A and B take turns
+# every PHASE_MS (bench/interleave.lua), each one's requests per second
+# while it had the turn
+interleaved() {
+	local out
+	out=$(HOST_A=$(host "$1") AUTH_A=$(auth "$1") HOST_B=$(host "$2") AUTH_B=$(auth "$2") PHASE_MS=$PHASE_MS \
+		"${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$root/bench/interleave.lua" http://localhost:18081/)
+	echo "$out" >>"$work/wrk.log"
+	echo "$out" | awk '/^interleave/ {print $2, $3}'
+}
 
 # start_caddy N: runs Caddy on the config for N tokens until it answers;
 # sets caddy_pid, startup (seconds) and rss_kb.
@@ -123,7 +154,7 @@ start_caddy() {
 	start=$(date +%s.%N)
 	"${caddy_cpu[@]}" "$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >>"$work/caddy-$1.log" 2>&1 &
 	caddy_pid=$!
-	until curl -fs -o /dev/null http://localhost:18081/; do
+	until curl -fs -o /dev/null -H "Host: plain.localhost" http://localhost:18081/; do
 		kill -0 "$caddy_pid" 2>/dev/null || { cat "$work/caddy-$1.log"; exit 1; }
 		sleep 0.05
 	done
@@ -137,49 +168,30 @@ stop_caddy() {
 	caddy_pid=""
 }
 
-# measure TARGET -> req/s of one wrk run against it. The plain_* targets
-# send plain Caddy the request of the target they are named after.
-measure() {
-	case $1 in
-	plain) wrk_rps http://localhost:18081/ ;;
-	plain_token) wrk_rps http://localhost:18081/ "Authorization: Bearer $token" ;;
-	plain_garbage) wrk_rps http://localhost:18081/ "Authorization: Bearer $garbage" ;;
-	plain_basic) wrk_rps http://localhost:18081/ "$basic_header" ;;
-	plain_basic_wrong) wrk_rps http://localhost:18081/ "$basic_wrong" ;;
-	api_token) wrk_rps http://localhost:18082/ "Authorization: Bearer $token" ;;
-	garbage) wrk_rps http://localhost:18082/ "Authorization: Bearer $garbage" ;;
-	basic_auth) wrk_rps http://localhost:18083/ "$basic_header" ;;
-	basic_auth_401) wrk_rps http://localhost:18083/ "$basic_wrong" ;;
-	*) echo "unknown target $1" >&2; exit 1 ;;
-	esac
-}
-
 # The comparisons, target/reference: each target against plain Caddy sent
-# the same request, then the direct comparisons with the peers, then what
-# the token header alone costs plain Caddy.
+# the same request, then the floor of any handler, then what the token
+# header alone costs plain Caddy, then the method's noise.
 pairs=(api_token/plain_token garbage/plain_garbage basic_auth/plain_basic basic_auth_401/plain_basic_wrong
-	api_token/basic_auth garbage/basic_auth_401 plain_token/plain)
+	pass/plain_token api_token/pass plain_token/plain plain/plain)
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Each line of $work/rps-$n is one round of one pair:
-#   round pair target_rps target_cpu_us reference_rps reference_cpu_us
+#   round pair target_rps reference_rps
 # pair_median PAIR -> the median throughput ratio of PAIR's rounds
-pair_median() { awk -v p="$1" '$2==p {printf "%.3f\n", $3/$5}' "$work/rps-$n" | median; }
+pair_median() { awk -v p="$1" '$2==p {printf "%.3f\n", $3/$4}' "$work/rps-$n" | median; }
 
-# pair_table TITLE UNIT FORMAT TARGET_FIELD REFERENCE_FIELD [reversed]
-# prints, for every pair of $work/rps-$n, the medians of the two fields,
-# the median ratio target/reference (reference/target when reversed), its
-# spread and every round's ratio.
+# pair_table prints, for every pair of $work/rps-$n, the median req/s of
+# target and reference, the median ratio, its spread (min-max) and every
+# round's ratio.
 pair_table() {
-	local title=$1 unit=$2 format=$3 t=$4 r=$5 num=$4 den=$5 pair ratios
-	[ "${6:-}" = reversed ] && num=$5 den=$4
-	printf "%-34s %9s %9s %7s %15s   %s\n" "$title" "$unit" "$unit" "ratio" "spread" "ratio in each round, sorted"
+	local pair ratios
+	printf "%-34s %9s %9s %7s %15s   %s\n" "target / reference" req/s req/s ratio spread "ratio in each round, sorted"
 	for pair in "${pairs[@]}"; do
 		awk -v p="$pair" '$2==p' "$work/rps-$n" >"$work/pair"
-		ratios=$(awk -v a="$num" -v b="$den" '{printf "%.3f\n", $a/$b}' "$work/pair" | sort -n)
-		printf "%-34s $format $format %7.3f %15s   %s\n" "$pair" "$(awk -v f="$t" '{print $f}' "$work/pair" | median)" \
-			"$(awk -v f="$r" '{print $f}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
+		ratios=$(awk '{printf "%.3f\n", $3/$4}' "$work/pair" | sort -n)
+		printf "%-34s %9.0f %9.0f %7.3f %15s   %s\n" "$pair" "$(awk '{print $3}' "$work/pair" | median)" \
+			"$(awk '{print $4}' "$work/pair" | median)" "$(echo "$ratios" | median)" \
 			"$(echo "$ratios" | head -1)-$(echo "$ratios" | tail -1)" "$(echo $ratios)"
 	done
 }
@@ -197,8 +209,8 @@ profile() {
 	echo "$out"
 }
 
-printf "\nmachine: %s cores, %s; tokens in %s; wrk -t%s -c%s -d%s per run, %s rounds, medians%s\n" \
-	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$BACKEND" "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" \
+printf "\nmachine: %s cores, %s; tokens in %s; wrk -t%s -c%s -d%s per run, turns of %s ms, %s rounds, medians%s\n" \
+	"$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$BACKEND" "$THREADS" "$CONNS" "$DURATION" "$PHASE_MS" "$ROUNDS" \
 	"$([ "$PIN" = 1 ] && echo "; Caddy pinned to CPU 0, wrk to CPU 1")"
 
 for n in $TOKENS; do
@@ -238,10 +250,20 @@ for n in $TOKENS; do
 		bootstrap_admin bench-admin bench-admin-password
 	}
 }
-http://localhost:18081 {
+http://plain.localhost:18081 {
 	respond "hello"
 }
-http://localhost:18082 {
+http://floor.localhost:18081 {
+	bench_pass
+	respond "hello"
+}
+http://basic.localhost:18081 {
+	basic_auth {
+		bench $basic_hash
+	}
+	respond "hello"
+}
+http://token.localhost:18081 {
 	api_token_auth
 	respond "hello"
 }
@@ -252,12 +274,6 @@ http://localhost:18084 {
 }
 http://localhost:18085 {
 	metrics
-}
-http://localhost:18083 {
-	basic_auth {
-		bench $basic_hash
-	}
-	respond "hello"
 }
 CADDY
 	# The first start after seeding is slower than a restart: Badger
@@ -270,21 +286,11 @@ CADDY
 	# checksum.
 	garbage="${token%??????}000000"
 	for check in "plain 200" "plain_token 200" "plain_garbage 200" "plain_basic 200" "plain_basic_wrong 200" \
-		"api_token 200" "garbage 401" "basic_auth 200" "basic_auth_401 401"; do
+		"pass 200" "api_token 200" "garbage 401" "basic_auth 200" "basic_auth_401 401"; do
 		target=${check% *} want=${check#* }
-		case $target in
-		plain*) url=http://localhost:18081/ ;;
-		api_token | garbage) url=http://localhost:18082/ ;;
-		basic*) url=http://localhost:18083/ ;;
-		esac
-		case $target in
-		plain) header="X-None: 1" ;;
-		*token) header="Authorization: Bearer $token" ;;
-		*garbage) header="Authorization: Bearer $garbage" ;;
-		*basic | basic_auth) header=$basic_header ;;
-		*) header=$basic_wrong ;;
-		esac
-		got=$(curl -s -o /dev/null -w '%{http_code}' -H "$header" "$url")
+		header=(-H "Host: $(host "$target")")
+		[ -n "$(auth "$target")" ] && header+=(-H "Authorization: $(auth "$target")")
+		got=$(curl -s -o /dev/null -w '%{http_code}' "${header[@]}" http://localhost:18081/)
 		if [ "$got" != "$want" ]; then
 			echo "sanity check: $target answered $got, want $want" >&2
 			exit 1
@@ -294,24 +300,16 @@ CADDY
 	# Warm up every target unmeasured: basic_auth pays bcrypt (cost 14) until
 	# its hash cache is warm (for right and wrong passwords alike), and every
 	# path should be in the CPU caches.
-	for target in plain plain_token api_token garbage basic_auth basic_auth_401; do
+	for target in plain plain_token pass api_token garbage basic_auth basic_auth_401; do
 		DURATION=3s measure "$target" >/dev/null
 	done
 
-	# Each comparison is a pair of wrk runs back to back, target and
-	# reference, in alternating order from round to round: the machine's
-	# speed drifts over seconds to minutes, and a ratio of two runs a few
-	# seconds apart is far steadier than one of runs a minute apart.
+	# Each comparison is one interleaved wrk run per round (see
+	# interleaved), the pairs in the same order every round.
 	: >"$work/rps-$n"
 	for round in $(seq "$ROUNDS"); do
 		for pair in "${pairs[@]}"; do
-			target=${pair%/*} reference=${pair#*/}
-			if ((round % 2)); then
-				t=$(measure "$target") r=$(measure "$reference")
-			else
-				r=$(measure "$reference") t=$(measure "$target")
-			fi
-			echo "$round $pair $t $r" >>"$work/rps-$n"
+			echo "$round $pair $(interleaved "${pair%/*}" "${pair#*/}")" >>"$work/rps-$n"
 		done
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
@@ -352,12 +350,7 @@ CADDY
 	printf "token creation over the admin API: %.0f tokens/s (non-2xx: %s)\n" "$create_rps" "${create_failed:-0}"
 	printf "one /metrics scrape: %.1f KiB, %.1f ms (median of 5), %d api_tokens_ series\n" \
 		"$(echo "$scrape_bytes / 1024" | bc -l)" "$(echo "$scrape_s * 1000" | bc -l)" "$scrape_series"
-	pair_table "target / reference" req/s %9.0f 3 5
-	# The same pairs by Caddy's CPU time per request (from /proc, over each
-	# run): reference / target, so it reads like the throughput ratio, as
-	# the share of Caddy's capacity left. It does not depend on how the
-	# cores were split between Caddy and wrk during a run.
-	pair_table "by Caddy's CPU per request" us/req %9.2f 4 6 reversed
+	pair_table
 	valid=$(pair_median api_token/plain_token) basic=$(pair_median basic_auth/plain_basic)
 	bad=$(pair_median garbage/plain_garbage) basic_bad=$(pair_median basic_auth_401/plain_basic_wrong)
 	# at_least A B / above A B -> "yes" or "NO"

@@ -136,15 +136,21 @@ measure() {
 	"${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "${header[@]}" http://localhost:18081/
 }
 
-# interleaved A B -> "A_rps B_rps": one wrk run in which A and B take turns
-# every PHASE_MS (bench/interleave.lua), each one's requests per second
-# while it had the turn
+# interleaved A B ROUND -> "A_rps B_rps": one wrk run in which A and B take
+# turns every PHASE_MS (bench/interleave.lua), each one's requests per
+# second while it had the turn. A has the even turns in odd rounds and the
+# odd turns in even rounds, so no target is favoured by the turns' parity.
 interleaved() {
-	local out
-	out=$(HOST_A=$(host "$1") AUTH_A=$(auth "$1") HOST_B=$(host "$2") AUTH_B=$(auth "$2") PHASE_MS=$PHASE_MS \
+	local a=$1 b=$2 out
+	((${3} % 2)) || { a=$2 b=$1; }
+	out=$(HOST_A=$(host "$a") AUTH_A=$(auth "$a") HOST_B=$(host "$b") AUTH_B=$(auth "$b") PHASE_MS=$PHASE_MS \
 		"${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$root/bench/interleave.lua" http://localhost:18081/)
 	echo "$out" >>"$work/wrk.log"
-	echo "$out" | awk '/^interleave/ {print $2, $3}'
+	if (($3 % 2)); then
+		echo "$out" | awk '/^interleave/ {print $2, $3}'
+	else
+		echo "$out" | awk '/^interleave/ {print $3, $2}'
+	fi
 }
 
 # start_caddy N: runs Caddy on the config for N tokens until it answers;
@@ -305,11 +311,12 @@ CADDY
 	done
 
 	# Each comparison is one interleaved wrk run per round (see
-	# interleaved), the pairs in the same order every round.
+	# interleaved), the pairs in the same order every round and the turns'
+	# parity swapped from round to round.
 	: >"$work/rps-$n"
 	for round in $(seq "$ROUNDS"); do
 		for pair in "${pairs[@]}"; do
-			echo "$round $pair $(interleaved "${pair%/*}" "${pair#*/}")" >>"$work/rps-$n"
+			echo "$round $pair $(interleaved "${pair%/*}" "${pair#*/}" "$round")" >>"$work/rps-$n"
 		done
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")

@@ -142,7 +142,7 @@ measure() {
 # odd turns in even rounds, so no target is favoured by the turns' parity.
 interleaved() {
 	local a=$1 b=$2 out
-	((${3} % 2)) || { a=$2 b=$1; }
+	(($3 % 2)) || { a=$2 b=$1; }
 	out=$(HOST_A=$(host "$a") AUTH_A=$(auth "$a") HOST_B=$(host "$b") AUTH_B=$(auth "$b") PHASE_MS=$PHASE_MS \
 		"${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$root/bench/interleave.lua" http://localhost:18081/)
 	echo "$out" >>"$work/wrk.log"

@@ -76,6 +76,10 @@ function done(summary, latency, requests)
 		sum[phase % 2] = sum[phase % 2] + (total[phase] or 0)
 		phases[phase % 2] = phases[phase % 2] + 1
 	end
+	if phases[0] == 0 or phases[1] == 0 then
+		io.stderr:write("interleave.lua: the run was too short for a whole turn of each target\n")
+		return
+	end
 	local window = (phase_ms - guard_ms) / 1000
 	io.write(string.format("interleave %.0f %.0f %d %d\n",
 		sum[0] / (phases[0] * window), sum[1] / (phases[1] * window), phases[0], phases[1]))

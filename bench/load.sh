@@ -62,6 +62,10 @@ PROFILE_TARGETS=${PROFILE_TARGETS:-"api_token garbage"}
 BACKEND=${BACKEND:-badger}
 ADMIN_URL=${API_TOKENS_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
 case $BACKEND in badger | postgres) ;; *) echo "BACKEND must be badger or postgres, got '$BACKEND'" >&2; exit 2 ;; esac
+if ! [ "$PHASE_MS" -gt 4 ] 2>/dev/null; then
+	echo "PHASE_MS must be a whole number of milliseconds above the 4 ms guard, got '$PHASE_MS'" >&2
+	exit 2
+fi
 if ! [ "$ROUNDS" -ge 1 ] 2>/dev/null; then
 	echo "ROUNDS must be a whole number of at least 1, got '$ROUNDS'" >&2
 	exit 2
@@ -146,6 +150,11 @@ interleaved() {
 	out=$(HOST_A=$(host "$a") AUTH_A=$(auth "$a") HOST_B=$(host "$b") AUTH_B=$(auth "$b") PHASE_MS=$PHASE_MS \
 		"${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$root/bench/interleave.lua" http://localhost:18081/)
 	echo "$out" >>"$work/wrk.log"
+	if ! echo "$out" | awk '$1 == "interleave" && $2 + 0 > 0 && $3 + 0 > 0 {ok = 1} END {exit !ok}'; then
+		echo "no rate for $1 or $2 from one interleaved run (does DURATION hold at least four turns of ${PHASE_MS} ms?):" >&2
+		echo "$out" >&2
+		exit 1
+	fi
 	if (($3 % 2)); then
 		echo "$out" | awk '/^interleave/ {print $2, $3}'
 	else
@@ -316,7 +325,8 @@ CADDY
 	: >"$work/rps-$n"
 	for round in $(seq "$ROUNDS"); do
 		for pair in "${pairs[@]}"; do
-			echo "$round $pair $(interleaved "${pair%/*}" "${pair#*/}" "$round")" >>"$work/rps-$n"
+			rates=$(interleaved "${pair%/*}" "${pair#*/}" "$round")
+			echo "$round $pair $rates" >>"$work/rps-$n"
 		done
 	done
 	rss_after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")

@@ -108,6 +108,10 @@ func TestDeleteUserTokensStopBeforeThePurge(t *testing.T) {
 		expired, _, _ := mustToken(t, s, "alice", "old", Permanent, clock.Now().Add(time.Minute))
 		tmp, tm, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
 		clock.Advance(2 * time.Minute)
+		// In use: answered from the hot table, which must see the delete too.
+		if _, r := s.Verify(perm); r != ResultOK || !s.IsHot(perm) {
+			t.Fatalf("before the delete: %v, hot %v; want ok, from the hot table", r, s.IsHot(perm))
+		}
 
 		batches := 0
 		s.SetPurgeHook(func() {

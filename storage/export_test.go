@@ -129,3 +129,19 @@ func SyntheticRecord(user string, i int, created, expires time.Time) (key string
 	}}
 	return tokenKey(rec.ID), rec.marshal()
 }
+
+// IsHot reports whether Verify would answer secret from the hot table now,
+// without the index's lock.
+func (s *Store) IsHot(secret string) bool {
+	e := s.idx.Load().hot.find(secret)
+	if e == nil {
+		return false
+	}
+	_, ok := e.verify(s.clock.Now().UnixNano())
+	return ok
+}
+
+// HoldsSecret reports whether the hot table holds secret at all.
+func (s *Store) HoldsSecret(secret string) bool {
+	return len(secret) == SecretLen && s.idx.Load().hot.find(secret) != nil
+}

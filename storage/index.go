@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"hash/maphash"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,11 +27,17 @@ import (
 // put in its shard's map, and only released after being deleted from that
 // map under the shard's write lock. Verify reads a slot while holding the
 // shard's read lock and finding it in the map, so the slot cannot be
-// released, let alone reused, under it. Holders of a bare slot number (the
+// released, let alone reused, under it. The hot table reads a slot with
+// no lock, only its atomic fields, and checks the slot's generation before
+// and after. Holders of a bare slot number (the
 // expiry heap, the last-use queue) compare the slot's generation, which
 // release increments under countMu; the last-use flush also holds
 // writeMu while it reads, so a slot it checked is not refilled meanwhile.
 type index struct {
+	// hot finds the tokens in use by their secret; first, so that its
+	// seed is on the line the index's address points to.
+	hot hotTable
+
 	// writeMu serializes every structural change: the feed's Apply, the
 	// sweep's removals and the last-use flush's reads.
 	writeMu sync.Mutex
@@ -161,6 +168,7 @@ func (t *userTable) put(u User) *userState {
 // and a user created again under the name gets a new number.
 func (t *userTable) forget(name string) {
 	if st := t.byName[name]; st != nil {
+		st.flags.Store(flagDeleted) // for hot entries, which hold the state itself
 		t.byNum.at(st.num).Store(deletedUser)
 		delete(t.byName, name)
 	}
@@ -176,6 +184,7 @@ func (t *userTable) at(num uint32) *userState { return t.byNum.at(num).Load() }
 
 func newIndex(annotate func(Identity) any) *index {
 	idx := &index{users: userTable{byName: map[string]*userState{}}, annotate: annotate}
+	idx.hot.seed = maphash.MakeSeed()
 	idx.sizeShards(0)
 	return idx
 }
@@ -345,6 +354,7 @@ func (idx *index) sweep(now time.Time) {
 // in use.
 func (idx *index) pruneIdentities(now time.Time) {
 	cutoff := now.Add(-identityIdle).UnixNano()
+	idx.hot.prune(cutoff)
 	for s := range idx.shards {
 		sh := &idx.shards[s]
 		sh.mu.Lock()
@@ -410,10 +420,21 @@ func (idx *index) requeue(refs []slotRef) {
 // Verify checks a bearer secret on the request hot path, against the
 // in-memory index. It never touches the database, never for a malformed
 // secret either, and does not allocate (except once per token and admin
-// state, for the cached identity). A revocation, deletion, expiry or
+// state, for the cached identity and its hot entry). A token in use is
+// recognized by its secret in the hot table, without hashing it or taking
+// a lock; any other case takes the shard's lock. A revocation, deletion, expiry or
 // disabled user is seen by the very next call on the node that made the
 // change, and on other nodes as soon as their change feed applies it.
 func (s *Store) Verify(secret string) (Identity, VerifyResult) {
+	if len(secret) == SecretLen && !s.stale.Load() {
+		// A token in use is recognized by its whole secret, which passed
+		// ParseSecret when it was put in the hot table.
+		if e := s.idx.Load().hot.find(secret); e != nil {
+			if id, ok := e.verify(s.clock.Now().UnixNano()); ok {
+				return id, ResultOK
+			}
+		}
+	}
 	if secret == "" {
 		return Identity{}, ResultMissing
 	}
@@ -424,14 +445,16 @@ func (s *Store) Verify(secret string) (Identity, VerifyResult) {
 		return Identity{}, ResultUnavailable
 	}
 	h := HashSecret(secret)
-	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano())
+	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano(), secret)
 	if r == ResultUnknown && s.shared {
 		return s.verifyMiss(h)
 	}
 	return id, r
 }
 
-func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {
+// verify decides the token with hash h at now, taking the shard's lock. A
+// valid token is put in the hot table under its secret, when one is given.
+func (idx *index) verify(h SecretHash, now int64, secret string) (Identity, VerifyResult) {
 	sh := idx.shardFor(h)
 	sh.mu.RLock()
 	i, ok := sh.m[h]
@@ -447,7 +470,9 @@ func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {
 		return Identity{}, result
 	}
 	idx.markUsed(i, e, now)
-	kind := e.kind
+	// The slot cannot change occupant while the lock is held: these are
+	// this token's.
+	gen, kind, expires := e.gen.Load(), e.kind, e.expires
 	admin := flags&flagAdmin != 0
 	id := sh.identities[i]
 	sh.mu.RUnlock()
@@ -455,6 +480,9 @@ func (idx *index) verify(h SecretHash, now int64) (Identity, VerifyResult) {
 		if id = idx.cacheIdentity(sh, h, i, admin); id == nil {
 			return Identity{}, ResultUnknown // deleted since the read lock
 		}
+	}
+	if secret != "" {
+		idx.hot.put(secret, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, id: id})
 	}
 	return id.identity(user.name, kind), ResultOK
 }

@@ -123,7 +123,7 @@ func (s *Store) verifyMiss(h SecretHash) (Identity, VerifyResult) {
 	if err != nil {
 		return Identity{}, ResultUnknown
 	}
-	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano())
+	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano(), "")
 	if r == ResultUnknown {
 		s.misses.remember(h, time.Now())
 	}

@@ -37,17 +37,23 @@ var (
 // the same code: a mutation returns once this node's index has applied
 // it, and every other node applies it as its feed delivers it.
 type Store struct {
+	// Verify reads these three on every request: together, they share a
+	// cache line.
+	clock Clock
+	// idx is swapped whole when the feed resets (a node that missed
+	// changes reloads everything); Verify reads whichever is current.
+	idx atomic.Pointer[index]
+	// stale is set while the node has not synced for longer than
+	// maxStale.
+	stale atomic.Bool
+
 	db     Backend
-	clock  Clock
 	log    *zap.Logger
 	cost   int
 	flushN time.Duration
 	// annotate is Options.Annotate, given to every index built.
 	annotate func(Identity) any
 
-	// idx is swapped whole when the feed resets (a node that missed
-	// changes reloads everything); Verify reads whichever is current.
-	idx atomic.Pointer[index]
 	// orphans are the missing users that token records referred to at the
 	// last reset: a user deletion interrupted before its tombstone existed.
 	// The feed's goroutine sets it.
@@ -64,9 +70,6 @@ type Store struct {
 	// token purge. Tests only.
 	purgeHook func()
 
-	// stale is set while the node has not synced for longer than
-	// maxStale; Verify reads it on every request.
-	stale    atomic.Bool
 	maxStale atomic.Int64 // nanoseconds; 0: never stale
 
 	// shared is whether other nodes write the database too; then a token

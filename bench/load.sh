@@ -35,9 +35,10 @@
 #                                        # a new database on $API_TOKENS_BENCH_DATABASE_URL (a URL whose user may
 #                                        # create databases), else on the server at 127.0.0.1:5432 as postgres
 #
-# The sites are matched in the Caddyfile's order, plain first and
-# api_token_auth's last, so any cost of matching the Host falls on our
-# handler, not on its references.
+# Caddy tries the sites in the Caddyfile's order, and each site passed
+# costs a request something, so the rounds alternate two opposite orders
+# (plain, floor, basic_auth, api_token_auth and the reverse; a config
+# reload between them) and no target gains or loses by its place.
 #
 # Also prints the size and time of one /metrics scrape (none of the seeded
 # tokens is near expiry) and the rate of token creation over the admin API.
@@ -183,6 +184,68 @@ stop_caddy() {
 	caddy_pid=""
 }
 
+# write_caddyfile FILE SITE... writes the config with the measured sites
+# (plain, floor, basic, token) in the given order. Caddy tries a server's
+# sites in order, so a site placed later pays for every Host it is not
+# (about a quarter of a percent of Caddy's CPU per site passed on the
+# 2-vCPU VMs here); the rounds alternate between two opposite orders so
+# that neither side of any pair is favoured.
+write_caddyfile() {
+	local file=$1 site
+	shift
+	cat >"$file" <<CADDY
+{
+	admin localhost:18089
+	auto_https off
+	log {
+		level ERROR
+	}
+	api_tokens {
+		$storage
+		alert_interval 1h
+		bootstrap_admin bench-admin bench-admin-password
+	}
+}
+CADDY
+	for site in "$@"; do
+		case $site in
+		plain) printf 'http://plain.localhost:18081 {\n\trespond "hello"\n}\n' ;;
+		floor) printf 'http://floor.localhost:18081 {\n\tbench_pass\n\trespond "hello"\n}\n' ;;
+		basic) printf 'http://basic.localhost:18081 {\n\tbasic_auth {\n\t\tbench %s\n\t}\n\trespond "hello"\n}\n' "$basic_hash" ;;
+		token) printf 'http://token.localhost:18081 {\n\tapi_token_auth\n\trespond "hello"\n}\n' ;;
+		esac
+	done >>"$file"
+	cat >>"$file" <<CADDY
+http://localhost:18084 {
+	handle_path /api-tokens/* {
+		api_token_admin
+	}
+}
+http://localhost:18085 {
+	metrics
+}
+CADDY
+}
+
+# use_order ROUND: loads the site order of ROUND into the running Caddy
+# (a config reload; the token store stays open): rounds 1-2 as written,
+# 3-4 reversed, and so on, so each order meets each turn parity equally.
+use_order() {
+	local file=$work/Caddyfile
+	(((($1 - 1) / 2) % 2)) && file=$work/Caddyfile.reversed
+	[ "$file" = "${loaded:-}" ] && return
+	"$work/caddy" reload --config "$file" --adapter caddyfile --address localhost:18089 >>"$work/reload.log" 2>&1
+	loaded=$file
+	# Unmeasured: basic_auth's new instance has an empty hash cache (a
+	# bcrypt of cost 14 per password until it is warm), and the new routes
+	# should be in the CPU caches.
+	local target
+	for target in basic_auth basic_auth_401; do
+		curl -s -o /dev/null -H "Host: $(host $target)" -H "Authorization: $(auth $target)" http://localhost:18081/
+	done
+	DURATION=1s measure api_token >/dev/null
+}
+
 # The comparisons, target/reference: each target against plain Caddy sent
 # the same request, then the floor of any handler, then what the token
 # header alone costs plain Caddy, then the method's noise.
@@ -250,47 +313,8 @@ for n in $TOKENS; do
 	seed_end=$(date +%s.%N)
 	token=$(cat "$work/token-$n")
 
-	admin=off
-	[ "$PROFILE" = 1 ] && admin=localhost:18089
-	cat >"$work/Caddyfile" <<CADDY
-{
-	admin $admin
-	auto_https off
-	log {
-		level ERROR
-	}
-	api_tokens {
-		$storage
-		alert_interval 1h
-		bootstrap_admin bench-admin bench-admin-password
-	}
-}
-http://plain.localhost:18081 {
-	respond "hello"
-}
-http://floor.localhost:18081 {
-	bench_pass
-	respond "hello"
-}
-http://basic.localhost:18081 {
-	basic_auth {
-		bench $basic_hash
-	}
-	respond "hello"
-}
-http://token.localhost:18081 {
-	api_token_auth
-	respond "hello"
-}
-http://localhost:18084 {
-	handle_path /api-tokens/* {
-		api_token_admin
-	}
-}
-http://localhost:18085 {
-	metrics
-}
-CADDY
+	write_caddyfile "$work/Caddyfile" plain floor basic token
+	write_caddyfile "$work/Caddyfile.reversed" token basic floor plain
 	# The first start after seeding is slower than a restart: Badger
 	# compacts the freshly written tables while the index loads.
 	start_caddy "$n"
@@ -323,7 +347,9 @@ CADDY
 	# interleaved), the pairs in the same order every round and the turns'
 	# parity swapped from round to round.
 	: >"$work/rps-$n"
+	loaded=$work/Caddyfile
 	for round in $(seq "$ROUNDS"); do
+		use_order "$round"
 		for pair in "${pairs[@]}"; do
 			rates=$(interleaved "${pair%/*}" "${pair#*/}" "$round")
 			echo "$round $pair $rates" >>"$work/rps-$n"

@@ -35,10 +35,17 @@ type hotTable struct {
 	entries [hotEntries]atomic.Pointer[hotEntry]
 }
 
-// hotEntries is the table's size. It is direct-mapped: two tokens in use
-// that fall in one bucket take turns in it, and the one that is out takes
-// the locked path, which is correct, only slower.
-const hotEntries = 1 << 14
+// hotEntries is the table's size. It is two-way set-associative: a
+// secret has two seats, side by side on one cache line. A seat whose token
+// was used in the last hotSeatKept keeps it; a token finding both of its
+// seats so kept takes the locked path (correct, only slower) until one
+// frees, rather than evicting a token in use, which would make the two
+// trade places, and allocate, on every request.
+const (
+	hotEntries  = 1 << 14
+	hotWays     = 2
+	hotSeatKept = 2 * time.Second // markUsed writes a token in use at least once a second
+)
 
 // hotEntry is immutable once published.
 type hotEntry struct {
@@ -51,18 +58,22 @@ type hotEntry struct {
 	id      *identity
 }
 
-func (t *hotTable) bucket(secret string) *atomic.Pointer[hotEntry] {
-	return &t.entries[maphash.String(t.seed, secret)%hotEntries]
+// set returns the seats of secret.
+func (t *hotTable) set(secret string) *[hotWays]atomic.Pointer[hotEntry] {
+	i := maphash.String(t.seed, secret) % (hotEntries / hotWays) * hotWays
+	return (*[hotWays]atomic.Pointer[hotEntry])(t.entries[i : i+hotWays])
 }
 
 // find returns the entry held for secret, or nil. The secret's length
 // has been checked: SecretLen, as every held secret's.
 func (t *hotTable) find(secret string) *hotEntry {
-	e := t.bucket(secret).Load()
-	if e == nil || !sameSecret(&e.secret, secret) {
-		return nil
+	set := t.set(secret)
+	for i := range set {
+		if e := set[i].Load(); e != nil && sameSecret(&e.secret, secret) {
+			return e
+		}
 	}
-	return e
+	return nil
 }
 
 // verify returns the token's identity if it is valid at now, and false
@@ -98,18 +109,39 @@ func sameSecret(held *[SecretLen]byte, secret string) bool {
 	return subtle.ConstantTimeCompare(held[:], presented) == 1
 }
 
-// put records a token the locked path has just found valid, described by
-// e (all but its secret). It allocates only when the bucket holds
-// something else: a token in use is put again once a second (with its
-// last-use write) and finds itself there.
-func (t *hotTable) put(secret string, e *hotEntry) {
-	b := t.bucket(secret)
-	if cur := b.Load(); cur != nil && cur.slot == e.slot && cur.gen == e.gen && cur.id == e.id {
-		return
+// put records a token the locked path has just found valid at now,
+// described by e (all but its secret). It allocates only when it takes a
+// seat: a token in use is put again once a second (with its last-use
+// write) and finds itself seated.
+func (t *hotTable) put(secret string, e *hotEntry, now int64) {
+	set := t.set(secret)
+	var free *atomic.Pointer[hotEntry]
+	var held *hotEntry
+	for i := range set {
+		cur := set[i].Load()
+		if cur != nil && cur.slot == e.slot && cur.gen == e.gen {
+			if cur.id == e.id {
+				return // seated already
+			}
+			free, held = &set[i], cur // the same token, another identity: replace it
+			break
+		}
+		if free == nil && !cur.keepsSeat(now) {
+			free, held = &set[i], cur
+		}
+	}
+	if free == nil {
+		return // both seats taken by tokens in use
 	}
 	fresh := *e
 	copy(fresh.secret[:], secret)
-	b.Store(&fresh)
+	free.CompareAndSwap(held, &fresh) // lost to another put: that one sits
+}
+
+// keepsSeat reports whether an entry's token is still in the index and
+// was used within hotSeatKept of now.
+func (e *hotEntry) keepsSeat(now int64) bool {
+	return e != nil && e.slot.gen.Load() == e.gen && now-e.slot.lastUsed.Load() < int64(hotSeatKept)
 }
 
 // prune drops the entries of tokens that left the index or were not used

@@ -482,7 +482,7 @@ func (idx *index) verify(h SecretHash, now int64, secret string) (Identity, Veri
 		}
 	}
 	if secret != "" {
-		idx.hot.put(secret, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, id: id})
+		idx.hot.put(secret, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, id: id}, now)
 	}
 	return id.identity(user.name, kind), ResultOK
 }

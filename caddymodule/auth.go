@@ -3,9 +3,8 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
-	"runtime"
+	"math/rand/v2"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,69 +23,30 @@ type tokenVerifier interface {
 }
 
 // decisionCounters counts authentication decisions by result. Every
-// request counts one, on whichever core serves it, and a counter shared
-// by the cores would move its cache line between them on every request.
-// So each core counts into a stripe of its own: stripes are lent through
-// a sync.Pool, whose Get and Put stay on the P the goroutine runs on
-// (without a lock), and they are summed when Prometheus scrapes.
+// request counts one, on whichever core serves it, and a single counter per
+// result would move its cache line between cores on every request; so the
+// counts are spread over stripes, each on cache lines of its own, picked at
+// random per request, and summed when Prometheus scrapes.
 type decisionCounters struct {
-	loans sync.Pool // of *stripeLoan
-
-	mu      sync.Mutex
-	stripes []*counterStripe // every stripe made: total sums them all
-	free    []*counterStripe // stripes whose loan the pool has dropped
+	stripes [counterStripes]counterStripe
 }
+
+const counterStripes = 8
 
 type counterStripe struct {
 	n [storage.NumVerifyResults]atomic.Uint64
 	_ [128 - storage.NumVerifyResults*8%128]byte // two lines: no false sharing, even with the adjacent-line prefetch
 }
 
-// stripeLoan is what the pool holds. The pool may drop it at a garbage
-// collection; its stripe, with its counts, stays in stripes, and is lent
-// again through a new loan.
-type stripeLoan struct{ stripe *counterStripe }
-
 func (c *decisionCounters) count(r storage.VerifyResult) {
-	if r >= storage.NumVerifyResults {
-		return
+	if r < storage.NumVerifyResults {
+		c.stripes[rand.Uint32()%counterStripes].n[r].Add(1)
 	}
-	l, _ := c.loans.Get().(*stripeLoan)
-	if l == nil {
-		l = c.newLoan()
-	}
-	l.stripe.n[r].Add(1)
-	c.loans.Put(l)
-}
-
-func (c *decisionCounters) newLoan() *stripeLoan {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var s *counterStripe
-	if n := len(c.free); n > 0 {
-		s, c.free = c.free[n-1], c.free[:n-1]
-	} else {
-		s = new(counterStripe)
-		c.stripes = append(c.stripes, s)
-	}
-	l := &stripeLoan{stripe: s}
-	runtime.AddCleanup(l, c.giveBack, s)
-	return l
-}
-
-// giveBack makes a dropped loan's stripe available to the next one, so
-// the stripes number about the cores, however many collections there are.
-func (c *decisionCounters) giveBack(s *counterStripe) {
-	c.mu.Lock()
-	c.free = append(c.free, s)
-	c.mu.Unlock()
 }
 
 func (c *decisionCounters) total(r storage.VerifyResult) (sum uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, s := range c.stripes {
-		sum += s.n[r].Load()
+	for i := range c.stripes {
+		sum += c.stripes[i].n[r].Load()
 	}
 	return sum
 }

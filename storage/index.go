@@ -29,10 +29,10 @@ import (
 // shard's read lock and finding it in the map, so the slot cannot be
 // released, let alone reused, under it. The hot table reads a slot with
 // no lock, only its atomic fields, and checks the slot's generation before
-// and after. Holders of a bare slot number (the
-// expiry heap, the last-use queue) compare the slot's generation, which
-// release increments under countMu; the last-use flush also holds
-// writeMu while it reads, so a slot it checked is not refilled meanwhile.
+// and after. Holders of a bare slot number (the expiry heap, the last-use
+// queue) compare the slot's generation, which release increments under
+// countMu; the last-use flush also holds writeMu while it reads, so a slot
+// it checked is not refilled meanwhile.
 type index struct {
 	// hot finds the tokens in use by their secret; first, so that its
 	// seed is on the line the index's address points to.
@@ -422,9 +422,10 @@ func (idx *index) requeue(refs []slotRef) {
 // secret either, and does not allocate (except once per token and admin
 // state, for the cached identity and its hot entry). A token in use is
 // recognized by its secret in the hot table, without hashing it or taking
-// a lock; any other case takes the shard's lock. A revocation, deletion, expiry or
-// disabled user is seen by the very next call on the node that made the
-// change, and on other nodes as soon as their change feed applies it.
+// a lock; any other case takes the shard's lock. A revocation, deletion,
+// expiry or disabled user is seen by the very next call on the node that
+// made the change, and on other nodes as soon as their change feed
+// applies it.
 func (s *Store) Verify(secret string) (Identity, VerifyResult) {
 	if len(secret) == SecretLen && !s.stale.Load() {
 		// A token in use is recognized by its whole secret, which passed

@@ -1,7 +1,7 @@
 package storage
 
 import (
-	"crypto/subtle"
+	"encoding/binary"
 	"hash/maphash"
 	"sync/atomic"
 	"time"
@@ -102,12 +102,26 @@ func (e *hotEntry) verify(now int64) (Identity, bool) {
 	return e.id.identity(e.user.name, e.kind), true
 }
 
-// sameSecret compares in constant time. The string is viewed in place:
-// converting it to []byte would copy it to the heap on every request.
+// sameSecret compares in constant time, eight bytes at a time: the
+// differences are ORed together and only the result is tested, so the time
+// taken says nothing about where the two differ. (crypto/subtle compares
+// a byte at a time, a tenth of a gateway's own work per request.) The
+// string is viewed in place: converting it to []byte would copy it to the
+// heap on every request.
 func sameSecret(held *[SecretLen]byte, secret string) bool {
-	presented := unsafe.Slice(unsafe.StringData(secret), len(secret))
-	return subtle.ConstantTimeCompare(held[:], presented) == 1
+	if len(secret) != SecretLen { // every secret's length: it tells nothing
+		return false
+	}
+	presented := (*[SecretLen]byte)(unsafe.Pointer(unsafe.StringData(secret)))
+	var diff uint64
+	for i := 0; i < SecretLen; i += 8 {
+		diff |= binary.LittleEndian.Uint64(held[i:]) ^ binary.LittleEndian.Uint64(presented[i:])
+	}
+	return diff == 0
 }
+
+// A secret is a whole number of words, so sameSecret reads every byte.
+var _ = [1]struct{}{}[SecretLen%8]
 
 // put records a token the locked path has just found valid at now,
 // described by e (all but its secret). It allocates only when it takes a

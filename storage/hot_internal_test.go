@@ -64,3 +64,29 @@ func threeSecretsWithTheSameSeats(h *hotTable) []string {
 		}
 	}
 }
+
+// sameSecret finds every difference, wherever it is: in any of the
+// eight-byte words or in the bytes after the last one, and in a secret
+// of another length.
+func TestSameSecretSeesEveryByte(t *testing.T) {
+	secret := NewSecret(Permanent)
+	var held [SecretLen]byte
+	copy(held[:], secret)
+	if !sameSecret(&held, secret) {
+		t.Fatal("a secret differs from itself")
+	}
+	for i := range SecretLen {
+		for _, bit := range []byte{0x01, 0x80} {
+			other := []byte(secret)
+			other[i] ^= bit
+			if sameSecret(&held, string(other)) {
+				t.Fatalf("byte %d flipped by %#x: still the same secret", i, bit)
+			}
+		}
+	}
+	for _, other := range []string{"", secret[:SecretLen-1], secret + "x"} {
+		if sameSecret(&held, other) {
+			t.Fatalf("a secret of %d bytes is the same as one of %d", len(other), SecretLen)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package bearer_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/apitokens/caddy-api-tokens/admin/bearer"
@@ -73,4 +74,25 @@ func TestParseAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { bearer.Parse(values) }); n != 0 {
 		t.Errorf("Parse allocates %v times per call", n)
 	}
+}
+
+// FuzzParse checks Parse against its definition written the plain way:
+// one value, the scheme in any case, the token with the spaces and tabs
+// around it removed.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"", "Bearer caddy_pat_x", "bearer \t x \t", "Bearer", "Basic x", "Bearer\tx", "BEARER  "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		wantToken, wantResult := "", bearer.Missing
+		if len(value) >= 7 && strings.EqualFold(value[:7], "Bearer ") {
+			if tok := strings.Trim(value[7:], " \t"); tok != "" {
+				wantToken, wantResult = tok, bearer.Found
+			}
+		}
+		token, result := bearer.Parse([]string{value})
+		if token != wantToken || result != wantResult {
+			t.Errorf("Parse(%q) = %q, %v; want %q, %v", value, token, result, wantToken, wantResult)
+		}
+	})
 }

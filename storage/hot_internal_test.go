@@ -65,9 +65,9 @@ func threeSecretsWithTheSameSeats(h *hotTable) []string {
 	}
 }
 
-// sameSecret finds every difference, wherever it is: in any of the
-// eight-byte words or in the bytes after the last one, and in a secret
-// of another length.
+// sameSecret finds every difference, wherever it is: a low or a high bit
+// in any byte of any of its eight-byte words, and a secret of another
+// length.
 func TestSameSecretSeesEveryByte(t *testing.T) {
 	secret := NewSecret(Permanent)
 	var held [SecretLen]byte

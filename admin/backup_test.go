@@ -56,7 +56,7 @@ func TestBackupEndpoint(t *testing.T) {
 	if v, err := s.GetSetting(context.Background(), storage.SettingNotificationDays); v != "14" || err != nil {
 		t.Errorf("setting in the restored copy: %q %v", v, err)
 	}
-	if a, _ := s.ListAudit(context.Background(), 1); len(a) != 1 || a[0].Action != storage.ActionBackup {
+	if a, _, _ := s.ListAuditPage(context.Background(), "", 1); len(a) != 1 || a[0].Action != storage.ActionBackup {
 		t.Errorf("the backup does not hold its own audit entry: %+v", a)
 	}
 }

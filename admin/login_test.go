@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 func TestLogin(t *testing.T) {
@@ -45,7 +46,7 @@ func TestLogin(t *testing.T) {
 	t.Run("success", func(t *testing.T) {
 		var out loginResponse
 		e.must(http.StatusCreated, "POST", "/login", "", `{"username":"alice","password":"`+userPassword+`"}`).decode(t, &out)
-		if _, ok := storage.ParseSecret(out.Token); !ok || !strings.HasPrefix(out.Token, storage.TemporaryPrefix) {
+		if _, ok := secret.Parse(out.Token); !ok || !strings.HasPrefix(out.Token, secret.TemporaryPrefix) {
 			t.Errorf("token %q is not a temporary secret", out.Token)
 		}
 		if out.Kind != storage.Temporary || out.User.Username != "alice" || out.User.Email != "alice@example.com" {
@@ -169,15 +170,15 @@ func (e *env) mustFrom(want int, method, path, body, ip string) {
 func TestLogout(t *testing.T) {
 	e := newEnv(t)
 	e.addUser("alice")
-	secret, _ := e.addToken("alice", "ci")
+	sec, _ := e.addToken("alice", "ci")
 	var session loginResponse
 	e.must(http.StatusCreated, "POST", "/login", "", `{"username":"alice","password":"`+userPassword+`"}`).decode(t, &session)
 
-	r := e.must(http.StatusBadRequest, "POST", "/logout", secret, "")
+	r := e.must(http.StatusBadRequest, "POST", "/logout", sec, "")
 	if msg := r.errMsg(t); !strings.Contains(msg, "DELETE /users/{username}/tokens/{id}") {
 		t.Errorf("logout with a permanent token: %q does not say how to delete it", msg)
 	}
-	e.must(http.StatusOK, "GET", "/me", secret, "") // and it still works
+	e.must(http.StatusOK, "GET", "/me", sec, "") // and it still works
 
 	e.must(http.StatusNoContent, "POST", "/logout", session.Token, "")
 	e.must(http.StatusUnauthorized, "GET", "/me", session.Token, "")
@@ -205,7 +206,7 @@ func TestAuthentication(t *testing.T) {
 		// 6750, section 3.1), the same answer as the gateway's.
 		{"basic scheme", "Basic YWxpY2U6eA==", 401, `Bearer realm="api_tokens"`},
 		{"garbage token", "Bearer not-a-token", 401, `Bearer realm="api_tokens", error="invalid_token"`},
-		{"well-formed unknown token", "Bearer " + storage.NewSecret(storage.Permanent), 401, `Bearer realm="api_tokens", error="invalid_token"`},
+		{"well-formed unknown token", "Bearer " + secret.New(storage.Permanent), 401, `Bearer realm="api_tokens", error="invalid_token"`},
 		{"disabled user", "Bearer " + disabled, 401, `Bearer realm="api_tokens", error="invalid_token"`},
 		{"lowercase scheme", "bearer " + session, 200, ""},
 		{"uppercase scheme", "BEARER " + session, 200, ""},

@@ -82,8 +82,8 @@ func TestListsPageThroughLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, _ := e.store.ListTokens(ctx, storage.TokenFilter{})
-	expiring, _ := e.store.ListTokens(ctx, storage.TokenFilter{ExpiringBefore: testStart.Add(60 * 24 * time.Hour), Kind: storage.Permanent})
+	all, _, _ := e.store.ListTokensPage(ctx, storage.TokenFilter{}, "", storage.MaxPageLimit)
+	expiring, _, _ := e.store.ListTokensPage(ctx, storage.TokenFilter{ExpiringBefore: testStart.Add(60 * 24 * time.Hour), Kind: storage.Permanent}, "", storage.MaxPageLimit)
 	if len(expiring) != 6 {
 		t.Fatalf("fixture: %d tokens expire within 60 days; want 6", len(expiring))
 	}
@@ -100,12 +100,12 @@ func TestListsPageThroughLinks(t *testing.T) {
 		}
 		return out
 	}
-	users, _ := e.store.ListUsers(ctx)
+	users, _, _ := e.store.ListUsersPage(ctx, "", storage.MaxPageLimit)
 	var usernames []string
 	for _, u := range users {
 		usernames = append(usernames, u.Username)
 	}
-	audit, _ := e.store.ListAudit(ctx, 1000)
+	audit, _, _ := e.store.ListAuditPage(ctx, "", storage.MaxPageLimit)
 	var actions []string
 	for _, a := range audit {
 		actions = append(actions, a.Action+" "+a.Target)

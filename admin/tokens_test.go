@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 func TestCreateToken(t *testing.T) {
@@ -49,7 +50,7 @@ func TestCreateToken(t *testing.T) {
 	t.Run("secret shown once and works", func(t *testing.T) {
 		var out newTokenResponse
 		e.must(http.StatusCreated, "POST", "/users/alice/tokens", e.root, `{"name":"ci"}`).decode(t, &out)
-		if !strings.HasPrefix(out.Secret, storage.PermanentPrefix) || out.Kind != storage.Permanent || out.Name != "ci" || out.User != "alice" || out.ID == "" {
+		if !strings.HasPrefix(out.Secret, secret.PermanentPrefix) || out.Kind != storage.Permanent || out.Name != "ci" || out.User != "alice" || out.ID == "" {
 			t.Fatalf("created %+v", out)
 		}
 		var me storage.User

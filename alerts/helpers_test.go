@@ -144,11 +144,11 @@ func (w *world) at(tok storage.Token, beforeExpiry time.Duration) {
 
 func (w *world) notifiedDays(id string) int {
 	w.t.Helper()
-	st, _, err := w.store.GetAlertState(w.ctx, id)
+	states, err := w.store.GetAlertStates(w.ctx, []string{id})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	return st.NotifiedDays
+	return states[id].NotifiedDays
 }
 
 // faultOf returns the fault of a token from the last pass.

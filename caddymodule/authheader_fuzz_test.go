@@ -15,6 +15,7 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // FuzzAuthorizationHeader sends arbitrary Authorization values, one or
@@ -56,7 +57,7 @@ func FuzzAuthorizationHeader(f *testing.F) {
 	for _, seed := range []string{
 		"Bearer " + valid, "bearer " + valid, "BEARER\t" + valid + " ", "Bearer " + valid + "x", "Bearer " + valid[:len(valid)-1],
 		"Bearer", "Bearer ", "Basic YTpi", valid, "Bearer " + strings.ToUpper(valid), "Bearer  " + valid + "\x00", "",
-		"Bearer " + storage.NewSecret(storage.Permanent), "Bearer " + storage.NewSecret(storage.Temporary),
+		"Bearer " + secret.New(storage.Permanent), "Bearer " + secret.New(storage.Temporary),
 	} {
 		f.Add(seed, "", false)
 		f.Add(seed, "Bearer "+valid, true)

@@ -45,7 +45,7 @@ func TestLoginBeforeAppStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer app.Stop()
-	users, err := app.Store().ListUsers(context.Background())
+	users, _, err := app.Store().ListUsersPage(context.Background(), "", 10)
 	if err != nil || len(users) != 1 || users[0].Username != "root" {
 		t.Fatalf("users after Start = %+v, %v; want only root", users, err)
 	}

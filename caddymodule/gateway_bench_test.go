@@ -15,6 +15,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // BenchmarkGateway measures the api_token_auth handler's ServeHTTP over a
@@ -60,13 +61,13 @@ func benchmarkGateway(b *testing.B, store *storage.Store) {
 	if _, err := store.CreateUser(ctx, storage.NewUser{Username: "ci", Email: "ci@example.com", Password: "a long enough password"}); err != nil {
 		b.Fatal(err)
 	}
-	secret, _, err := store.CreateToken(ctx, storage.NewToken{
+	sec, _, err := store.CreateToken(ctx, storage.NewToken{
 		User: "ci", Name: "deploy", Kind: storage.Permanent, ExpiresAt: time.Now().Add(24 * time.Hour), CreatedBy: "admin",
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	valid := "Bearer " + secret
+	valid := "Bearer " + sec
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 
 	for _, bc := range []struct {
@@ -80,8 +81,8 @@ func benchmarkGateway(b *testing.B, store *storage.Store) {
 		{"valid_keep_authorization", caddymodule.AuthHandler{KeepAuthorization: true}, []string{valid}, 0, false},
 		{"forbidden_403", caddymodule.AuthHandler{RequireAdmin: true}, []string{valid}, 403, false},
 		{"garbage_401", caddymodule.AuthHandler{}, []string{"Bearer caddy_pat_this-is-not-a-token"}, 401, false},
-		{"bad_checksum_401", caddymodule.AuthHandler{}, []string{"Bearer " + secret[:len(secret)-1] + flip(secret[len(secret)-1])}, 401, false},
-		{"unknown_401", caddymodule.AuthHandler{}, []string{"Bearer " + storage.NewSecret(storage.Permanent)}, 401, false},
+		{"bad_checksum_401", caddymodule.AuthHandler{}, []string{"Bearer " + sec[:len(sec)-1] + flip(sec[len(sec)-1])}, 401, false},
+		{"unknown_401", caddymodule.AuthHandler{}, []string{"Bearer " + secret.New(storage.Permanent)}, 401, false},
 		{"missing_401", caddymodule.AuthHandler{}, nil, 401, false},
 		{"two_headers_401", caddymodule.AuthHandler{}, []string{valid, valid}, 401, false},
 		{"garbage_use_handle_errors", caddymodule.AuthHandler{UseHandleErrors: true}, []string{"Bearer caddy_pat_this-is-not-a-token"}, 0, true},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // TestGatewayAuthentication walks every rule of api_token_auth (spec
@@ -93,7 +94,7 @@ http://localhost:%d {
 		wantUnauthorized(t, send(t, http.MethodGet, gateway, "Bearer "+string(broken), nil), true)
 	})
 	t.Run("well-formed unknown token is 401 invalid_token", func(t *testing.T) {
-		resp := send(t, http.MethodGet, gateway, "Bearer "+storage.NewSecret(storage.Permanent), nil)
+		resp := send(t, http.MethodGet, gateway, "Bearer "+secret.New(storage.Permanent), nil)
 		wantUnauthorized(t, resp, true)
 		wantJSONError(t, resp, "token is invalid")
 	})

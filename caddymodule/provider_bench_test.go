@@ -15,6 +15,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/caddymodule"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // headerOnlyWriter is the least a provider can write to: a header map.
@@ -42,7 +43,7 @@ func BenchmarkProvider(b *testing.B) {
 	if _, err := store.CreateUser(ctx, storage.NewUser{Username: "ci", Email: "ci@example.com", Password: "a long enough password"}); err != nil {
 		b.Fatal(err)
 	}
-	secret, _, err := store.CreateToken(ctx, storage.NewToken{
+	sec, _, err := store.CreateToken(ctx, storage.NewToken{
 		User: "ci", Name: "deploy", Kind: storage.Permanent, ExpiresAt: time.Now().Add(24 * time.Hour), CreatedBy: "admin",
 	})
 	if err != nil {
@@ -55,10 +56,10 @@ func BenchmarkProvider(b *testing.B) {
 		keep   bool
 		wantOK bool
 	}{
-		{"valid", "Bearer " + secret, false, true},
-		{"valid_keep_authorization", "Bearer " + secret, true, true},
+		{"valid", "Bearer " + sec, false, true},
+		{"valid_keep_authorization", "Bearer " + sec, true, true},
 		{"garbage", "Bearer caddy_pat_this-is-not-a-token", false, false},
-		{"unknown", "Bearer " + storage.NewSecret(storage.Permanent), false, false},
+		{"unknown", "Bearer " + secret.New(storage.Permanent), false, false},
 		{"missing", "", false, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -100,27 +100,6 @@ func (s *Store) DeleteSetting(ctx context.Context, key string) error {
 	})
 }
 
-// GetAlertState returns what the alert loop stored for a token.
-func (s *Store) GetAlertState(ctx context.Context, tokenID string) (AlertState, bool, error) {
-	var st AlertState
-	var found bool
-	if !plausibleTokenID(tokenID) {
-		return st, false, nil
-	}
-	err := s.view(ctx, func(r Reader) error {
-		val, ok, err := getValue(r, alertKey(tokenID))
-		if err != nil || !ok {
-			return err
-		}
-		if err := json.Unmarshal(val, &st); err != nil {
-			return fmt.Errorf("storage: corrupt alert state: %w", err)
-		}
-		found = true
-		return nil
-	})
-	return st, found, err
-}
-
 // GetAlertStates returns the alert states stored for the tokens with these
 // ids, in one read; tokens with none are absent from the map.
 func (s *Store) GetAlertStates(ctx context.Context, ids []string) (map[string]AlertState, error) {
@@ -276,14 +255,6 @@ func writeAudit(w Writer, entries []AuditEntry) error {
 		}
 	}
 	return nil
-}
-
-// ListAudit returns up to limit entries, newest first: the first page of
-// ListAuditPage. A limit below 1 means the default of 100; above 1000 it
-// is capped at 1000.
-func (s *Store) ListAudit(ctx context.Context, limit int) ([]AuditEntry, error) {
-	out, _, err := s.ListAuditPage(ctx, "", limit)
-	return out, err
 }
 
 // decodeAudit decodes a stored audit entry.

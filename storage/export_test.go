@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // Hooks and key names for the external tests (package storage_test), which
@@ -28,10 +30,8 @@ var (
 	UserKey        = userKey
 	DeletedUserKey = deletedUserKey
 
-	ExpiryKey       = expiryKey
-	LastUsedKey     = lastUsedKey
-	KeyExpiryCopies = keyExpiryCopies
-	KeyListIndex    = keyListIndex
+	ExpiryKey   = expiryKey
+	LastUsedKey = lastUsedKey
 )
 
 const (
@@ -46,7 +46,7 @@ const (
 )
 
 // DecodeTokenRecord decodes a stored token record.
-func DecodeTokenRecord(b []byte) (Token, SecretHash, error) {
+func DecodeTokenRecord(b []byte) (Token, secret.Hash, error) {
 	r, err := unmarshalToken(b)
 	return r.Token, r.Hash, err
 }
@@ -66,14 +66,14 @@ func PurgeBatch() int { return purgeBatch }
 
 // InIndex reports whether the token with this secret is in the in-memory
 // index.
-func (s *Store) InIndex(secret string) bool {
-	_, found := s.idx.Load().lookup(HashSecret(secret))
+func (s *Store) InIndex(sec string) bool {
+	_, found := s.idx.Load().lookup(secret.HashOf(sec))
 	return found
 }
 
 // SlotOf returns the index slot of the token with this secret.
-func (s *Store) SlotOf(secret string) (uint32, bool) {
-	return s.idx.Load().lookup(HashSecret(secret))
+func (s *Store) SlotOf(sec string) (uint32, bool) {
+	return s.idx.Load().lookup(secret.HashOf(sec))
 }
 
 // FlushLastUsed writes the batched last uses now.
@@ -120,7 +120,7 @@ func (s *Store) UserNumberDeleted(num uint32) bool {
 func SyntheticRecord(user string, i int, created, expires time.Time) (key string, val []byte) {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(i))
-	hash := SecretHash(sha256.Sum256(b[:]))
+	hash := secret.Hash(sha256.Sum256(b[:]))
 	binary.BigEndian.PutUint64(b[:], uint64(-1-i))
 	idHash := sha256.Sum256(b[:])
 	rec := tokenRecord{Hash: hash, Token: Token{
@@ -132,8 +132,8 @@ func SyntheticRecord(user string, i int, created, expires time.Time) (key string
 
 // IsHot reports whether Verify would answer secret from the hot table now,
 // without the index's lock.
-func (s *Store) IsHot(secret string) bool {
-	e := s.idx.Load().hot.find(secret)
+func (s *Store) IsHot(sec string) bool {
+	e := s.idx.Load().hot.find(sec)
 	if e == nil {
 		return false
 	}
@@ -142,6 +142,89 @@ func (s *Store) IsHot(secret string) bool {
 }
 
 // HoldsSecret reports whether the hot table holds secret at all.
-func (s *Store) HoldsSecret(secret string) bool {
-	return len(secret) == SecretLen && s.idx.Load().hot.find(secret) != nil
+func (s *Store) HoldsSecret(sec string) bool {
+	return len(sec) == secret.Len && s.idx.Load().hot.find(sec) != nil
+}
+
+// Reads that only tests need, over the paged API and the same rules.
+
+// Backend returns the backend the store runs on.
+func (s *Store) Backend() Backend { return s.db }
+
+// TokenKey is the key of a token's record.
+func TokenKey(id string) string { return tokenKey(id) }
+
+// ListUsers returns every user, ordered by username.
+func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
+	return allPages(func(cursor string) ([]User, string, error) {
+		return s.ListUsersPage(ctx, cursor, MaxPageLimit)
+	})
+}
+
+// ListUserTokens returns every token of a user, oldest first.
+func (s *Store) ListUserTokens(ctx context.Context, name string) ([]Token, error) {
+	return allPages(func(cursor string) ([]Token, string, error) {
+		return s.ListUserTokensPage(ctx, name, cursor, MaxPageLimit)
+	})
+}
+
+// ListTokens returns every token that passes f, in the order of
+// ListTokensPage.
+func (s *Store) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error) {
+	return allPages(func(cursor string) ([]Token, string, error) {
+		return s.ListTokensPage(ctx, f, cursor, MaxPageLimit)
+	})
+}
+
+// ListAudit returns up to limit entries, newest first.
+func (s *Store) ListAudit(ctx context.Context, limit int) ([]AuditEntry, error) {
+	out, _, err := s.ListAuditPage(ctx, "", limit)
+	return out, err
+}
+
+// GetToken returns a token's metadata.
+func (s *Store) GetToken(ctx context.Context, id string) (Token, error) {
+	var t Token
+	err := s.view(ctx, func(r Reader) error {
+		rec, found, err := newLiveTokens(r, s.clock.Now()).get(id)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return tokenNotFound(id)
+		}
+		views, err := s.tokenViews(r, []tokenRecord{rec}, s.clock.Now())
+		if err != nil {
+			return err
+		}
+		t = views[0]
+		return nil
+	})
+	return t, err
+}
+
+// GetAlertState returns what the alert loop stored for a token.
+func (s *Store) GetAlertState(ctx context.Context, tokenID string) (AlertState, bool, error) {
+	states, err := s.GetAlertStates(ctx, []string{tokenID})
+	st, found := states[tokenID]
+	return st, found, err
+}
+
+// allPages walks a list from its first page to its last and returns every
+// item, for callers that want a whole list at once (tests, tools). The
+// admin API serves pages instead, so a big list never sits in memory.
+func allPages[T any](page func(cursor string) ([]T, string, error)) ([]T, error) {
+	all := []T{}
+	cursor := ""
+	for {
+		items, next, err := page(cursor)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all, nil
+		}
+		cursor = next
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // subscriber is how the Store takes the backend's change feed: a reset
@@ -107,13 +109,13 @@ func (idx *index) applyUser(name string, c Change) error {
 // by the hash it was published with.
 func (idx *index) applyToken(c Change, now int64) error {
 	if !c.Found {
-		if len(c.Hint) != len(SecretHash{}) {
+		if len(c.Hint) != len(secret.Hash{}) {
 			// Every deletion publishes the hash (deleteToken); should one
 			// ever not, find the token by id so it cannot keep working.
 			idx.removeID(c.Key[len(prefixToken):])
 			return errors.New("token deleted without its hash; removed by id")
 		}
-		idx.remove(SecretHash(c.Hint))
+		idx.remove(secret.Hash(c.Hint))
 		return nil
 	}
 	f, ok, err := idx.decodeEntry(c.Value, now)
@@ -140,7 +142,7 @@ func (idx *index) removeID(id string) {
 	for s := range idx.shards {
 		sh := &idx.shards[s]
 		sh.mu.RLock()
-		var found []SecretHash
+		var found []secret.Hash
 		for h, i := range sh.m {
 			if idx.slots.at(i).tokenID() == id {
 				found = append(found, h)

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // hotTable lets Verify recognize a token in use by its secret alone,
@@ -31,7 +33,7 @@ import (
 // pruneIdentities. Only a verified token is ever put in the table, so a
 // flood of garbage or unknown tokens can neither fill nor evict it.
 type hotTable struct {
-	seed    maphash.Seed // random per table: bucket occupancy says nothing about a secret
+	seed    maphash.Seed // random per table: bucket occupancy says nothing about a presented
 	entries [hotEntries]atomic.Pointer[hotEntry]
 }
 
@@ -49,7 +51,7 @@ const (
 
 // hotEntry is immutable once published.
 type hotEntry struct {
-	secret  [SecretLen]byte
+	secret  [secret.Len]byte
 	gen     uint32 // the slot's generation when its hash was found there
 	kind    byte
 	expires int64
@@ -59,17 +61,17 @@ type hotEntry struct {
 }
 
 // set returns the seats of secret.
-func (t *hotTable) set(secret string) *[hotWays]atomic.Pointer[hotEntry] {
-	i := maphash.String(t.seed, secret) % (hotEntries / hotWays) * hotWays
+func (t *hotTable) set(presented string) *[hotWays]atomic.Pointer[hotEntry] {
+	i := maphash.String(t.seed, presented) % (hotEntries / hotWays) * hotWays
 	return (*[hotWays]atomic.Pointer[hotEntry])(t.entries[i : i+hotWays])
 }
 
 // find returns the entry held for secret, or nil. The secret's length
-// has been checked: SecretLen, as every held secret's.
-func (t *hotTable) find(secret string) *hotEntry {
-	set := t.set(secret)
+// has been checked: secret.Len, as every held secret's.
+func (t *hotTable) find(presented string) *hotEntry {
+	set := t.set(presented)
 	for i := range set {
-		if e := set[i].Load(); e != nil && sameSecret(&e.secret, secret) {
+		if e := set[i].Load(); e != nil && sameSecret(&e.secret, presented) {
 			return e
 		}
 	}
@@ -108,27 +110,27 @@ func (e *hotEntry) verify(now int64) (Identity, bool) {
 // a byte at a time, a tenth of a gateway's own work per request.) The
 // string is viewed in place: converting it to []byte would copy it to the
 // heap on every request.
-func sameSecret(held *[SecretLen]byte, secret string) bool {
-	if len(secret) != SecretLen { // every secret's length: it tells nothing
+func sameSecret(held *[secret.Len]byte, presented string) bool {
+	if len(presented) != secret.Len { // every secret's length: it tells nothing
 		return false
 	}
-	presented := (*[SecretLen]byte)(unsafe.Pointer(unsafe.StringData(secret)))
+	p := (*[secret.Len]byte)(unsafe.Pointer(unsafe.StringData(presented)))
 	var diff uint64
-	for i := 0; i < SecretLen; i += 8 {
-		diff |= binary.LittleEndian.Uint64(held[i:]) ^ binary.LittleEndian.Uint64(presented[i:])
+	for i := 0; i < secret.Len; i += 8 {
+		diff |= binary.LittleEndian.Uint64(held[i:]) ^ binary.LittleEndian.Uint64(p[i:])
 	}
 	return diff == 0
 }
 
 // A secret is a whole number of words, so sameSecret reads every byte.
-var _ = [1]struct{}{}[SecretLen%8]
+var _ = [1]struct{}{}[secret.Len%8]
 
 // put records a token the locked path has just found valid at now,
 // described by e (all but its secret). It allocates only when it takes a
 // seat: a token in use is put again once a second (with its last-use
 // write) and finds itself seated.
-func (t *hotTable) put(secret string, e *hotEntry, now int64) {
-	set := t.set(secret)
+func (t *hotTable) put(presented string, e *hotEntry, now int64) {
+	set := t.set(presented)
 	var free *atomic.Pointer[hotEntry]
 	var held *hotEntry
 	for i := range set {
@@ -148,7 +150,7 @@ func (t *hotTable) put(secret string, e *hotEntry, now int64) {
 		return // both seats taken by tokens in use
 	}
 	fresh := *e
-	copy(fresh.secret[:], secret)
+	copy(fresh.secret[:], presented)
 	free.CompareAndSwap(held, &fresh) // lost to another put: that one sits
 }
 

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // Tokens in use keep their seats: a third token whose two seats are both
@@ -56,7 +58,7 @@ func TestHotTableKeepsTokensInUseSeated(t *testing.T) {
 func threeSecretsWithTheSameSeats(h *hotTable) []string {
 	bySet := map[*[hotWays]atomic.Pointer[hotEntry]][]string{}
 	for {
-		s := NewSecret(Permanent)
+		s := secret.New(Permanent)
 		set := h.set(s)
 		bySet[set] = append(bySet[set], s)
 		if len(bySet[set]) == 3 {
@@ -69,24 +71,24 @@ func threeSecretsWithTheSameSeats(h *hotTable) []string {
 // in any byte of any of its eight-byte words, and a secret of another
 // length.
 func TestSameSecretSeesEveryByte(t *testing.T) {
-	secret := NewSecret(Permanent)
-	var held [SecretLen]byte
-	copy(held[:], secret)
-	if !sameSecret(&held, secret) {
+	sec := secret.New(Permanent)
+	var held [secret.Len]byte
+	copy(held[:], sec)
+	if !sameSecret(&held, sec) {
 		t.Fatal("a secret differs from itself")
 	}
-	for i := range SecretLen {
+	for i := range secret.Len {
 		for _, bit := range []byte{0x01, 0x80} {
-			other := []byte(secret)
+			other := []byte(sec)
 			other[i] ^= bit
 			if sameSecret(&held, string(other)) {
 				t.Fatalf("byte %d flipped by %#x: still the same secret", i, bit)
 			}
 		}
 	}
-	for _, other := range []string{"", secret[:SecretLen-1], secret + "x"} {
+	for _, other := range []string{"", sec[:secret.Len-1], sec + "x"} {
 		if sameSecret(&held, other) {
-			t.Fatalf("a secret of %d bytes is the same as one of %d", len(other), SecretLen)
+			t.Fatalf("a secret of %d bytes is the same as one of %d", len(other), secret.Len)
 		}
 	}
 }

@@ -5,21 +5,22 @@ import (
 	"time"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // hotToken creates a token for a new user "alice" and uses it until Verify
 // answers it from the hot table, as it does for a token in use.
-func hotToken(t *testing.T, s *Store, clock *FakeClock, kind TokenKind) (secret, id string) {
+func hotToken(t *testing.T, s *Store, clock *FakeClock, kind TokenKind) (sec, id string) {
 	t.Helper()
 	mustCreateUser(t, s, "alice", false)
-	secret, meta, _ := mustToken(t, s, "alice", "ci", kind, clock.Now().Add(time.Hour))
-	if _, r := s.Verify(secret); r != ResultOK {
+	sec, meta, _ := mustToken(t, s, "alice", "ci", kind, clock.Now().Add(time.Hour))
+	if _, r := s.Verify(sec); r != ResultOK {
 		t.Fatalf("new token: %v", r)
 	}
-	if !s.IsHot(secret) {
+	if !s.IsHot(sec) {
 		t.Fatal("a token just used is not answered from the hot table")
 	}
-	return secret, meta.ID
+	return sec, meta.ID
 }
 
 // A token answered from the hot table sees every change to itself and its
@@ -30,7 +31,7 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 	cases := []struct {
 		name   string
 		kind   TokenKind
-		change func(t *testing.T, s *Store, clock *FakeClock, secret, id string)
+		change func(t *testing.T, s *Store, clock *FakeClock, sec, id string)
 		want   VerifyResult
 	}{
 		{"rotated without grace", Permanent, func(t *testing.T, s *Store, clock *FakeClock, _, id string) {
@@ -38,11 +39,11 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, ResultRevoked},
-		{"past a rotation's grace, used a moment before", Permanent, func(t *testing.T, s *Store, clock *FakeClock, secret, id string) {
+		{"past a rotation's grace, used a moment before", Permanent, func(t *testing.T, s *Store, clock *FakeClock, sec, id string) {
 			if _, _, err := s.RotateToken(ctx, "alice", id, time.Minute, clock.Now().Add(time.Hour)); err != nil {
 				t.Fatal(err)
 			}
-			usedJustBefore(t, s, clock, secret, time.Minute)
+			usedJustBefore(t, s, clock, sec, time.Minute)
 		}, ResultRevoked},
 		{"deleted", Permanent, func(t *testing.T, s *Store, _ *FakeClock, _, id string) {
 			if err := s.DeleteToken(ctx, "alice", id); err != nil {
@@ -62,8 +63,8 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, ResultUnknown},
-		{"expired, used a moment before", Permanent, func(t *testing.T, s *Store, clock *FakeClock, secret, _ string) {
-			usedJustBefore(t, s, clock, secret, time.Hour)
+		{"expired, used a moment before", Permanent, func(t *testing.T, s *Store, clock *FakeClock, sec, _ string) {
+			usedJustBefore(t, s, clock, sec, time.Hour)
 		}, ResultExpired},
 		{"user disabled", Permanent, func(t *testing.T, s *Store, _ *FakeClock, _, _ string) {
 			if _, err := s.UpdateUser(ctx, "alice", UserPatch{Disabled: ptr(true)}); err != nil {
@@ -87,12 +88,12 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, db *testDB) {
 				s, clock := newTestStore(t, db)
 				mustCreateUser(t, s, "root", true)
-				secret, id := hotToken(t, s, clock, c.kind)
-				c.change(t, s, clock, secret, id)
-				if _, r := s.Verify(secret); r != c.want {
+				sec, id := hotToken(t, s, clock, c.kind)
+				c.change(t, s, clock, sec, id)
+				if _, r := s.Verify(sec); r != c.want {
 					t.Fatalf("after the change, Verify = %v; want %v", r, c.want)
 				}
-				if s.IsHot(secret) {
+				if s.IsHot(sec) {
 					t.Fatal("the hot table still answers for the token")
 				}
 			})
@@ -103,11 +104,11 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 // usedJustBefore moves the clock to d from now, using the token, still
 // valid and hot, half a second before: within a second of a use the hot
 // table answers, so it must see the end by itself.
-func usedJustBefore(t *testing.T, s *Store, clock *FakeClock, secret string, d time.Duration) {
+func usedJustBefore(t *testing.T, s *Store, clock *FakeClock, sec string, d time.Duration) {
 	t.Helper()
 	clock.Advance(d - 500*time.Millisecond)
-	if _, r := s.Verify(secret); r != ResultOK || !s.IsHot(secret) {
-		t.Fatalf("half a second before the end: %v, hot %v; want ok, from the hot table", r, s.IsHot(secret))
+	if _, r := s.Verify(sec); r != ResultOK || !s.IsHot(sec) {
+		t.Fatalf("half a second before the end: %v, hot %v; want ok, from the hot table", r, s.IsHot(sec))
 	}
 	clock.Advance(500 * time.Millisecond)
 }
@@ -118,16 +119,16 @@ func TestHotTokenFollowsItsUsersAdminState(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s, clock := newTestStore(t, db)
 		mustCreateUser(t, s, "root", true)
-		secret, _ := hotToken(t, s, clock, Permanent)
+		sec, _ := hotToken(t, s, clock, Permanent)
 		for _, admin := range []bool{true, false} {
 			if _, err := s.UpdateUser(ctxAs("root"), "alice", UserPatch{Admin: ptr(admin)}); err != nil {
 				t.Fatal(err)
 			}
-			id, r := s.Verify(secret)
+			id, r := s.Verify(sec)
 			if r != ResultOK || id.Admin != admin || id.Metadata["admin"] != map[bool]string{true: "true", false: "false"}[admin] {
 				t.Fatalf("admin=%v: Verify = %+v, %v", admin, id, r)
 			}
-			if !s.IsHot(secret) {
+			if !s.IsHot(sec) {
 				t.Fatalf("admin=%v: the token is not hot again after a use", admin)
 			}
 		}
@@ -139,18 +140,18 @@ func TestHotTokenFollowsItsUsersAdminState(t *testing.T) {
 func TestHotTokenLastUseStillRecorded(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s, clock := newTestStore(t, db)
-		secret, id := hotToken(t, s, clock, Permanent)
+		sec, id := hotToken(t, s, clock, Permanent)
 		clock.Advance(time.Minute)
-		if s.IsHot(secret) {
+		if s.IsHot(sec) {
 			t.Fatal("a token unused for a minute is answered from the hot table; its use would not be recorded")
 		}
-		s.Verify(secret)
+		s.Verify(sec)
 		used := clock.Now()
 		got, err := s.GetToken(ctxAs("root"), id)
 		if err != nil || got.LastUsedAt == nil || !got.LastUsedAt.Equal(used) {
 			t.Fatalf("last_used_at = %v (%v); want %v", got.LastUsedAt, err, used)
 		}
-		if !s.IsHot(secret) {
+		if !s.IsHot(sec) {
 			t.Fatal("not hot again after the recorded use")
 		}
 	})
@@ -162,8 +163,8 @@ func TestHotTableHoldsOnlyTokensInUse(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s, clock := newTestStore(t, db)
 		mustCreateUser(t, s, "root", true)
-		secret, _ := hotToken(t, s, clock, Permanent)
-		unknown := NewSecret(Permanent)
+		sec, _ := hotToken(t, s, clock, Permanent)
+		unknown := secret.New(Permanent)
 		for range 3 {
 			if _, r := s.Verify(unknown); r != ResultUnknown {
 				t.Fatalf("unknown token: %v", r)
@@ -175,13 +176,13 @@ func TestHotTableHoldsOnlyTokensInUse(t *testing.T) {
 		idle, _, _ := mustToken(t, s, "alice", "idle", Permanent, clock.Now().Add(2*IdentityIdle))
 		s.Verify(idle)
 		clock.Advance(IdentityIdle / 2)
-		s.Verify(secret)
+		s.Verify(sec)
 		clock.Advance(IdentityIdle/2 + time.Second)
 		s.PruneIdentities(clock.Now())
 		if s.HoldsSecret(idle) {
 			t.Fatal("a token idle for IdentityIdle is still held after pruning")
 		}
-		if !s.HoldsSecret(secret) {
+		if !s.HoldsSecret(sec) {
 			t.Fatal("a token used within IdentityIdle was pruned")
 		}
 	})
@@ -194,13 +195,13 @@ func TestHotTokenRevokedOnAnotherNode(t *testing.T) {
 	clock := NewFakeClock(t0)
 	a, b := db.open(t, clock), db.open(t, clock)
 	mustCreateUser(t, a, "alice", false)
-	secret, meta, _ := mustToken(t, a, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
+	sec, meta, _ := mustToken(t, a, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
 	deadline := time.Now().Add(5 * time.Second)
-	for !b.IsHot(secret) {
+	for !b.IsHot(sec) {
 		if time.Now().After(deadline) {
 			t.Fatal("node b never answered the token from its hot table")
 		}
-		b.Verify(secret)
+		b.Verify(sec)
 		time.Sleep(time.Millisecond)
 	}
 	if err := a.DeleteToken(ctxAs("root"), "alice", meta.ID); err != nil {
@@ -208,7 +209,7 @@ func TestHotTokenRevokedOnAnotherNode(t *testing.T) {
 	}
 	deadline = time.Now().Add(5 * time.Second)
 	for {
-		_, r := b.Verify(secret)
+		_, r := b.Verify(sec)
 		if r == ResultUnknown {
 			return
 		}

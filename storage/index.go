@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // The index is the in-memory view of the tokens that Verify reads (all of
@@ -63,7 +65,7 @@ const numShards = 256
 
 type shard struct {
 	mu sync.RWMutex
-	m  map[SecretHash]uint32 // hash -> slot number
+	m  map[secret.Hash]uint32 // hash -> slot number
 	// identities caches the Identity strings and placeholder map of the
 	// tokens in use, by slot, so a request allocates nothing; entries
 	// idle for identityIdle are pruned, so only tokens in use cost
@@ -88,7 +90,7 @@ type identity struct {
 // revoked, lastUsed, dirty and gen change while a token occupies it;
 // counted is guarded by index.countMu.
 type tokenSlot struct {
-	hash     SecretHash
+	hash     secret.Hash
 	id       [tokenIDLen]byte
 	expires  int64        // unix nanoseconds
 	revoked  atomic.Int64 // unix nanoseconds; 0 = not revoked
@@ -192,16 +194,16 @@ func newIndex(annotate func(Identity) any) *index {
 // sizeShards makes empty shard maps sized for about n tokens in total.
 func (idx *index) sizeShards(n int) {
 	for i := range idx.shards {
-		idx.shards[i].m = make(map[SecretHash]uint32, n/numShards)
+		idx.shards[i].m = make(map[secret.Hash]uint32, n/numShards)
 		idx.shards[i].identities = map[uint32]*identity{}
 	}
 }
 
-func (idx *index) shardFor(h SecretHash) *shard { return &idx.shards[h[0]] }
+func (idx *index) shardFor(h secret.Hash) *shard { return &idx.shards[h[0]] }
 
 // tokenFields is what the index keeps of a token record.
 type tokenFields struct {
-	hash             SecretHash
+	hash             secret.Hash
 	id               []byte
 	user             *userState
 	kind             byte
@@ -252,7 +254,7 @@ func (idx *index) uncount(e *tokenSlot) {
 }
 
 // lookup returns the slot of the token with hash h.
-func (idx *index) lookup(h SecretHash) (uint32, bool) {
+func (idx *index) lookup(h secret.Hash) (uint32, bool) {
 	sh := idx.shardFor(h)
 	sh.mu.RLock()
 	i, ok := sh.m[h]
@@ -262,11 +264,11 @@ func (idx *index) lookup(h SecretHash) (uint32, bool) {
 
 // remove takes the token with hash h out of the index, if it is there,
 // and frees its slot; Verify no longer finds it.
-func (idx *index) remove(h SecretHash) { idx.removeSlot(h, nil) }
+func (idx *index) remove(h secret.Hash) { idx.removeSlot(h, nil) }
 
 // removeSlot removes h if it is in the index, and if slot is not nil only
 // if it is still in *slot.
-func (idx *index) removeSlot(h SecretHash, slot *uint32) {
+func (idx *index) removeSlot(h secret.Hash, slot *uint32) {
 	sh := idx.shardFor(h)
 	sh.mu.Lock()
 	i, ok := sh.m[h]
@@ -290,7 +292,7 @@ func (idx *index) removeSlot(h SecretHash, slot *uint32) {
 
 // revoke sets the revocation time of the token with hash h and re-files it
 // in the expiry order.
-func (idx *index) revoke(h SecretHash, at, now int64) {
+func (idx *index) revoke(h secret.Hash, at, now int64) {
 	sh := idx.shardFor(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -308,7 +310,7 @@ func (idx *index) revoke(h SecretHash, at, now int64) {
 
 // lastUsedOf returns the last use this node has seen of the token with
 // hash h (unix nanoseconds, 0 if none).
-func (idx *index) lastUsedOf(h SecretHash) int64 {
+func (idx *index) lastUsedOf(h secret.Hash) int64 {
 	sh := idx.shardFor(h)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
@@ -325,7 +327,7 @@ func (idx *index) lastUsedOf(h SecretHash) int64 {
 func (idx *index) sweep(now time.Time) {
 	n := now.UnixNano()
 	type gone struct {
-		hash SecretHash
+		hash secret.Hash
 		slot uint32
 	}
 	var drop []gone
@@ -426,27 +428,27 @@ func (idx *index) requeue(refs []slotRef) {
 // expiry or disabled user is seen by the very next call on the node that
 // made the change, and on other nodes as soon as their change feed
 // applies it.
-func (s *Store) Verify(secret string) (Identity, VerifyResult) {
-	if len(secret) == SecretLen && !s.stale.Load() {
+func (s *Store) Verify(presented string) (Identity, VerifyResult) {
+	if len(presented) == secret.Len && !s.stale.Load() {
 		// A token in use is recognized by its whole secret, which passed
 		// ParseSecret when it was put in the hot table.
-		if e := s.idx.Load().hot.find(secret); e != nil {
+		if e := s.idx.Load().hot.find(presented); e != nil {
 			if id, ok := e.verify(s.clock.Now().UnixNano()); ok {
 				return id, ResultOK
 			}
 		}
 	}
-	if secret == "" {
+	if presented == "" {
 		return Identity{}, ResultMissing
 	}
-	if _, ok := ParseSecret(secret); !ok {
+	if _, ok := secret.Parse(presented); !ok {
 		return Identity{}, ResultMalformed
 	}
 	if s.stale.Load() {
 		return Identity{}, ResultUnavailable
 	}
-	h := HashSecret(secret)
-	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano(), secret)
+	h := secret.HashOf(presented)
+	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano(), presented)
 	if r == ResultUnknown && s.shared {
 		return s.verifyMiss(h)
 	}
@@ -455,7 +457,7 @@ func (s *Store) Verify(secret string) (Identity, VerifyResult) {
 
 // verify decides the token with hash h at now, taking the shard's lock. A
 // valid token is put in the hot table under its secret, when one is given.
-func (idx *index) verify(h SecretHash, now int64, secret string) (Identity, VerifyResult) {
+func (idx *index) verify(h secret.Hash, now int64, presented string) (Identity, VerifyResult) {
 	sh := idx.shardFor(h)
 	sh.mu.RLock()
 	i, ok := sh.m[h]
@@ -482,8 +484,8 @@ func (idx *index) verify(h SecretHash, now int64, secret string) (Identity, Veri
 			return Identity{}, ResultUnknown // deleted since the read lock
 		}
 	}
-	if secret != "" {
-		idx.hot.put(secret, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, id: id}, now)
+	if presented != "" {
+		idx.hot.put(presented, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, id: id}, now)
 	}
 	return id.identity(user.name, kind), ResultOK
 }
@@ -517,7 +519,7 @@ func check(e *tokenSlot, flags uint32, now int64) VerifyResult {
 
 // cacheIdentity builds and caches the identity of slot i (hash h) for an
 // admin state; it returns nil if the token has left the index meanwhile.
-func (idx *index) cacheIdentity(sh *shard, h SecretHash, i uint32, admin bool) *identity {
+func (idx *index) cacheIdentity(sh *shard, h secret.Hash, i uint32, admin bool) *identity {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if j, ok := sh.m[h]; !ok || j != i {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // TestIndexHoldsNoPointersPerToken guards the property the 1M-token
@@ -48,7 +50,7 @@ func hasPointers(t reflect.Type) bool {
 
 // benchRecord is a synthetic token record for user bench; the filler
 // hashes are not hashes of any secret, which does not matter to a lookup.
-func benchRecord(i int, hash SecretHash, kind TokenKind, expires time.Time) tokenRecord {
+func benchRecord(i int, hash secret.Hash, kind TokenKind, expires time.Time) tokenRecord {
 	return tokenRecord{Hash: hash, Token: Token{
 		ID: benchID(i), User: "bench", Name: fmt.Sprintf("token %d", i), Kind: kind,
 		CreatedAt: t0, CreatedBy: "bench", ExpiresAt: expires,
@@ -61,7 +63,7 @@ func benchID(i int) string {
 	return fmt.Sprintf("tok_%x", h[:10])
 }
 
-func fillerHash(i int) SecretHash {
+func fillerHash(i int) secret.Hash {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(i))
 	return sha256.Sum256(b[:])
@@ -85,12 +87,12 @@ func seedIndex(tb testing.TB, idx *index, n int) (live []string, expired string)
 		add(benchRecord(i, fillerHash(i), Permanent, now.Add(365*24*time.Hour)))
 	}
 	for i := range real {
-		sec := NewSecret(Permanent)
+		sec := secret.New(Permanent)
 		live = append(live, sec)
-		add(benchRecord(n-real-1+i, HashSecret(sec), Permanent, now.Add(365*24*time.Hour)))
+		add(benchRecord(n-real-1+i, secret.HashOf(sec), Permanent, now.Add(365*24*time.Hour)))
 	}
-	expired = NewSecret(Permanent)
-	add(benchRecord(n-1, HashSecret(expired), Permanent, now.Add(-time.Hour)))
+	expired = secret.New(Permanent)
+	add(benchRecord(n-1, secret.HashOf(expired), Permanent, now.Add(-time.Hour)))
 	if _, err := idx.finishLoad([]loadPart{part}); err != nil {
 		tb.Fatal(err)
 	}
@@ -125,10 +127,10 @@ func BenchmarkVerify(b *testing.B) {
 			live, expired := seedIndex(b, idx, size.n)
 			s.idx.Store(idx)
 			indexMB := float64(heapInUse()-before) / (1 << 20)
-			unknown := NewSecret(Permanent)
+			unknown := secret.New(Permanent)
 			// Well-formed but for the checksum: the most work garbage
 			// can cost, the whole CRC, and still no index access.
-			bad := unknown[:len(unknown)-checksumLen] + "000000"
+			bad := unknown[:len(unknown)-6] + "000000"
 			run := func(name string, want VerifyResult, secrets ...string) {
 				b.Run(name, func(b *testing.B) {
 					b.ReportAllocs()

@@ -16,7 +16,7 @@ import (
 //	un/<username>/<name>       token id: the unique name of a permanent token
 //	e/<expiry ns BE>/<id>      permanent tokens in expiry order; the value is a copy of
 //	                           t/<id>, kept equal by putTokenRecord, so the alert loop's walk
-//	                           reads sequentially (empty in stores written before: read t/<id>)
+//	                           reads sequentially
 //	cp/<username>\x00<created ns BE><id>
 //	                           empty: permanent tokens by user, creation time and id, so the
 //	                           lists page through them in that order (see paging.go)
@@ -27,8 +27,6 @@ import (
 //	as/<token id>              alert state (JSON)
 //	s/<key>                    setting value, normalized
 //	a/<time ns BE><seq BE>     audit entry (JSON), so a reverse scan is newest first
-//	m/expiry_copies            empty: every e/ key holds its record (see fillExpiryCopies)
-//	m/list_index               empty: every token has its cp/ or ct/ and et/ keys (see fillListIndex)
 //	m/lease/<name>             a lease (JSON, see lease.go)
 //	lt/p/<username>/<address>  login throttle: failures of one address for one user (JSON, TTL)
 //	lt/a/<address>             login throttle: failures from one address, any username (JSON, TTL)
@@ -144,7 +142,3 @@ func keyKind(key string) string {
 // KeyKind names what a key holds, for backends' error messages: it never
 // includes the key's content, which may be a username or a hash.
 func KeyKind(key string) string { return keyKind(key) }
-
-// TokenKey is the key of a token's record, for tools and tests that work
-// on the database directly.
-func TokenKey(id string) string { return tokenKey(id) }

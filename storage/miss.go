@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // CatchUpper is implemented by backends shared by several nodes: CatchUp
@@ -56,14 +58,14 @@ type missGuard struct {
 	// after a catch-up, until when; pointer-free and fixed in size, so a
 	// flood of forged tokens costs no memory.
 	recent [missSlots]struct {
-		hash  SecretHash
+		hash  secret.Hash
 		until int64
 	}
 }
 
 // recentlyMissing reports whether h was missing after a catch-up less
 // than missTTL ago.
-func (g *missGuard) recentlyMissing(h SecretHash, now time.Time) bool {
+func (g *missGuard) recentlyMissing(h secret.Hash, now time.Time) bool {
 	slot := &g.recent[missSlot(h)]
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -71,7 +73,7 @@ func (g *missGuard) recentlyMissing(h SecretHash, now time.Time) bool {
 }
 
 // remember notes that h was missing after a catch-up at now.
-func (g *missGuard) remember(h SecretHash, now time.Time) {
+func (g *missGuard) remember(h secret.Hash, now time.Time) {
 	slot := &g.recent[missSlot(h)]
 	g.mu.Lock()
 	slot.hash, slot.until = h, now.Add(missTTL).UnixNano()
@@ -80,7 +82,7 @@ func (g *missGuard) remember(h SecretHash, now time.Time) {
 
 // missSlot places a hash in the cache; hashes are uniform, so two bytes
 // are as good as any.
-func missSlot(h SecretHash) int { return (int(h[1])<<8 | int(h[2])) & (missSlots - 1) }
+func missSlot(h secret.Hash) int { return (int(h[1])<<8 | int(h[2])) & (missSlots - 1) }
 
 // allow takes one catch-up from the token bucket.
 func (g *missGuard) allow(now time.Time) bool {
@@ -98,7 +100,7 @@ func (g *missGuard) allow(now time.Time) bool {
 // verifyMiss handles a well-formed token the index does not have: on a
 // shared backend, it catches up with the feed (within the bounds above)
 // and looks again.
-func (s *Store) verifyMiss(h SecretHash) (Identity, VerifyResult) {
+func (s *Store) verifyMiss(h secret.Hash) (Identity, VerifyResult) {
 	cu, ok := s.db.(CatchUpper)
 	if !ok {
 		return Identity{}, ResultUnknown

@@ -447,22 +447,3 @@ func (s *Store) ListAuditPage(ctx context.Context, cursor string, limit int) ([]
 	}
 	return out[:limit], encodeCursor(orderAudit, keys[limit-1][len(prefixAudit):]), nil
 }
-
-// allPages walks a list from its first page to its last and returns every
-// item, for callers that want a whole list at once (tests, tools). The
-// admin API serves pages instead, so a big list never sits in memory.
-func allPages[T any](page func(cursor string) ([]T, string, error)) ([]T, error) {
-	all := []T{}
-	cursor := ""
-	for {
-		items, next, err := page(cursor)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, items...)
-		if next == "" {
-			return all, nil
-		}
-		cursor = next
-	}
-}

@@ -5,13 +5,15 @@ import (
 	"errors"
 	"time"
 	"unicode/utf8"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // tokenRecord is a token as stored under t/<id>: its metadata and the
 // SHA-256 of its secret. It never leaves the package; callers get Token.
 type tokenRecord struct {
 	Token
-	Hash SecretHash
+	Hash secret.Hash
 }
 
 // Token records are stored in a small binary form rather than JSON because
@@ -51,7 +53,7 @@ func (r *tokenRecord) marshal() []byte {
 // without allocating the strings it does not use.
 type recordHeader struct {
 	kind                      TokenKind
-	hash                      SecretHash
+	hash                      secret.Hash
 	created, expires, revoked int64
 	rest                      []byte // the length-prefixed strings
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"testing"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 func TestTokenRecordRoundTrip(t *testing.T) {
 	rev := t0.Add(time.Hour)
 	for _, rec := range []tokenRecord{
-		{Hash: HashSecret("x"), Token: Token{ID: "tok_1", User: "alice", Name: "Déploiement ✓", Kind: Permanent,
+		{Hash: secret.HashOf("x"), Token: Token{ID: "tok_1", User: "alice", Name: "Déploiement ✓", Kind: Permanent,
 			CreatedAt: t0, CreatedBy: "root", ExpiresAt: t0.Add(24 * time.Hour), RevokedAt: &rev, RotatedTo: "tok_2"}},
 		{Token: Token{ID: "tok_3", User: "b", Name: "login", Kind: Temporary, CreatedAt: t0, ExpiresAt: t0.Add(time.Nanosecond)}},
 	} {
@@ -22,7 +24,7 @@ func TestTokenRecordRoundTrip(t *testing.T) {
 
 func FuzzUnmarshalToken(f *testing.F) {
 	rev := t0.Add(time.Hour)
-	good := tokenRecord{Hash: HashSecret("x"), Token: Token{ID: "tok_1", User: "alice", Name: "ci", Kind: Permanent,
+	good := tokenRecord{Hash: secret.HashOf("x"), Token: Token{ID: "tok_1", User: "alice", Name: "ci", Kind: Permanent,
 		CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), RevokedAt: &rev}}
 	f.Add(good.marshal())
 	f.Add([]byte{})

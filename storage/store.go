@@ -157,19 +157,9 @@ func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 	if err := s.finishDeletions(ctx); err != nil {
 		s.log.Warn("could not finish deleting the tokens of deleted users; they do not work, and the next start tries again", zap.Error(err))
 	}
-	s.fillExpiryCopies(ctx)
-	if err := s.fillListIndex(ctx); err != nil {
-		s.closed.Store(true)
-		db.Close()
-		return nil, err
-	}
 	go s.background()
 	return s, nil
 }
-
-// Backend returns the backend the store runs on, for operations that only
-// some backends offer (backups, sync status).
-func (s *Store) Backend() Backend { return s.db }
 
 // OnSettingsChange registers fn to run whenever a setting changes, on
 // this node or on any other node of the database. fn runs while the change

@@ -2,12 +2,16 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 const (
@@ -47,20 +51,20 @@ func (s *Store) CreateToken(ctx context.Context, t NewToken) (string, Token, err
 	if err != nil {
 		return "", Token{}, err
 	}
-	var secret string
+	var sec string
 	var meta Token
 	err = s.update(ctx, func(w *writeTxn) error {
 		if err := checkTokenOwner(w, t.User); err != nil {
 			return err
 		}
 		var err error
-		secret, meta, err = s.mint(ctx, w, t, false)
+		sec, meta, err = s.mint(ctx, w, t, false)
 		return err
 	})
 	if err != nil {
 		return "", Token{}, err
 	}
-	return secret, meta, nil
+	return sec, meta, nil
 }
 
 // checkNewToken validates a token request and fills in its defaults: an
@@ -100,8 +104,8 @@ func checkTokenOwner(r Reader, name string) error {
 // nameFree says whether the caller has checked already that the name is
 // free.
 func (s *Store) mint(ctx context.Context, w *writeTxn, t NewToken, nameFree bool) (string, Token, error) {
-	secret := NewSecret(t.Kind)
-	rec := tokenRecord{Hash: HashSecret(secret), Token: Token{
+	sec := secret.New(t.Kind)
+	rec := tokenRecord{Hash: secret.HashOf(sec), Token: Token{
 		ID: NewTokenID(), User: t.User, Name: t.Name, Kind: t.Kind,
 		CreatedAt: w.now, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt.UTC(),
 	}}
@@ -116,7 +120,7 @@ func (s *Store) mint(ctx context.Context, w *writeTxn, t NewToken, nameFree bool
 	}
 	meta := rec.Token
 	meta.Status = rec.StatusAt(w.now)
-	return secret, meta, nil
+	return sec, meta, nil
 }
 
 // insertToken writes a new token with its index keys. A permanent token's
@@ -321,27 +325,6 @@ func deleteTokens(w Writer, recs []tokenRecord) error {
 	return nil
 }
 
-// GetToken returns a token's metadata.
-func (s *Store) GetToken(ctx context.Context, id string) (Token, error) {
-	var t Token
-	err := s.view(ctx, func(r Reader) error {
-		rec, found, err := newLiveTokens(r, s.clock.Now()).get(id)
-		if err != nil {
-			return err
-		}
-		if !found {
-			return tokenNotFound(id)
-		}
-		views, err := s.tokenViews(r, []tokenRecord{rec}, s.clock.Now())
-		if err != nil {
-			return err
-		}
-		t = views[0]
-		return nil
-	})
-	return t, err
-}
-
 // tokenViews turns records into the metadata callers see: the status at
 // now and the last use, the later of what this node saw (in memory) and
 // what any node flushed to storage.
@@ -372,22 +355,6 @@ func (s *Store) tokenViews(r Reader, recs []tokenRecord, now time.Time) ([]Token
 		return nil, fmt.Errorf("storage: read last use: %w", err)
 	}
 	return out, nil
-}
-
-// ListUserTokens returns every token of a user, oldest first, reading
-// the list a page at a time (see ListUserTokensPage).
-func (s *Store) ListUserTokens(ctx context.Context, name string) ([]Token, error) {
-	return allPages(func(cursor string) ([]Token, string, error) {
-		return s.ListUserTokensPage(ctx, name, cursor, MaxPageLimit)
-	})
-}
-
-// ListTokens returns every token that passes f, in the order of
-// ListTokensPage, reading the list a page at a time.
-func (s *Store) ListTokens(ctx context.Context, f TokenFilter) ([]Token, error) {
-	return allPages(func(cursor string) ([]Token, string, error) {
-		return s.ListTokensPage(ctx, f, cursor, MaxPageLimit)
-	})
 }
 
 // orEmpty returns s, or an empty slice for nil, so JSON says [] not null.
@@ -444,7 +411,7 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 	if grace < 0 {
 		return "", Token{}, fmt.Errorf("%w: grace must not be negative", ErrInvalid)
 	}
-	var secret string
+	var sec string
 	var meta Token
 	err := s.update(ctx, func(w *writeTxn) error {
 		old, err := rotatable(w, user, id)
@@ -460,7 +427,7 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 			return err
 		}
 		// The name was freed just above.
-		secret, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: CallerFrom(ctx).Name}, true)
+		sec, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: CallerFrom(ctx).Name}, true)
 		if err != nil {
 			return err
 		}
@@ -475,7 +442,7 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 	if err != nil {
 		return "", Token{}, err
 	}
-	return secret, meta, nil
+	return sec, meta, nil
 }
 
 // rotatable returns the user's token id if it can be rotated.
@@ -501,12 +468,10 @@ func rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
 // revoked) in expiry order inside one read transaction, so memory stays
 // bounded by one token. It reads the records stored under the expiry keys,
 // one sequential scan, rather than looking up each t/<id>: at a million
-// tokens those point reads cost tens of seconds per walk. An empty value
-// is an expiry key written before the records were copied there, and is
-// resolved through t/<id>. The walk is for expiry: it leaves LastUsedAt
-// nil (reading it would cost a point read per token; GetToken and the
-// lists have it). Returning an error from fn stops the walk and returns
-// that error.
+// tokens those point reads cost tens of seconds per walk. The walk is for
+// expiry: it leaves LastUsedAt nil (reading it would cost a point read per
+// token; the lists have it). Returning an error from fn stops the walk and
+// returns that error.
 func (s *Store) ForEachPermanentToken(ctx context.Context, fn func(Token) error) error {
 	return s.view(ctx, func(r Reader) error {
 		now := s.clock.Now()
@@ -515,8 +480,8 @@ func (s *Store) ForEachPermanentToken(ctx context.Context, fn func(Token) error)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			rec, found, err := expiryRecord(r, key, val)
-			if err != nil || !found {
+			rec, err := expiryRecord(key, val)
+			if err != nil {
 				return err
 			}
 			if ok, err := live.live(&rec); err != nil || !ok {
@@ -529,27 +494,32 @@ func (s *Store) ForEachPermanentToken(ctx context.Context, fn func(Token) error)
 	})
 }
 
-// expiryRecord decodes the token record stored under an expiry key, or
-// reads it from t/<id> if the key predates those copies (empty value).
-func expiryRecord(r Reader, key, val []byte) (tokenRecord, bool, error) {
-	if len(key) < len(prefixExpiry)+8+1 {
-		return tokenRecord{}, false, fmt.Errorf("storage: corrupt expiry index key")
-	}
-	id := string(key[len(prefixExpiry)+8+1:])
-	if len(val) == 0 {
-		return getToken(r, id)
+// expiryRecord decodes the token record stored under an expiry key.
+func expiryRecord(key, val []byte) (tokenRecord, error) {
+	pos := string(key[len(prefixExpiry):])
+	id, ok := expiryPosID(pos)
+	if !ok {
+		return tokenRecord{}, fmt.Errorf("storage: corrupt expiry index key")
 	}
 	rec, err := unmarshalToken(val)
 	if err != nil {
-		return tokenRecord{}, false, fmt.Errorf("storage: read expiry index: %w", err)
+		return tokenRecord{}, fmt.Errorf("storage: read expiry index: %w", err)
 	}
 	if rec.ID != id {
-		return tokenRecord{}, false, fmt.Errorf("storage: expiry index entry for token %q holds token %q", id, rec.ID)
+		return tokenRecord{}, fmt.Errorf("storage: expiry index entry for token %q holds token %q", id, rec.ID)
 	}
-	return rec, true, nil
+	return rec, nil
 }
 
 // CountTokens counts active tokens by kind from memory.
 func (s *Store) CountTokens() map[TokenKind]int {
 	return s.idx.Load().counts(s.clock.Now())
+}
+
+// NewTokenID returns a fresh non-secret token handle for URLs, logs and
+// metric labels.
+func NewTokenID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return "tok_" + hex.EncodeToString(b[:])
 }

@@ -7,16 +7,20 @@
 // PostgreSQL (storage/pgstore) for a fleet of gateways.
 package storage
 
-import "time"
+import (
+	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
+)
 
 // TokenKind tells how a token was minted and how long it may live.
-type TokenKind string
+type TokenKind = secret.Kind
 
 const (
 	// Temporary tokens are minted by logging in and live for the session.
-	Temporary TokenKind = "temporary"
+	Temporary = secret.Temporary
 	// Permanent tokens are created by an administrator for CI/CD and automation.
-	Permanent TokenKind = "permanent"
+	Permanent = secret.Permanent
 )
 
 // TokenStatus is derived from a token's times when it is read.

@@ -205,14 +205,6 @@ func (s *Store) GetUser(ctx context.Context, name string) (User, error) {
 	return rec.User, err
 }
 
-// ListUsers returns every user, ordered by username, reading the list a
-// page at a time (see ListUsersPage).
-func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
-	return allPages(func(cursor string) ([]User, string, error) {
-		return s.ListUsersPage(ctx, cursor, MaxPageLimit)
-	})
-}
-
 // decodeUser decodes a stored user record, leaving its password hash out.
 func decodeUser(val []byte) (User, error) {
 	var u User

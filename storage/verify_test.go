@@ -10,6 +10,7 @@ import (
 	"time"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 func TestVerifyResults(t *testing.T) {
@@ -19,7 +20,7 @@ func TestVerifyResults(t *testing.T) {
 		mustCreateUser(t, s, "root", true)
 		mustCreateUser(t, s, "alice", false)
 		sec, _, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
-		good := NewSecret(Permanent)
+		good := secret.New(Permanent)
 		last := "0"
 		if good[len(good)-1] == '0' {
 			last = "1"
@@ -109,7 +110,7 @@ func TestVerifyMetadataSharedAndAllocationFree(t *testing.T) {
 			t.Fatal("each Verify builds a new metadata map")
 		}
 		delete(a.Metadata, "probe")
-		unknown := NewSecret(Permanent)
+		unknown := secret.New(Permanent)
 		allocs := testing.AllocsPerRun(200, func() {
 			s.Verify(sec)
 			s.Verify(unknown)
@@ -296,7 +297,7 @@ func TestNoSecretsInAuditOrErrors(t *testing.T) {
 
 		forbidden := []string{pw, pw2, sec, tmp, rot}
 		for _, x := range []string{sec, tmp, rot} {
-			h := HashSecret(x)
+			h := secret.HashOf(x)
 			forbidden = append(forbidden, string(h[:]), hexString(h[:]))
 		}
 		audit, _ := s.ListAudit(ctx, 1000)

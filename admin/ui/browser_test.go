@@ -27,6 +27,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // The fake clock starts here, so the dates on the page are known.
@@ -121,10 +122,10 @@ func (e *testEnv) addToken(t *testing.T, user, name string, expires time.Time) s
 
 // whoIs asks the API who a bearer token belongs to: the username, or "" with
 // the status when the token is refused.
-func (e *testEnv) whoIs(t *testing.T, secret string) (string, int) {
+func (e *testEnv) whoIs(t *testing.T, sec string) (string, int) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, e.url("/me"), nil)
-	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("Authorization", "Bearer "+sec)
 	res, err := e.srv.Client().Do(req)
 	if err != nil {
 		t.Fatalf("GET /me: %v", err)
@@ -305,16 +306,16 @@ func TestBrowserTokensCreateCopyRotateRevoke(t *testing.T) {
 	if !strings.Contains(warning, "You will not be able to retrieve it again") {
 		t.Errorf("warning reads %q", warning)
 	}
-	secret := p.value("textbox", "Token")
-	if !strings.HasPrefix(secret, storage.PermanentPrefix) {
-		t.Fatalf("shown secret %q is not a permanent token", secret)
+	sec := p.value("textbox", "Token")
+	if !strings.HasPrefix(sec, secret.PermanentPrefix) {
+		t.Fatalf("shown secret %q is not a permanent token", sec)
 	}
 	p.click("button", "Copy")
 	p.waitText("#secret-status", "Copied to the clipboard.")
-	if got := eval[string](p, `navigator.clipboard.readText()`); got != secret {
+	if got := eval[string](p, `navigator.clipboard.readText()`); got != sec {
 		t.Errorf("clipboard holds %q, want the shown secret", got)
 	}
-	if user, status := env.whoIs(t, secret); user != "ci" {
+	if user, status := env.whoIs(t, sec); user != "ci" {
 		t.Fatalf("the shown secret does not authenticate as ci: %d", status)
 	}
 	p.screenshot("token-created.png")
@@ -341,11 +342,11 @@ func TestBrowserTokensCreateCopyRotateRevoke(t *testing.T) {
 	p.click("button", "Rotate")
 	p.find("dialog", "Token deploy-pipeline rotated")
 	rotated := p.value("textbox", "Token")
-	if rotated == secret || !strings.HasPrefix(rotated, storage.PermanentPrefix) {
+	if rotated == sec || !strings.HasPrefix(rotated, secret.PermanentPrefix) {
 		t.Fatalf("rotation showed %q", rotated)
 	}
 	p.click("button", "Done")
-	for _, s := range []string{secret, rotated} {
+	for _, s := range []string{sec, rotated} {
 		if user, status := env.whoIs(t, s); user != "ci" {
 			t.Errorf("during the grace period a secret is refused: %d", status)
 		}
@@ -573,7 +574,7 @@ func TestBrowserNonAdminSeesOnlyOwnProfileAndTokens(t *testing.T) {
 	p.click("button", "Revoke laptop, expires "+utc(start.Add(90*24*time.Hour)))
 	p.click("button", "Revoke")
 	p.gone("rowheader", "laptop")
-	if toks, _ := env.store.ListUserTokens(context.Background(), "dev"); len(toks) != 1 || toks[0].Kind != storage.Temporary {
+	if toks, _, _ := env.store.ListUserTokensPage(context.Background(), "dev", "", 100); len(toks) != 1 || toks[0].Kind != storage.Temporary {
 		t.Errorf("dev's tokens after revoking laptop: %+v, want only the login session", toks)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // logFilter is the filter the README documents for tokens that clients
@@ -42,9 +43,9 @@ func TestLogFilterRemovesTokensOutsideTheHeader(t *testing.T) {
 	s.start()
 	s.waitReady()
 
-	secret := storage.NewSecret(storage.Permanent)
-	for _, path := range []string{"/app?access_token=" + secret + "&page=2", "/broken/x?access_token=" + secret + "&page=2"} {
-		a := raw(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", s.port, path), "", nil, "X-Authorization", "Bearer "+secret)
+	sec := secret.New(storage.Permanent)
+	for _, path := range []string{"/app?access_token=" + sec + "&page=2", "/broken/x?access_token=" + sec + "&page=2"} {
+		a := raw(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", s.port, path), "", nil, "X-Authorization", "Bearer "+sec)
 		if a.status != http.StatusUnauthorized && a.status != http.StatusBadGateway {
 			t.Fatalf("GET %s: %s", path, a)
 		}
@@ -55,7 +56,7 @@ func TestLogFilterRemovesTokensOutsideTheHeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(string(b), secret) {
+		if strings.Contains(string(b), sec) {
 			t.Errorf("%s has the token:\n%s", filepath.Base(f), b)
 		}
 		if !strings.Contains(string(b), "page=2") {

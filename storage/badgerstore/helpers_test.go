@@ -27,3 +27,35 @@ func openStore(t testing.TB, dir string, clock storage.Clock) *storage.Store {
 func ctxAs(actor string) context.Context {
 	return storage.WithActor(context.Background(), actor, "192.0.2.7")
 }
+
+// allUsers lists every user of s, a page at a time.
+func allUsers(t testing.TB, s *storage.Store) []storage.User {
+	t.Helper()
+	return allPages(t, func(cursor string) ([]storage.User, string, error) {
+		return s.ListUsersPage(context.Background(), cursor, storage.MaxPageLimit)
+	})
+}
+
+// allAudit lists every audit entry of s, newest first, a page at a time.
+func allAudit(t testing.TB, s *storage.Store) []storage.AuditEntry {
+	t.Helper()
+	return allPages(t, func(cursor string) ([]storage.AuditEntry, string, error) {
+		return s.ListAuditPage(context.Background(), cursor, storage.MaxPageLimit)
+	})
+}
+
+func allPages[T any](t testing.TB, page func(cursor string) ([]T, string, error)) []T {
+	t.Helper()
+	var all []T
+	for cursor := ""; ; {
+		items, next, err := page(cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all
+		}
+		cursor = next
+	}
+}

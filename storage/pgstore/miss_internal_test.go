@@ -10,6 +10,7 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // A flood of forged tokens, well-formed with a valid checksum but of no
@@ -32,7 +33,7 @@ func TestForgedTokensCostBoundedCatchUps(t *testing.T) {
 	}
 	forged := make([]string, 200)
 	for i := range forged {
-		forged[i] = storage.NewSecret(storage.Permanent) // valid checksum, in no database
+		forged[i] = secret.New(storage.Permanent) // valid checksum, in no database
 	}
 	before, start := polls(), time.Now()
 	for round := range 5 {

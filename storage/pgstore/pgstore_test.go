@@ -16,6 +16,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
 // What only a shared database has: several nodes, a change feed between
@@ -61,7 +62,7 @@ func eventually(t testing.TB, limit time.Duration, what string, cond func() bool
 
 // setup makes two nodes on one new database, a user and a permanent
 // token of theirs, created on the first node.
-func setup(t *testing.T) (a, b *storage.Store, secret string, tok storage.Token, dsn string) {
+func setup(t *testing.T) (a, b *storage.Store, sec string, tok storage.Token, dsn string) {
 	t.Helper()
 	dsn = testtools.PostgresDatabase(t)
 	clock := storage.NewFakeClock(t0)
@@ -69,25 +70,25 @@ func setup(t *testing.T) (a, b *storage.Store, secret string, tok storage.Token,
 	if _, err := a.CreateUser(ctxAs("root"), storage.NewUser{Username: "alice", Password: "pw-alice"}); err != nil {
 		t.Fatal(err)
 	}
-	secret, tok, err := a.CreateToken(ctxAs("root"), storage.NewToken{User: "alice", Name: "ci", Kind: storage.Permanent, ExpiresAt: t0.Add(24 * time.Hour)})
+	sec, tok, err := a.CreateToken(ctxAs("root"), storage.NewToken{User: "alice", Name: "ci", Kind: storage.Permanent, ExpiresAt: t0.Add(24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a, b, secret, tok, dsn
+	return a, b, sec, tok, dsn
 }
 
 // Every kind of refusal made on one node is refused on the other within
 // a second, and a created token passes on the other as soon as the
 // creating call returned.
 func TestChangesReachTheOtherNode(t *testing.T) {
-	a, b, secret, tok, _ := setup(t)
+	a, b, sec, tok, _ := setup(t)
 	ctx := ctxAs("root")
-	eventually(t, time.Second, "a token created on A passes on B", func() bool { _, r := b.Verify(secret); return r == storage.ResultOK })
+	eventually(t, time.Second, "a token created on A passes on B", func() bool { _, r := b.Verify(sec); return r == storage.ResultOK })
 
 	if err := a.DeleteToken(ctx, "alice", tok.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a token deleted on A is refused on B", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
+	eventually(t, time.Second, "a token deleted on A is refused on B", func() bool { _, r := b.Verify(sec); return r == storage.ResultUnknown })
 
 	sec2, _, err := b.CreateToken(ctx, storage.NewToken{User: "alice", Name: "ci2", Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
 	if err != nil {
@@ -115,9 +116,9 @@ func ptr[T any](v T) *T { return &v }
 // deletion would be: the token's rows go, with the change row, in one
 // transaction that stays open while other writes commit.
 func TestLateCommitIsNotSkipped(t *testing.T) {
-	a, b, secret, tok, dsn := setup(t)
+	a, b, sec, tok, dsn := setup(t)
 	ctx := context.Background()
-	eventually(t, time.Second, "B has the token", func() bool { _, r := b.Verify(secret); return r == storage.ResultOK })
+	eventually(t, time.Second, "B has the token", func() bool { _, r := b.Verify(sec); return r == storage.ResultOK })
 
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -128,11 +129,12 @@ func TestLateCommitIsNotSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash := storage.HashSecret(secret)
-	if _, err := late.Exec(ctx, `DELETE FROM api_tokens_kv WHERE key = $1`, []byte(storage.TokenKey(tok.ID))); err != nil {
+	hash := secret.HashOf(sec)
+	recordKey := []byte("t/" + tok.ID) // the key of the token's record (storage/keys.go)
+	if _, err := late.Exec(ctx, `DELETE FROM api_tokens_kv WHERE key = $1`, recordKey); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := late.Exec(ctx, `INSERT INTO api_tokens_changes (key, hint) VALUES ($1, $2)`, []byte(storage.TokenKey(tok.ID)), hash[:]); err != nil {
+	if _, err := late.Exec(ctx, `INSERT INTO api_tokens_changes (key, hint) VALUES ($1, $2)`, recordKey, hash[:]); err != nil {
 		t.Fatal(err)
 	}
 	// Later transactions commit first; B moves past them.
@@ -142,20 +144,20 @@ func TestLateCommitIsNotSkipped(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // several of B's polls
-	if _, r := b.Verify(secret); r != storage.ResultOK {
+	if _, r := b.Verify(sec); r != storage.ResultOK {
 		t.Fatalf("the token is refused before the late transaction committed: %v", r)
 	}
 	if err := late.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "B applies the late commit", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
+	eventually(t, time.Second, "B applies the late commit", func() bool { _, r := b.Verify(sec); return r == storage.ResultUnknown })
 }
 
 // A transaction left open (an operator's psql session, a long batch job)
 // holds back the oldest transaction id, but not the feed: changes that
 // commit meanwhile still arrive within a second.
 func TestOpenTransactionDoesNotStallTheFeed(t *testing.T) {
-	a, b, secret, tok, dsn := setup(t)
+	a, b, sec, tok, dsn := setup(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -173,7 +175,7 @@ func TestOpenTransactionDoesNotStallTheFeed(t *testing.T) {
 	if err := a.DeleteToken(ctxAs("root"), "alice", tok.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a deletion reaches B past an open transaction", func() bool { _, r := b.Verify(secret); return r == storage.ResultUnknown })
+	eventually(t, time.Second, "a deletion reaches B past an open transaction", func() bool { _, r := b.Verify(sec); return r == storage.ResultUnknown })
 }
 
 // Killing every connection of the fleet loses no change: the nodes
@@ -257,7 +259,7 @@ func TestNodesStartingTogetherMakeOneAdmin(t *testing.T) {
 			admins++
 		}
 	}
-	users, err := stores[0].ListUsers(context.Background())
+	users, _, err := stores[0].ListUsersPage(context.Background(), "", 10)
 	if err != nil || admins != 1 || len(users) != 1 {
 		t.Fatalf("%d nodes starting together created %d admins; users %+v, %v", n, admins, users, err)
 	}

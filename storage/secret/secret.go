@@ -1,10 +1,26 @@
-package storage
+// Package secret is the format of API token secrets: a prefix naming the
+// token's kind, 190 random bits and a checksum, so that scanners can find
+// leaked tokens and a gateway rejects garbage without any lookup; and the
+// SHA-256 under which a secret is stored and looked up. It has no
+// dependencies of its own: storage mints secrets with it, the verifier
+// checks and hashes them, and tools check them offline.
+package secret
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"hash/crc32"
+)
+
+// Kind tells how a token was minted and how long it may live; the
+// secret's prefix names it.
+type Kind string
+
+const (
+	// Temporary tokens are minted by logging in and live for the session.
+	Temporary Kind = "temporary"
+	// Permanent tokens are created by an administrator for CI/CD and automation.
+	Permanent Kind = "permanent"
 )
 
 // A secret looks like caddy_pat_<32 random base62 chars><6 base62 checksum chars>:
@@ -21,8 +37,8 @@ const (
 	prefixLen   = len(PermanentPrefix)
 	randomLen   = 32
 	checksumLen = 6
-	// SecretLen is the exact length of every secret.
-	SecretLen = prefixLen + randomLen + checksumLen
+	// Len is the exact length of every secret.
+	Len = prefixLen + randomLen + checksumLen
 )
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -41,29 +57,28 @@ var base62Value = func() (t [256]byte) {
 
 const notBase62 = 0xff
 
-// SecretHash is the SHA-256 of a secret: what is stored and looked up.
-type SecretHash [sha256.Size]byte
+// Hash is the SHA-256 of a secret: what is stored and looked up.
+type Hash [sha256.Size]byte
 
-// NewSecret returns a fresh secret of the given kind.
-func NewSecret(kind TokenKind) string {
-	var buf [SecretLen]byte
+// New returns a fresh secret of the given kind.
+func New(kind Kind) string {
+	var buf [Len]byte
 	copy(buf[:], prefixFor(kind))
 	fillBase62(buf[prefixLen : prefixLen+randomLen])
 	putChecksum(buf[:])
 	return string(buf[:])
 }
 
-// ParseSecret checks a secret's shape and checksum without touching storage
-// and without allocating. It reports the kind the prefix names.
+// Parse checks a secret's shape and checksum without allocating. It reports the kind the prefix names.
 //
 // It is on every request's path, so it reads the string in place: the
 // checksum characters are decoded and compared with the CRC, rather than
 // the CRC encoded into a copy of the secret.
-func ParseSecret(s string) (TokenKind, bool) {
-	if len(s) != SecretLen {
+func Parse(s string) (Kind, bool) {
+	if len(s) != Len {
 		return "", false
 	}
-	var kind TokenKind
+	var kind Kind
 	switch s[:prefixLen] {
 	case PermanentPrefix:
 		kind = Permanent
@@ -79,7 +94,7 @@ func ParseSecret(s string) (TokenKind, bool) {
 		}
 	}
 	var checksum uint64 // 62^6 > 2^32: a value past 32 bits matches no CRC
-	for i := len(body); i < SecretLen; i++ {
+	for i := len(body); i < Len; i++ {
 		d := base62Value[s[i]]
 		if d == notBase62 {
 			return "", false
@@ -92,25 +107,17 @@ func ParseSecret(s string) (TokenKind, bool) {
 	return kind, true
 }
 
-// HashSecret returns the SHA-256 of a secret without allocating.
-func HashSecret(s string) SecretHash {
-	if len(s) <= SecretLen {
-		var buf [SecretLen]byte // on the stack: sha256.Sum256 does not keep it
+// HashOf returns the SHA-256 of a secret without allocating.
+func HashOf(s string) Hash {
+	if len(s) <= Len {
+		var buf [Len]byte // on the stack: sha256.Sum256 does not keep it
 		n := copy(buf[:], s)
 		return sha256.Sum256(buf[:n])
 	}
 	return sha256.Sum256([]byte(s))
 }
 
-// NewTokenID returns a fresh non-secret token handle for URLs, logs and
-// metric labels.
-func NewTokenID() string {
-	var b [10]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return "tok_" + hex.EncodeToString(b[:])
-}
-
-func prefixFor(kind TokenKind) string {
+func prefixFor(kind Kind) string {
 	if kind == Temporary {
 		return TemporaryPrefix
 	}

@@ -1,4 +1,4 @@
-package storage
+package secret
 
 import (
 	"crypto/rand"
@@ -8,20 +8,20 @@ import (
 )
 
 func TestNewSecretRoundTrip(t *testing.T) {
-	for _, kind := range []TokenKind{Permanent, Temporary} {
-		s := NewSecret(kind)
-		if len(s) != SecretLen {
-			t.Fatalf("len(%q) = %d, want %d", s, len(s), SecretLen)
+	for _, kind := range []Kind{Permanent, Temporary} {
+		s := New(kind)
+		if len(s) != Len {
+			t.Fatalf("len(%q) = %d, want %d", s, len(s), Len)
 		}
-		got, ok := ParseSecret(s)
+		got, ok := Parse(s)
 		if !ok || got != kind {
-			t.Fatalf("ParseSecret(%q) = %v, %v; want %v, true", s, got, ok, kind)
+			t.Fatalf("Parse(%q) = %v, %v; want %v, true", s, got, ok, kind)
 		}
 	}
-	if NewSecret(Permanent) == NewSecret(Permanent) {
+	if New(Permanent) == New(Permanent) {
 		t.Fatal("two secrets are equal")
 	}
-	if !strings.HasPrefix(NewSecret(Permanent), "caddy_pat_") || !strings.HasPrefix(NewSecret(Temporary), "caddy_tmp_") {
+	if !strings.HasPrefix(New(Permanent), "caddy_pat_") || !strings.HasPrefix(New(Temporary), "caddy_tmp_") {
 		t.Fatal("secrets do not carry their kind's prefix")
 	}
 }
@@ -31,31 +31,31 @@ func TestNewSecretRoundTrip(t *testing.T) {
 // CRC-32 of the first 42 characters, as 6 base62 digits, most significant
 // first).
 func TestParseSecretAcceptsIssuedSecrets(t *testing.T) {
-	for secret, kind := range map[string]TokenKind{
+	for secret, kind := range map[string]Kind{
 		"caddy_pat_4FKg7yDCp0s3pS9C8MG6IaAtw1RbwU8M4KPD9t": Permanent,
 		"caddy_tmp_B6Jz0Vz15aRBbgqEHmFLjt5I9TBqxyHw4AC7y8": Temporary,
 	} {
-		if got, ok := ParseSecret(secret); !ok || got != kind {
-			t.Errorf("ParseSecret(%q) = %v, %v; want %v, true", secret, got, ok, kind)
+		if got, ok := Parse(secret); !ok || got != kind {
+			t.Errorf("Parse(%q) = %v, %v; want %v, true", secret, got, ok, kind)
 		}
 	}
 }
 
 func TestParseSecretRejectsEveryOneCharacterChange(t *testing.T) {
-	s := NewSecret(Permanent)
+	s := New(Permanent)
 	for i := range len(s) {
 		for _, c := range []byte{'0', 'a', 'Z', '_', '-', 0, 0xff} {
 			if s[i] == c {
 				continue
 			}
 			mutated := s[:i] + string([]byte{c}) + s[i+1:]
-			if _, ok := ParseSecret(mutated); ok {
+			if _, ok := Parse(mutated); ok {
 				t.Fatalf("ParseSecret accepted %q (position %d changed to %q)", mutated, i, c)
 			}
 		}
 	}
 	for _, bad := range []string{"", s[:len(s)-1], s + "0", "Bearer " + s, strings.ToUpper(s)} {
-		if _, ok := ParseSecret(bad); ok {
+		if _, ok := Parse(bad); ok {
 			t.Fatalf("ParseSecret accepted %q", bad)
 		}
 	}
@@ -65,7 +65,7 @@ func TestSecretCharactersAreUniform(t *testing.T) {
 	counts := map[byte]int{}
 	const n = 2000
 	for range n {
-		s := NewSecret(Permanent)
+		s := New(Permanent)
 		for i := prefixLen; i < prefixLen+randomLen; i++ {
 			counts[s[i]]++
 		}
@@ -82,34 +82,34 @@ func TestSecretCharactersAreUniform(t *testing.T) {
 }
 
 func TestParseAndHashDoNotAllocate(t *testing.T) {
-	s := NewSecret(Permanent)
+	s := New(Permanent)
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, ok := ParseSecret(s); !ok {
+		if _, ok := Parse(s); !ok {
 			t.Fatal("valid secret rejected")
 		}
-		_ = HashSecret(s)
+		_ = HashOf(s)
 	})
 	if allocs != 0 {
 		t.Fatalf("ParseSecret+HashSecret allocate %.0f times per call, want 0", allocs)
 	}
 }
 
-func FuzzParseSecret(f *testing.F) {
-	f.Add(NewSecret(Permanent))
-	f.Add(NewSecret(Temporary))
+func FuzzParse(f *testing.F) {
+	f.Add(New(Permanent))
+	f.Add(New(Temporary))
 	f.Add("caddy_pat_")
 	f.Add("")
-	f.Add(strings.Repeat("\xff", SecretLen))
+	f.Add(strings.Repeat("\xff", Len))
 	f.Fuzz(func(t *testing.T, s string) {
-		kind, ok := ParseSecret(s)
+		kind, ok := Parse(s)
 		if !ok {
 			return
 		}
 		// Whatever is accepted has the exact shape and a matching checksum.
-		if len(s) != SecretLen || !strings.HasPrefix(s, prefixFor(kind)) {
+		if len(s) != Len || !strings.HasPrefix(s, prefixFor(kind)) {
 			t.Fatalf("accepted malformed %q", s)
 		}
-		var buf [SecretLen]byte
+		var buf [Len]byte
 		copy(buf[:], s)
 		putChecksum(buf[:])
 		if string(buf[:]) != s {
@@ -118,12 +118,12 @@ func FuzzParseSecret(f *testing.F) {
 	})
 }
 
-func BenchmarkParseAndHashSecret(b *testing.B) {
-	s := NewSecret(Permanent)
+func BenchmarkParseAndHashOf(b *testing.B) {
+	s := New(Permanent)
 	b.ReportAllocs()
 	for b.Loop() {
-		ParseSecret(s)
-		HashSecret(s)
+		Parse(s)
+		HashOf(s)
 	}
 }
 

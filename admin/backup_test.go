@@ -45,7 +45,11 @@ func TestBackupEndpoint(t *testing.T) {
 	if err := badgerstore.Restore(dir, bytes.NewReader(r.body)); err != nil {
 		t.Fatalf("restoring the downloaded backup: %v", err)
 	}
-	s, err := badgerstore.OpenStore(dir, storage.Options{Clock: e.clock})
+	db, err := badgerstore.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := storage.Open(context.Background(), db, storage.Options{Clock: e.clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,11 @@ type env struct {
 func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	t.Helper()
 	clock := storage.NewFakeClock(testStart)
-	store, err := badgerstore.OpenStore(t.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	db, err := badgerstore.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatalf("OpenBadger: %v", err)
+	}
+	store, err := storage.Open(context.Background(), db, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		t.Fatalf("OpenBadger: %v", err)
 	}

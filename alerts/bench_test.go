@@ -65,7 +65,11 @@ func seededStore(b *testing.B, n int) string {
 	b.Logf("seeding %d permanent tokens into %s (once; later runs reuse it)", n, dir)
 	started := time.Now()
 	clock := storage.NewFakeClock(benchStart)
-	st, err := badgerstore.OpenStore(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	db, err := badgerstore.Open(dir, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := storage.Open(context.Background(), db, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -119,7 +123,11 @@ func BenchmarkAlertPass(b *testing.B) {
 	n := benchTokens(b)
 	dir := seededStore(b, n)
 	clock := storage.NewFakeClock(benchStart.Add(time.Minute))
-	st, err := badgerstore.OpenStore(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	db, err := badgerstore.Open(dir, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := storage.Open(context.Background(), db, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -241,7 +249,11 @@ func BenchmarkScrape(b *testing.B) {
 		now  time.Time
 	}{{"none_near_expiry", benchStart.Add(-60 * day)}, {"8pct_in_window", benchStart.Add(time.Minute)}} {
 		b.Run(tc.name, func(b *testing.B) {
-			st, err := badgerstore.OpenStore(dir, storage.Options{Clock: storage.NewFakeClock(tc.now), PasswordCost: bcrypt.MinCost})
+			db, err := badgerstore.Open(dir, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := storage.Open(context.Background(), db, storage.Options{Clock: storage.NewFakeClock(tc.now), PasswordCost: bcrypt.MinCost})
 			if err != nil {
 				b.Fatal(err)
 			}

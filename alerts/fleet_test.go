@@ -27,7 +27,11 @@ type fleetNode struct {
 func newFleetNode(t *testing.T, dsn string, clock storage.Clock, mailer *Mailer) *fleetNode {
 	t.Helper()
 	ctx := context.Background()
-	st, err := pgstore.OpenStore(ctx, dsn, pgstore.Options{}, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	db, err := pgstore.Open(ctx, dsn, pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.Open(ctx, db, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,11 @@ func newWorld(t *testing.T) *world {
 // gateway would.
 func (w *world) open() {
 	w.t.Helper()
-	s, err := badgerstore.OpenStore(w.dir, storage.Options{Clock: w.clock, PasswordCost: bcrypt.MinCost})
+	db, err := badgerstore.Open(w.dir, nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	s, err := storage.Open(context.Background(), db, storage.Options{Clock: w.clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		w.t.Fatal(err)
 	}

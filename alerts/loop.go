@@ -41,6 +41,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"go.uber.org/zap"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
@@ -70,7 +72,7 @@ type Store interface {
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (storage.Lease, bool, error)
 	ReleaseLease(ctx context.Context, l storage.Lease) error
 	CountTokens() map[storage.TokenKind]int
-	SyncStatus() (storage.SyncStatus, bool)
+	SyncStatus() (kv.SyncStatus, bool)
 }
 
 // Config is what a Loop needs. Shared is required; the store is the

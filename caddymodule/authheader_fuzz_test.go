@@ -29,7 +29,11 @@ import (
 // header always with invalid_token) with a JSON error body.
 func FuzzAuthorizationHeader(f *testing.F) {
 	clock := storage.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	store, err := badgerstore.OpenStore(f.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	db, err := badgerstore.Open(f.TempDir(), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	store, err := storage.Open(context.Background(), db, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		f.Fatal(err)
 	}

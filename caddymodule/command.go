@@ -202,9 +202,13 @@ func resetPassword(dir, user, password string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("storage directory %s: %w", dir, err)
 	}
-	s, err := badgerstore.OpenStore(dir, storage.Options{})
+	db, err := badgerstore.Open(dir, nil)
 	if err != nil {
 		return err
+	}
+	s, err := storage.Open(context.Background(), db, storage.Options{})
+	if err != nil {
+		return fmt.Errorf("cannot load storage directory %s: %w", dir, err)
 	}
 	ctx := storage.WithActor(context.Background(), "cli", "")
 	_, err = s.UpdateUser(ctx, user, storage.UserPatch{Password: &password})

@@ -14,6 +14,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
@@ -43,12 +44,17 @@ func BenchmarkGateway(b *testing.B) {
 func openBenchStore(b *testing.B, backend string) *storage.Store {
 	opts := storage.Options{PasswordCost: bcrypt.MinCost, Annotate: caddymodule.AnnotateIdentity}
 	var store *storage.Store
+	var db kv.Backend
 	var err error
 	if backend == "postgres" {
-		store, err = pgstore.OpenStore(context.Background(), testtools.PostgresDatabase(b), pgstore.Options{}, opts)
+		db, err = pgstore.Open(context.Background(), testtools.PostgresDatabase(b), pgstore.Options{})
 	} else {
-		store, err = badgerstore.OpenStore(b.TempDir(), opts)
+		db, err = badgerstore.Open(b.TempDir(), nil)
 	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err = storage.Open(context.Background(), db, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/spf13/cobra"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
@@ -77,7 +79,7 @@ one snapshot. The destination must be empty.
 // openDatabase opens the backend named by spec: badger:DIR, or postgres
 // with the DSN from the environment variable dsnEnv. A source directory
 // must exist already.
-func openDatabase(ctx context.Context, spec, dsnEnv string, source bool) (storage.Backend, string, error) {
+func openDatabase(ctx context.Context, spec, dsnEnv string, source bool) (kv.Backend, string, error) {
 	if dir, ok := strings.CutPrefix(spec, "badger:"); ok {
 		if dir == "" {
 			return nil, "", errors.New("badger: needs a directory, e.g. badger:/var/lib/caddy/api_tokens")

@@ -34,7 +34,11 @@ func (w *headerOnlyWriter) WriteHeader(int)             {}
 //
 //	go test -run '^$' -bench BenchmarkProvider -benchmem ./caddymodule/
 func BenchmarkProvider(b *testing.B) {
-	store, err := badgerstore.OpenStore(b.TempDir(), storage.Options{PasswordCost: bcrypt.MinCost, Annotate: caddymodule.AnnotateIdentity})
+	db, err := badgerstore.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := storage.Open(context.Background(), db, storage.Options{PasswordCost: bcrypt.MinCost, Annotate: caddymodule.AnnotateIdentity})
 	if err != nil {
 		b.Fatal(err)
 	}

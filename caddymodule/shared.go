@@ -36,7 +36,11 @@ func (s *sharedState) Destruct() error { return s.store.Close() }
 // loadShared opens the database, or joins the already open one.
 func loadShared(db tokenDatabase, opts storage.Options, logger *zap.Logger) (*sharedState, error) {
 	val, _, err := sharedPool.LoadOrNew(db.poolKey(), func() (caddy.Destructor, error) {
-		store, err := db.open(context.Background(), opts)
+		backend, err := db.open(context.Background(), opts.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("opening the token database (%s): %w", db.describe(), err)
+		}
+		store, err := storage.Open(context.Background(), backend, opts)
 		if err != nil {
 			return nil, fmt.Errorf("opening the token database (%s): %w", db.describe(), err)
 		}

@@ -11,8 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
-	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
 )
 
@@ -29,7 +29,8 @@ type tokenDatabase interface {
 	poolKey() string
 	// describe names the database for logs, without secrets.
 	describe() string
-	open(ctx context.Context, opts storage.Options) (*storage.Store, error)
+	// open connects to the database; the store's rules are opened over it.
+	open(ctx context.Context, log *zap.Logger) (kv.Backend, error)
 	// shared reports whether several Caddy nodes may use the database.
 	shared() bool
 }
@@ -66,8 +67,8 @@ func (b *BadgerStorage) poolKey() string  { return "badger:" + b.Path }
 func (b *BadgerStorage) describe() string { return "Badger at " + b.Path }
 func (b *BadgerStorage) shared() bool     { return false }
 
-func (b *BadgerStorage) open(_ context.Context, opts storage.Options) (*storage.Store, error) {
-	return badgerstore.OpenStore(b.Path, opts)
+func (b *BadgerStorage) open(_ context.Context, log *zap.Logger) (kv.Backend, error) {
+	return badgerstore.Open(b.Path, log)
 }
 
 // UnmarshalCaddyfile reads `storage badger { path <dir> }`.
@@ -149,8 +150,8 @@ func (p *PostgresStorage) describe() string {
 	return fmt.Sprintf("PostgreSQL at %s:%d, database %q", c.Host, c.Port, c.Database)
 }
 
-func (p *PostgresStorage) open(ctx context.Context, opts storage.Options) (*storage.Store, error) {
-	return pgstore.OpenStore(ctx, p.resolved, pgstore.Options{Logger: opts.Logger}, opts)
+func (p *PostgresStorage) open(ctx context.Context, log *zap.Logger) (kv.Backend, error) {
+	return pgstore.Open(ctx, p.resolved, pgstore.Options{Logger: log})
 }
 
 // UnmarshalCaddyfile reads `storage postgres { dsn <dsn> }`.

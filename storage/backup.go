@@ -4,15 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
-)
 
-// Backuper is implemented by backends that can write a consistent snapshot
-// of everything they hold while they keep serving (Badger). A PostgreSQL
-// database is backed up with PostgreSQL's own tools instead.
-type Backuper interface {
-	// Backup writes a full snapshot of the database to w.
-	Backup(w io.Writer) error
-}
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+)
 
 // ErrNoOnlineBackup is returned by Backup when the backend has no online
 // backup of its own.
@@ -20,7 +14,7 @@ var ErrNoOnlineBackup = errors.New("storage: this database has no online backup 
 
 // CanBackup reports whether Backup works on this store's backend.
 func (s *Store) CanBackup() bool {
-	_, ok := s.db.(Backuper)
+	_, ok := s.db.(kv.Backuper)
 	return ok
 }
 
@@ -28,7 +22,7 @@ func (s *Store) CanBackup() bool {
 // the batched last-used times so the snapshot has them too. It returns
 // ErrNoOnlineBackup when the backend cannot.
 func (s *Store) Backup(ctx context.Context, w io.Writer) error {
-	b, ok := s.db.(Backuper)
+	b, ok := s.db.(kv.Backuper)
 	if !ok {
 		return ErrNoOnlineBackup
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Benchmarks of start-up, of a durable mutation and of the alert walk, on
@@ -45,7 +46,7 @@ func BenchmarkOpen1M(b *testing.B) {
 		mustCreateUser(b, s, "bench", false)
 		const chunk = 10_000 // raw keys per transaction, inside Badger's limit
 		for i := 0; i < n; i += chunk {
-			rawUpdate(b, s, func(w Writer) error {
+			rawUpdate(b, s, func(w kv.Writer) error {
 				for j := i; j < min(i+chunk, n); j++ {
 					key, val := SyntheticRecord("bench", j, t0, t0.Add(365*24*time.Hour))
 					if err := w.Set(key, val, 0); err != nil {

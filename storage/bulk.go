@@ -3,6 +3,8 @@ package storage
 import (
 	"context"
 	"fmt"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // maxBatch bounds CreateTokens so one call stays well inside Badger's
@@ -55,7 +57,7 @@ func (s *Store) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []To
 
 // namesFree checks, in one read, that no permanent token of the batch
 // takes a name its user has already, or that another of the batch takes.
-func namesFree(r Reader, ts []NewToken) error {
+func namesFree(r kv.Reader, ts []NewToken) error {
 	var keys []string
 	var named []NewToken // the token of each key
 	inBatch := map[string]bool{}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Limits of ListAudit: the default and the largest number of entries,
@@ -19,7 +21,7 @@ const (
 // ListSettings returns the settings that are set, in KnownSettings order.
 func (s *Store) ListSettings(ctx context.Context) ([]Setting, error) {
 	out := []Setting{}
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		for _, key := range KnownSettings {
 			val, found, err := getValue(r, settingKey(key))
 			if err != nil {
@@ -44,7 +46,7 @@ func (s *Store) GetSetting(ctx context.Context, key string) (string, error) {
 		return "", settingNotSet(key)
 	}
 	var out string
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		val, found, err := getValue(r, settingKey(key))
 		if err != nil {
 			return err
@@ -110,7 +112,7 @@ func (s *Store) GetAlertStates(ctx context.Context, ids []string) (map[string]Al
 			keys = append(keys, alertKey(id))
 		}
 	}
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		return r.GetMany(keys, func(i int, val []byte) error {
 			var st AlertState
 			if err := json.Unmarshal(val, &st); err != nil {
@@ -199,7 +201,7 @@ func (s *Store) WatchAlertView(ctx context.Context, fn func(view []byte)) error 
 	})
 	s.hooksMu.Unlock()
 	var view []byte
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		val, _, err := getValue(r, alertViewKey)
 		view = val
 		return err
@@ -240,7 +242,7 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
 // comes from the backend and grows across restarts and nodes, so entries
 // written in the same nanosecond, or after a restart with a clock that
 // went back, never overwrite each other.
-func writeAudit(w Writer, entries []AuditEntry) error {
+func writeAudit(w kv.Writer, entries []AuditEntry) error {
 	for _, e := range entries {
 		seq, err := w.NextSeq()
 		if err != nil {
@@ -272,7 +274,7 @@ func decodeAudit(val []byte) (AuditEntry, error) {
 // how many, so the log itself shows that it was trimmed.
 func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int, error) {
 	total := 0
-	err := s.inBatches(ctx, prefixAudit, ScanOptions{KeysOnly: true, To: prefixAudit + be64(before.UnixNano())},
+	err := s.inBatches(ctx, prefixAudit, kv.ScanOptions{KeysOnly: true, To: prefixAudit + be64(before.UnixNano())},
 		func(w *writeTxn, batch []batchItem) error {
 			for _, b := range batch {
 				if err := del(w, prefixAudit+b.suffix); err != nil {

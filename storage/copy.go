@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // CopyCounts says what Copy copied.
@@ -32,12 +34,12 @@ var ErrNotEmpty = errors.New("storage: the destination database is not empty")
 // Nothing reads dst while it runs (open the Store on it afterwards). If
 // it fails half-way, dst holds part of the data: empty it before trying
 // again.
-func Copy(ctx context.Context, dst, src Backend, now time.Time) (CopyCounts, error) {
+func Copy(ctx context.Context, dst, src kv.Backend, now time.Time) (CopyCounts, error) {
 	var counts CopyCounts
 	if err := requireEmpty(ctx, dst); err != nil {
 		return counts, err
 	}
-	err := src.View(ctx, func(r Reader) error {
+	err := src.View(ctx, func(r kv.Reader) error {
 		sessions, err := temporaryTokens(r, now)
 		if err != nil {
 			return err
@@ -47,7 +49,7 @@ func Copy(ctx context.Context, dst, src Backend, now time.Time) (CopyCounts, err
 			if len(chunk) == 0 {
 				return nil
 			}
-			err := dst.Update(ctx, func(w Writer) error {
+			err := dst.Update(ctx, func(w kv.Writer) error {
 				for _, k := range chunk {
 					if err := w.Set(k.key, k.val, k.ttl); err != nil {
 						return err
@@ -58,7 +60,7 @@ func Copy(ctx context.Context, dst, src Backend, now time.Time) (CopyCounts, err
 			chunk = chunk[:0]
 			return err
 		}
-		err = r.Scan("", ScanOptions{}, func(key, val []byte) error {
+		err = r.Scan("", kv.ScanOptions{}, func(key, val []byte) error {
 			k := string(key)
 			expires, session := sessionOf(k, sessions)
 			if session && !expires.After(now) {
@@ -96,12 +98,12 @@ type copiedKey struct {
 }
 
 // requireEmpty refuses a destination that holds any key.
-func requireEmpty(ctx context.Context, b Backend) error {
+func requireEmpty(ctx context.Context, b kv.Backend) error {
 	empty := true
-	err := b.View(ctx, func(r Reader) error {
-		return r.Scan("", ScanOptions{KeysOnly: true}, func(key, _ []byte) error {
+	err := b.View(ctx, func(r kv.Reader) error {
+		return r.Scan("", kv.ScanOptions{KeysOnly: true}, func(key, _ []byte) error {
 			empty = false
-			return ErrStopScan
+			return kv.ErrStopScan
 		})
 	})
 	if err != nil {
@@ -116,9 +118,9 @@ func requireEmpty(ctx context.Context, b Backend) error {
 // temporaryTokens maps the id of every temporary token to its expiry, so
 // that the keys of a login session (its record, its index entries, its
 // last use) keep their TTL in the copy.
-func temporaryTokens(r Reader, now time.Time) (map[string]time.Time, error) {
+func temporaryTokens(r kv.Reader, now time.Time) (map[string]time.Time, error) {
 	sessions := map[string]time.Time{}
-	err := r.Scan(prefixToken, ScanOptions{}, func(key, val []byte) error {
+	err := r.Scan(prefixToken, kv.ScanOptions{}, func(key, val []byte) error {
 		h, err := parseHeader(val)
 		if err != nil {
 			return fmt.Errorf("token %s: %w", short(string(key[len(prefixToken):])), err)

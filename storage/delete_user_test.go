@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // A user with more tokens than one Badger transaction can delete is
@@ -69,9 +70,9 @@ func TestDeleteUserWithManyTokens(t *testing.T) {
 func countKeysWith(t *testing.T, s *Store, user string) int {
 	t.Helper()
 	n := 0
-	rawView(t, s, func(r Reader) error {
+	rawView(t, s, func(r kv.Reader) error {
 		for _, p := range []string{PrefixToken, PrefixExpiry} {
-			err := r.Scan(p, ScanOptions{}, func(_, val []byte) error {
+			err := r.Scan(p, kv.ScanOptions{}, func(_, val []byte) error {
 				if len(val) == 0 {
 					return nil
 				}
@@ -86,7 +87,7 @@ func countKeysWith(t *testing.T, s *Store, user string) int {
 			}
 		}
 		for _, p := range []string{PrefixUserToken + user + "/", PrefixName + user + "/"} {
-			if err := r.Scan(p, ScanOptions{KeysOnly: true}, func(_, _ []byte) error { n++; return nil }); err != nil {
+			if err := r.Scan(p, kv.ScanOptions{KeysOnly: true}, func(_, _ []byte) error { n++; return nil }); err != nil {
 				return err
 			}
 		}
@@ -189,7 +190,7 @@ func testInterruptedUserDelete(t *testing.T, tombstone bool) {
 		}
 		bobs, _, _ := mustToken(t, s, "bob", "ci", Permanent, clock.Now().Add(time.Hour))
 		// The crash: only the first transaction happened.
-		rawUpdate(t, s, func(w Writer) error {
+		rawUpdate(t, s, func(w kv.Writer) error {
 			if tombstone {
 				if err := w.Set(DeletedUserKey("alice"), nil, 0); err != nil {
 					return err

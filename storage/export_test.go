@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
@@ -149,7 +150,7 @@ func (s *Store) HoldsSecret(sec string) bool {
 // Reads that only tests need, over the paged API and the same rules.
 
 // Backend returns the backend the store runs on.
-func (s *Store) Backend() Backend { return s.db }
+func (s *Store) Backend() kv.Backend { return s.db }
 
 // TokenKey is the key of a token's record.
 func TokenKey(id string) string { return tokenKey(id) }
@@ -185,7 +186,7 @@ func (s *Store) ListAudit(ctx context.Context, limit int) ([]AuditEntry, error) 
 // GetToken returns a token's metadata.
 func (s *Store) GetToken(ctx context.Context, id string) (Token, error) {
 	var t Token
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		rec, found, err := newLiveTokens(r, s.clock.Now()).get(id)
 		if err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
@@ -22,7 +23,7 @@ type subscriber struct{ s *Store }
 // Reset loads the snapshot r into a new index and makes it current, and
 // tells the watchers of settings and of the alert view, which may have
 // changed in what the reset skipped.
-func (sub subscriber) Reset(r Reader, concurrent bool) error {
+func (sub subscriber) Reset(r kv.Reader, concurrent bool) error {
 	s := sub.s
 	idx := newIndex(s.annotate)
 	orphans, err := idx.load(r, concurrent, s.clock.Now().UnixNano())
@@ -49,7 +50,7 @@ func (sub subscriber) Reset(r Reader, concurrent bool) error {
 
 // Apply changes the current index to match the changed keys, and tells
 // the watchers of settings and of the alert view.
-func (sub subscriber) Apply(changes []Change) {
+func (sub subscriber) Apply(changes []kv.Change) {
 	s := sub.s
 	settings := s.idx.Load().apply(changes, s.clock.Now().UnixNano(), s.log)
 	if settings {
@@ -65,7 +66,7 @@ func (sub subscriber) Apply(changes []Change) {
 // apply updates the index from changed keys and reports whether a setting
 // changed. Users go first: a token in the same batch may belong to a user
 // the batch creates.
-func (idx *index) apply(changes []Change, now int64, log *zap.Logger) (settings bool) {
+func (idx *index) apply(changes []kv.Change, now int64, log *zap.Logger) (settings bool) {
 	idx.writeMu.Lock()
 	defer idx.writeMu.Unlock()
 	for _, c := range changes {
@@ -88,7 +89,7 @@ func (idx *index) apply(changes []Change, now int64, log *zap.Logger) (settings 
 	return settings
 }
 
-func (idx *index) applyUser(name string, c Change) error {
+func (idx *index) applyUser(name string, c kv.Change) error {
 	if !c.Found {
 		idx.users.forget(name)
 		return nil
@@ -107,7 +108,7 @@ func (idx *index) applyUser(name string, c Change) error {
 
 // applyToken adds, updates or removes one token. A deleted token is found
 // by the hash it was published with.
-func (idx *index) applyToken(c Change, now int64) error {
+func (idx *index) applyToken(c kv.Change, now int64) error {
 	if !c.Found {
 		if len(c.Hint) != len(secret.Hash{}) {
 			// Every deletion publishes the hash (deleteToken); should one
@@ -158,8 +159,8 @@ func (idx *index) removeID(id string) {
 // load builds the index from a snapshot: users first, then every token
 // record, streamed so memory holds only the index itself. It returns the
 // names of missing users that token records still refer to.
-func (idx *index) load(r Reader, concurrent bool, now int64) (orphanUsers map[string]bool, err error) {
-	err = r.Scan(prefixUser, ScanOptions{}, func(_, val []byte) error {
+func (idx *index) load(r kv.Reader, concurrent bool, now int64) (orphanUsers map[string]bool, err error) {
+	err = r.Scan(prefixUser, kv.ScanOptions{}, func(_, val []byte) error {
 		var u User
 		if err := json.Unmarshal(val, &u); err != nil {
 			return fmt.Errorf("storage: corrupt user record: %w", err)
@@ -204,8 +205,8 @@ func loadBounds(n int) []string {
 // loadRange loads the records with keys in [from, to) ("" = the start or
 // the end of the t/ prefix). Inserts take the shard locks, as other ranges
 // insert too.
-func (idx *index) loadRange(r Reader, from, to string, now int64) (p loadPart) {
-	p.err = r.Scan(prefixToken, ScanOptions{From: from, To: to}, func(_, val []byte) error {
+func (idx *index) loadRange(r kv.Reader, from, to string, now int64) (p loadPart) {
+	p.err = r.Scan(prefixToken, kv.ScanOptions{From: from, To: to}, func(_, val []byte) error {
 		return p.load(idx, val, now)
 	})
 	return p

@@ -16,6 +16,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
 )
 
@@ -62,9 +63,9 @@ func newTestDB(t testing.TB, kind string) *testDB {
 }
 
 // backend opens a handle on the database.
-func (db *testDB) backend(t testing.TB, log *zap.Logger) Backend {
+func (db *testDB) backend(t testing.TB, log *zap.Logger) kv.Backend {
 	t.Helper()
-	var b Backend
+	var b kv.Backend
 	var err error
 	switch db.Kind {
 	case "badger":
@@ -144,7 +145,7 @@ func smallBatches(t *testing.T) {
 
 // rawView reads the store's backend directly, for tests that check what
 // is stored rather than what the rules answer.
-func rawView(t testing.TB, s *Store, fn func(r Reader) error) {
+func rawView(t testing.TB, s *Store, fn func(r kv.Reader) error) {
 	t.Helper()
 	if err := s.Backend().View(context.Background(), fn); err != nil {
 		t.Fatal(err)
@@ -153,7 +154,7 @@ func rawView(t testing.TB, s *Store, fn func(r Reader) error) {
 
 // rawUpdate writes to the store's backend directly, bypassing the rules,
 // to make the states a crash or an old version leaves behind.
-func rawUpdate(t testing.TB, s *Store, fn func(w Writer) error) {
+func rawUpdate(t testing.TB, s *Store, fn func(w kv.Writer) error) {
 	t.Helper()
 	if err := s.Backend().Update(context.Background(), fn); err != nil {
 		t.Fatal(err)
@@ -186,7 +187,7 @@ func createUserTokens(tb testing.TB, s *Store, now time.Time, user string, n int
 func storedLastUse(t testing.TB, s *Store, id string) int64 {
 	t.Helper()
 	var used int64
-	rawView(t, s, func(r Reader) error {
+	rawView(t, s, func(r kv.Reader) error {
 		v, found, err := r.Get(LastUsedKey(id))
 		if found && len(v) == 8 {
 			used = int64(binary.BigEndian.Uint64(v))

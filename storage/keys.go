@@ -107,20 +107,6 @@ func lastUsedKey(id string) string { return prefixLastUsed + id }
 func alertKey(id string) string    { return prefixAlert + id }
 func settingKey(k string) string   { return prefixSetting + k }
 
-// PrefixEnd is the first key after every key with the given prefix, for
-// an ascending scan's To; "" if there is none (a prefix of 0xff bytes).
-// Backends use it to bound their scans.
-func PrefixEnd(prefix string) string {
-	b := []byte(prefix)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return ""
-}
-
 // keyKind names what a key holds for error messages, without its content.
 func keyKind(key string) string {
 	for _, p := range []struct{ prefix, name string }{
@@ -138,7 +124,3 @@ func keyKind(key string) string {
 	}
 	return "metadata"
 }
-
-// KeyKind names what a key holds, for backends' error messages: it never
-// includes the key's content, which may be a username or a hash.
-func KeyKind(key string) string { return keyKind(key) }

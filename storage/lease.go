@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Leases let one node of a fleet at a time do work that must not run
@@ -82,7 +84,7 @@ func putLease(w *writeTxn, l Lease) error {
 	return set(w, leaseKey(l.Name), b)
 }
 
-func readLease(r Reader, name string) (Lease, bool, error) {
+func readLease(r kv.Reader, name string) (Lease, bool, error) {
 	val, found, err := getValue(r, leaseKey(name))
 	if err != nil || !found {
 		return Lease{Name: name}, false, err

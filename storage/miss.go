@@ -6,17 +6,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
-
-// CatchUpper is implemented by backends shared by several nodes: CatchUp
-// returns once the change feed has applied everything committed before
-// the call, reading the database at once for it; AwaitFeed does the same
-// without a read of its own, by waiting for the feed's next one.
-type CatchUpper interface {
-	CatchUp(ctx context.Context) error
-	AwaitFeed(ctx context.Context) error
-}
 
 // A token created on another node reaches this node's index through the
 // change feed a few milliseconds after the creating call returned. A
@@ -101,7 +93,7 @@ func (g *missGuard) allow(now time.Time) bool {
 // shared backend, it catches up with the feed (within the bounds above)
 // and looks again.
 func (s *Store) verifyMiss(h secret.Hash) (Identity, VerifyResult) {
-	cu, ok := s.db.(CatchUpper)
+	cu, ok := s.db.(kv.CatchUpper)
 	if !ok {
 		return Identity{}, ResultUnknown
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Paged lists. Every list has an order by a position that never changes
@@ -108,9 +110,9 @@ func (s *Store) ListUsersPage(ctx context.Context, cursor string, limit int) ([]
 	}
 	limit = pageLimit(limit)
 	var users []User
-	err = s.view(ctx, func(r Reader) error {
+	err = s.view(ctx, func(r kv.Reader) error {
 		users = users[:0]
-		o := ScanOptions{}
+		o := kv.ScanOptions{}
 		if after != "" {
 			o.From = userKey(after) + "\x00"
 		}
@@ -120,7 +122,7 @@ func (s *Store) ListUsersPage(ctx context.Context, cursor string, limit int) ([]
 				return err
 			}
 			if users = append(users, u); len(users) > limit {
-				return ErrStopScan
+				return kv.ErrStopScan
 			}
 			return nil
 		})
@@ -175,7 +177,7 @@ func (s *Store) ListUserTokensPage(ctx context.Context, name, cursor string, lim
 		{prefix: prefixCreatedPerm, within: within, id: createdPosID},
 		{prefix: prefixCreatedTemp, within: within, id: createdPosID},
 	}
-	userExists := func(r Reader) error {
+	userExists := func(r kv.Reader) error {
 		_, err := getUser(r, name)
 		return err
 	}
@@ -227,10 +229,10 @@ func tokenRanges(f TokenFilter) ([]indexRange, listOrder, error) {
 
 // tokensPage reads one page of a token list in one read transaction, after
 // check (if not nil) has passed in it.
-func (s *Store) tokensPage(ctx context.Context, order listOrder, ranges []indexRange, after string, limit int, check func(Reader) error) ([]Token, string, error) {
+func (s *Store) tokensPage(ctx context.Context, order listOrder, ranges []indexRange, after string, limit int, check func(kv.Reader) error) ([]Token, string, error) {
 	var tokens []Token
 	var last string
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		if check != nil {
 			if err := check(r); err != nil {
 				return err
@@ -278,8 +280,8 @@ type indexEntry struct {
 }
 
 // read returns up to n entries of the range after position after.
-func (ir indexRange) read(r Reader, after string, n int) ([]indexEntry, error) {
-	o := ScanOptions{KeysOnly: !ir.values}
+func (ir indexRange) read(r kv.Reader, after string, n int) ([]indexEntry, error) {
+	o := kv.ScanOptions{KeysOnly: !ir.values}
 	if after != "" {
 		o.From = ir.prefix + after + "\x00" // the first key after it
 	}
@@ -294,7 +296,7 @@ func (ir indexRange) read(r Reader, after string, n int) ([]indexEntry, error) {
 		}
 		out = append(out, e)
 		if len(out) == n {
-			return ErrStopScan
+			return kv.ErrStopScan
 		}
 		return nil
 	})
@@ -303,7 +305,7 @@ func (ir indexRange) read(r Reader, after string, n int) ([]indexEntry, error) {
 
 // readMerged returns the first n entries after position after of all the
 // ranges together, in position order, and whether more may follow.
-func readMerged(r Reader, ranges []indexRange, after string, n int) ([]indexEntry, bool, error) {
+func readMerged(r kv.Reader, ranges []indexRange, after string, n int) ([]indexEntry, bool, error) {
 	var all []indexEntry
 	more := false
 	for i, ir := range ranges {
@@ -331,7 +333,7 @@ func readMerged(r Reader, ranges []indexRange, after string, n int) ([]indexEntr
 // session past its expiry that the backend has not collected yet, a
 // deleted user's token awaiting the purge) are skipped, and the next
 // entries read.
-func livePage(r Reader, live *liveTokens, ranges []indexRange, after string, limit int) ([]tokenRecord, string, error) {
+func livePage(r kv.Reader, live *liveTokens, ranges []indexRange, after string, limit int) ([]tokenRecord, string, error) {
 	var recs []tokenRecord
 	var positions []string
 	for {
@@ -358,7 +360,7 @@ func livePage(r Reader, live *liveTokens, ranges []indexRange, after string, lim
 // resolveEntries returns the live tokens that entries stand for, in their
 // order, with their positions: the records from the entries' values or
 // from one GetMany of t/<id>, and their owners from another.
-func resolveEntries(r Reader, live *liveTokens, ranges []indexRange, entries []indexEntry) ([]tokenRecord, []string, error) {
+func resolveEntries(r kv.Reader, live *liveTokens, ranges []indexRange, entries []indexEntry) ([]tokenRecord, []string, error) {
 	recs := make([]tokenRecord, len(entries))
 	found := make([]bool, len(entries))
 	var keys []string
@@ -419,9 +421,9 @@ func (s *Store) ListAuditPage(ctx context.Context, cursor string, limit int) ([]
 	limit = pageLimit(limit)
 	var out []AuditEntry
 	var keys []string
-	err = s.view(ctx, func(r Reader) error {
+	err = s.view(ctx, func(r kv.Reader) error {
 		out, keys = out[:0], keys[:0]
-		o := ScanOptions{Reverse: true}
+		o := kv.ScanOptions{Reverse: true}
 		if after != "" {
 			o.From = prefixAudit + after // a reverse scan includes From: skipped below
 		}
@@ -434,7 +436,7 @@ func (s *Store) ListAuditPage(ctx context.Context, cursor string, limit int) ([]
 				return err
 			}
 			if out, keys = append(out, e), append(keys, string(key)); len(out) > limit {
-				return ErrStopScan
+				return kv.ErrStopScan
 			}
 			return nil
 		})

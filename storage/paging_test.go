@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 const day = 24 * time.Hour
@@ -496,16 +497,16 @@ func TestAuditPaging(t *testing.T) {
 // countingBackend counts the keys its readers visit: each key a scan
 // passes to its callback and each key a Get or GetMany asks for.
 type countingBackend struct {
-	Backend
+	kv.Backend
 	keys atomic.Int64
 }
 
-func (b *countingBackend) View(ctx context.Context, fn func(Reader) error) error {
-	return b.Backend.View(ctx, func(r Reader) error { return fn(countingReader{r, &b.keys}) })
+func (b *countingBackend) View(ctx context.Context, fn func(kv.Reader) error) error {
+	return b.Backend.View(ctx, func(r kv.Reader) error { return fn(countingReader{r, &b.keys}) })
 }
 
 type countingReader struct {
-	Reader
+	kv.Reader
 	n *atomic.Int64
 }
 
@@ -519,7 +520,7 @@ func (r countingReader) GetMany(keys []string, fn func(int, []byte) error) error
 	return r.Reader.GetMany(keys, fn)
 }
 
-func (r countingReader) Scan(prefix string, o ScanOptions, fn func(key, val []byte) error) error {
+func (r countingReader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) error) error {
 	return r.Reader.Scan(prefix, o, func(key, val []byte) error {
 		r.n.Add(1)
 		return fn(key, val)

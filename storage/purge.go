@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // purgeBatch is how many keys one batched transaction handles. Each token
@@ -26,7 +28,7 @@ type batchItem struct {
 // the batch's keys at once, so it can read what they point to in one
 // GetMany; committed, if not nil, learns the size of each batch that
 // committed. inBatches stops early when ctx ends.
-func (s *Store) inBatches(ctx context.Context, prefix string, o ScanOptions, fn func(w *writeTxn, batch []batchItem) error, committed func(n int)) error {
+func (s *Store) inBatches(ctx context.Context, prefix string, o kv.ScanOptions, fn func(w *writeTxn, batch []batchItem) error, committed func(n int)) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -44,7 +46,7 @@ func (s *Store) inBatches(ctx context.Context, prefix string, o ScanOptions, fn 
 				}
 				batch = append(batch, item)
 				if len(batch) == purgeBatch {
-					return ErrStopScan
+					return kv.ErrStopScan
 				}
 				return nil
 			})
@@ -106,7 +108,7 @@ func purgeTokens(w *writeTxn, user string, ids []string) error {
 // the name. No token can be added under the prefix meanwhile: the user is
 // gone and the name is reserved.
 func (s *Store) purgeUserTokens(ctx context.Context, name string) error {
-	err := s.inBatches(ctx, userTokensPrefix(name), ScanOptions{KeysOnly: true}, func(w *writeTxn, batch []batchItem) error {
+	err := s.inBatches(ctx, userTokensPrefix(name), kv.ScanOptions{KeysOnly: true}, func(w *writeTxn, batch []batchItem) error {
 		ids := make([]string, len(batch))
 		for i, b := range batch {
 			ids[i] = b.suffix
@@ -128,7 +130,7 @@ func (s *Store) purgeUserTokens(ctx context.Context, name string) error {
 // again.
 func (s *Store) finishDeletions(ctx context.Context) error {
 	var pending []string
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		pending = pending[:0]
 		return scanKeys(r, prefixDeletedUser, func(name string) error {
 			pending = append(pending, name)
@@ -166,7 +168,7 @@ func (s *Store) finishDeletions(ctx context.Context) error {
 // finds records whatever else is missing, where purgeUserTokens relies on
 // the ut/ keys.
 func (s *Store) purgeOrphanRecords(ctx context.Context, users map[string]bool) error {
-	return s.inBatches(ctx, prefixToken, ScanOptions{}, func(w *writeTxn, batch []batchItem) error {
+	return s.inBatches(ctx, prefixToken, kv.ScanOptions{}, func(w *writeTxn, batch []batchItem) error {
 		var recs []tokenRecord
 		for _, b := range batch {
 			if !users[string(recordUser(b.val))] {
@@ -183,8 +185,8 @@ func (s *Store) purgeOrphanRecords(ctx context.Context, users map[string]bool) e
 }
 
 // countKeys counts the keys under prefix without reading their values.
-func countKeys(r Reader, prefix string) (int, error) {
+func countKeys(r kv.Reader, prefix string) (int, error) {
 	n := 0
-	err := r.Scan(prefix, ScanOptions{KeysOnly: true}, func(_, _ []byte) error { n++; return nil })
+	err := r.Scan(prefix, kv.ScanOptions{KeysOnly: true}, func(_, _ []byte) error { n++; return nil })
 	return n, err
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 func TestEverythingSurvivesReopen(t *testing.T) {
@@ -225,7 +226,7 @@ func TestOpenSkipsOrphanTokensAndRefusesCorruptOnes(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s := db.open(t, NewFakeClock(t0))
 		orphanKey, orphan := SyntheticRecord("ghost", 1, t0, t0.Add(time.Hour))
-		rawUpdate(t, s, func(w Writer) error { return w.Set(orphanKey, orphan, 0) })
+		rawUpdate(t, s, func(w kv.Writer) error { return w.Set(orphanKey, orphan, 0) })
 		s.Close()
 
 		core, logs := observer.New(zapcore.WarnLevel)
@@ -236,13 +237,13 @@ func TestOpenSkipsOrphanTokensAndRefusesCorruptOnes(t *testing.T) {
 		if n := s.CountTokens(); n[Permanent] != 0 {
 			t.Fatalf("orphan token counted: %v", n)
 		}
-		rawView(t, s, func(r Reader) error {
+		rawView(t, s, func(r kv.Reader) error {
 			if _, found, err := r.Get(orphanKey); found || err != nil {
 				t.Fatalf("orphan record still stored after open (%v)", err)
 			}
 			return nil
 		})
-		rawUpdate(t, s, func(w Writer) error { return w.Set(TokenKey("tok_bad"), []byte{9, 9}, 0) })
+		rawUpdate(t, s, func(w kv.Writer) error { return w.Set(TokenKey("tok_bad"), []byte{9, 9}, 0) })
 		s.Close()
 		_, err := Open(context.Background(), db.backend(t, nil), Options{})
 		if err == nil || !strings.Contains(err.Error(), "corrupt token record") {

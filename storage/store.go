@@ -10,17 +10,21 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Errors the Store returns. They are wrapped with a message a person can
 // act on (errors.Is still matches); the admin API maps each to its HTTP
-// status. ErrUnavailable (backend.go) is the fifth: 503.
+// status.
 var (
-	ErrNotFound  = errors.New("not found")       // 404
-	ErrConflict  = errors.New("conflict")        // 409: exists already, duplicate name
-	ErrLastAdmin = errors.New("last admin")      // 409: the last admin cannot be deleted or demoted
-	ErrInvalid   = errors.New("invalid")         // 400: a value the store refuses
-	ErrBadLogin  = errors.New("bad credentials") // 401: unknown user, wrong password or disabled user
+	ErrUnavailable = kv.ErrUnavailable             // 503: the database cannot be reached; try again
+	ErrClosed      = kv.ErrClosed                  // every call after Close
+	ErrNotFound    = errors.New("not found")       // 404
+	ErrConflict    = errors.New("conflict")        // 409: exists already, duplicate name
+	ErrLastAdmin   = errors.New("last admin")      // 409: the last admin cannot be deleted or demoted
+	ErrInvalid     = errors.New("invalid")         // 400: a value the store refuses
+	ErrBadLogin    = errors.New("bad credentials") // 401: unknown user, wrong password or disabled user
 )
 
 // Store is users, tokens, settings, alert state and the audit log: the
@@ -47,7 +51,7 @@ type Store struct {
 	// maxStale.
 	stale atomic.Bool
 
-	db     Backend
+	db     kv.Backend
 	log    *zap.Logger
 	cost   int
 	flushN time.Duration
@@ -126,16 +130,12 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// ErrClosed is returned by calls after Close, by the Store and by its
-// backend.
-var ErrClosed = errors.New("storage: the store is closed")
-
 // Open builds the store over db: it subscribes to db's change feed (which
 // loads every token into memory), finishes any user deletion that was
 // interrupted, and starts the background work (last-use flushes, dropping
 // expired sessions from memory). The Store owns db from then on: Close
 // closes it, and so does a failed Open.
-func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
+func Open(ctx context.Context, db kv.Backend, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
 		db:       db,
@@ -149,7 +149,7 @@ func Open(ctx context.Context, db Backend, opts Options) (*Store, error) {
 	}
 	s.maxStale.Store(int64(opts.MaxStaleness))
 	s.idx.Store(newIndex(s.annotate))
-	_, s.shared = db.(CatchUpper)
+	_, s.shared = db.(kv.CatchUpper)
 	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
 		db.Close()
 		return nil, err
@@ -209,7 +209,7 @@ func (s *Store) background() {
 	defer close(s.done)
 	t := time.NewTicker(s.flushN)
 	defer t.Stop()
-	syncer, _ := s.db.(Syncer)
+	syncer, _ := s.db.(kv.Syncer)
 	var watch <-chan time.Time
 	if syncer != nil {
 		// max_staleness is at least a second (the Caddyfile checks it),
@@ -240,7 +240,7 @@ func (s *Store) SetMaxStaleness(d time.Duration) { s.maxStale.Store(int64(d)) }
 
 // checkStaleness sets stale when the backend has not synced for longer
 // than the max staleness, and clears it once it has (or there is none).
-func (s *Store) checkStaleness(syncer Syncer) {
+func (s *Store) checkStaleness(syncer kv.Syncer) {
 	maxStale := time.Duration(s.maxStale.Load())
 	age := time.Since(syncer.SyncStatus().LastSync)
 	if stale := maxStale > 0 && age > maxStale; s.stale.Swap(stale) != stale {
@@ -256,7 +256,7 @@ func (s *Store) checkStaleness(syncer Syncer) {
 // writeTxn is one mutation: the backend's transaction, its time and the
 // audit entries to write with it.
 type writeTxn struct {
-	Writer
+	kv.Writer
 	now   time.Time
 	audit []AuditEntry
 }
@@ -278,7 +278,7 @@ func (s *Store) update(ctx context.Context, fn func(w *writeTxn) error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return s.db.Update(ctx, func(tx Writer) error {
+	return s.db.Update(ctx, func(tx kv.Writer) error {
 		w := &writeTxn{Writer: tx, now: s.clock.Now()}
 		if err := fn(w); err != nil {
 			return err
@@ -288,7 +288,7 @@ func (s *Store) update(ctx context.Context, fn func(w *writeTxn) error) error {
 }
 
 // view runs fn in a read-only transaction.
-func (s *Store) view(ctx context.Context, fn func(r Reader) error) error {
+func (s *Store) view(ctx context.Context, fn func(r kv.Reader) error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -296,7 +296,7 @@ func (s *Store) view(ctx context.Context, fn func(r Reader) error) error {
 }
 
 // getValue reads a value and says what it was reading if that fails.
-func getValue(r Reader, key string) ([]byte, bool, error) {
+func getValue(r kv.Reader, key string) ([]byte, bool, error) {
 	val, found, err := r.Get(key)
 	if err != nil {
 		return nil, false, fmt.Errorf("storage: read %s: %w", keyKind(key), err)
@@ -304,26 +304,26 @@ func getValue(r Reader, key string) ([]byte, bool, error) {
 	return val, found, nil
 }
 
-func exists(r Reader, key string) (bool, error) {
+func exists(r kv.Reader, key string) (bool, error) {
 	_, found, err := getValue(r, key)
 	return found, err
 }
 
-func set(w Writer, key string, val []byte) error {
+func set(w kv.Writer, key string, val []byte) error {
 	if err := w.Set(key, val, 0); err != nil {
 		return fmt.Errorf("storage: write %s: %w", keyKind(key), err)
 	}
 	return nil
 }
 
-func setTTL(w Writer, key string, val []byte, ttl time.Duration) error {
+func setTTL(w kv.Writer, key string, val []byte, ttl time.Duration) error {
 	if err := w.Set(key, val, ttl); err != nil {
 		return fmt.Errorf("storage: write %s: %w", keyKind(key), err)
 	}
 	return nil
 }
 
-func del(w Writer, key string) error {
+func del(w kv.Writer, key string) error {
 	if err := w.Delete(key); err != nil {
 		return fmt.Errorf("storage: delete %s: %w", keyKind(key), err)
 	}
@@ -331,8 +331,8 @@ func del(w Writer, key string) error {
 }
 
 // scanKeys calls fn with the part after prefix of every key under prefix.
-func scanKeys(r Reader, prefix string, fn func(suffix string) error) error {
-	return r.Scan(prefix, ScanOptions{KeysOnly: true}, func(key, _ []byte) error {
+func scanKeys(r kv.Reader, prefix string, fn func(suffix string) error) error {
+	return r.Scan(prefix, kv.ScanOptions{KeysOnly: true}, func(key, _ []byte) error {
 		return fn(string(key[len(prefix):]))
 	})
 }
@@ -392,10 +392,10 @@ func CallerFrom(ctx context.Context) Actor {
 
 // SyncStatus reports how current this node is with a database that other
 // nodes share; ok is false for a database this node alone writes.
-func (s *Store) SyncStatus() (status SyncStatus, ok bool) {
-	syncer, ok := s.db.(Syncer)
+func (s *Store) SyncStatus() (status kv.SyncStatus, ok bool) {
+	syncer, ok := s.db.(kv.Syncer)
 	if !ok {
-		return SyncStatus{}, false
+		return kv.SyncStatus{}, false
 	}
 	return syncer.SyncStatus(), true
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // The login throttle slows password guessing without letting anyone lock
@@ -289,7 +291,7 @@ func endLogin(w *writeTxn, a LoginAttempt, outcome LoginOutcome) error {
 
 // readWindow returns the count at key, or a zero count if there is none
 // or its window has passed.
-func readWindow(r Reader, key string, now time.Time, window time.Duration) (windowCount, error) {
+func readWindow(r kv.Reader, key string, now time.Time, window time.Duration) (windowCount, error) {
 	var c windowCount
 	found, err := readThrottle(r, key, &c)
 	if err != nil || !found || !now.Before(c.Start.Add(window)) {
@@ -330,7 +332,7 @@ func uncount(w *writeTxn, key string, start, now time.Time, window time.Duration
 
 // readUserFailures returns the user's count, or zero once Window has
 // passed since the last failure.
-func readUserFailures(r Reader, user string, now time.Time, window time.Duration) (userFailures, error) {
+func readUserFailures(r kv.Reader, user string, now time.Time, window time.Duration) (userFailures, error) {
 	var uf userFailures
 	found, err := readThrottle(r, userFailKey(user), &uf)
 	if err != nil || !found || !now.Before(uf.Last.Add(window)) {
@@ -339,13 +341,13 @@ func readUserFailures(r Reader, user string, now time.Time, window time.Duration
 	return uf, nil
 }
 
-func isTrusted(r Reader, user, addr string, now time.Time, trustedFor time.Duration) (bool, error) {
+func isTrusted(r kv.Reader, user, addr string, now time.Time, trustedFor time.Duration) (bool, error) {
 	var tp trustedPair
 	found, err := readThrottle(r, trustedKey(user, addr), &tp)
 	return found && now.Before(tp.At.Add(trustedFor)), err
 }
 
-func readThrottle(r Reader, key string, v any) (bool, error) {
+func readThrottle(r kv.Reader, key string, v any) (bool, error) {
 	val, found, err := getValue(r, key)
 	if err != nil || !found {
 		return false, err

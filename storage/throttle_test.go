@@ -9,6 +9,7 @@ import (
 	"time"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // tryLogin begins an attempt and ends it with outcome at once if it was
@@ -227,8 +228,8 @@ func TestLoginThrottleKeys(t *testing.T) {
 		mustPass(t, s, "alice", longIP, LoginFailed)
 		mustPass(t, s, pasted, "192.0.2.1", LoginFailed)
 		var keys []string
-		rawView(t, s, func(r Reader) error {
-			return r.Scan("lt/", ScanOptions{KeysOnly: true}, func(k, _ []byte) error {
+		rawView(t, s, func(r kv.Reader) error {
+			return r.Scan("lt/", kv.ScanOptions{KeysOnly: true}, func(k, _ []byte) error {
 				keys = append(keys, string(k))
 				return nil
 			})

@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
@@ -87,7 +88,7 @@ func checkNewToken(ctx context.Context, t NewToken) (NewToken, error) {
 }
 
 // checkTokenOwner refuses tokens for missing or disabled users.
-func checkTokenOwner(r Reader, name string) error {
+func checkTokenOwner(r kv.Reader, name string) error {
 	u, err := getUser(r, name)
 	if err != nil {
 		return err
@@ -161,7 +162,7 @@ func (s *Store) insertToken(w *writeTxn, rec *tokenRecord, nameFree bool) error 
 // token's hash. Every write of t/<id> goes through here, so a permanent
 // token's copy under its expiry key (which ForEachPermanentToken reads
 // instead of t/<id>) never differs from it.
-func (s *Store) putTokenRecord(w Writer, rec *tokenRecord) error {
+func (s *Store) putTokenRecord(w kv.Writer, rec *tokenRecord) error {
 	val := rec.marshal()
 	if rec.Kind == Permanent {
 		if err := set(w, expiryKey(rec.ExpiresAt, rec.ID), val); err != nil {
@@ -177,7 +178,7 @@ func (s *Store) putTokenRecord(w Writer, rec *tokenRecord) error {
 
 // setForToken writes a key that belongs to token rec; a temporary token's
 // keys may be collected by the backend shortly after the token expires.
-func (s *Store) setForToken(w Writer, rec *tokenRecord, key string, val []byte) error {
+func (s *Store) setForToken(w kv.Writer, rec *tokenRecord, key string, val []byte) error {
 	if rec.Kind == Temporary {
 		return setTTL(w, key, val, s.ttlUntil(rec.ExpiresAt))
 	}
@@ -189,12 +190,12 @@ func (s *Store) setForToken(w Writer, rec *tokenRecord, key string, val []byte) 
 // it yet, and so does a token whose user was deleted and is only waiting
 // for the purge. It remembers which users exist, for lists.
 type liveTokens struct {
-	r     Reader
+	r     kv.Reader
 	now   time.Time
 	users map[string]bool
 }
 
-func newLiveTokens(r Reader, now time.Time) *liveTokens {
+func newLiveTokens(r kv.Reader, now time.Time) *liveTokens {
 	return &liveTokens{r: r, now: now, users: map[string]bool{}}
 }
 
@@ -246,7 +247,7 @@ func (l *liveTokens) knowUsers(recs []tokenRecord, found []bool) error {
 	return nil
 }
 
-func getToken(r Reader, id string) (tokenRecord, bool, error) {
+func getToken(r kv.Reader, id string) (tokenRecord, bool, error) {
 	if !plausibleTokenID(id) {
 		return tokenRecord{}, false, nil
 	}
@@ -283,14 +284,14 @@ func notUsersToken(user, id string) error {
 // deleteToken removes a token and everything keyed by its id, and
 // publishes the deletion with the token's hash, by which every node's
 // index finds it.
-func deleteToken(w Writer, rec tokenRecord) error {
+func deleteToken(w kv.Writer, rec tokenRecord) error {
 	return deleteTokens(w, []tokenRecord{rec})
 }
 
 // deleteTokens deletes tokens as deleteToken does, reading the name keys
 // of the permanent ones in one GetMany (a batch of a purge costs one read
 // on PostgreSQL, not one per token).
-func deleteTokens(w Writer, recs []tokenRecord) error {
+func deleteTokens(w kv.Writer, recs []tokenRecord) error {
 	var names []string
 	var owners []int // index in recs of each name key
 	for i, rec := range recs {
@@ -328,7 +329,7 @@ func deleteTokens(w Writer, recs []tokenRecord) error {
 // tokenViews turns records into the metadata callers see: the status at
 // now and the last use, the later of what this node saw (in memory) and
 // what any node flushed to storage.
-func (s *Store) tokenViews(r Reader, recs []tokenRecord, now time.Time) ([]Token, error) {
+func (s *Store) tokenViews(r kv.Reader, recs []tokenRecord, now time.Time) ([]Token, error) {
 	out := make([]Token, len(recs))
 	keys := make([]string, len(recs))
 	idx := s.idx.Load()
@@ -473,10 +474,10 @@ func rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
 // token; the lists have it). Returning an error from fn stops the walk and
 // returns that error.
 func (s *Store) ForEachPermanentToken(ctx context.Context, fn func(Token) error) error {
-	return s.view(ctx, func(r Reader) error {
+	return s.view(ctx, func(r kv.Reader) error {
 		now := s.clock.Now()
 		live := newLiveTokens(r, now)
-		return r.Scan(prefixExpiry, ScanOptions{}, func(key, val []byte) error {
+		return r.Scan(prefixExpiry, kv.ScanOptions{}, func(key, val []byte) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

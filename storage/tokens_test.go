@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
@@ -462,8 +463,8 @@ func checkExpiryCopies(t *testing.T, s *Store, when string) {
 	t.Helper()
 	records := map[string][]byte{}
 	copies := map[string][]byte{}
-	rawView(t, s, func(r Reader) error {
-		if err := r.Scan(PrefixToken, ScanOptions{}, func(_, val []byte) error {
+	rawView(t, s, func(r kv.Reader) error {
+		if err := r.Scan(PrefixToken, kv.ScanOptions{}, func(_, val []byte) error {
 			rec, _, err := DecodeTokenRecord(val)
 			if err == nil && rec.Kind == Permanent {
 				records[ExpiryKey(rec.ExpiresAt, rec.ID)] = bytes.Clone(val)
@@ -472,7 +473,7 @@ func checkExpiryCopies(t *testing.T, s *Store, when string) {
 		}); err != nil {
 			return err
 		}
-		return r.Scan(PrefixExpiry, ScanOptions{}, func(key, val []byte) error {
+		return r.Scan(PrefixExpiry, kv.ScanOptions{}, func(key, val []byte) error {
 			copies[string(key)] = bytes.Clone(val)
 			return nil
 		})

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 const (
@@ -148,7 +150,7 @@ func (s *Store) EnsureAdmin(ctx context.Context, u NewUser) (bool, error) {
 
 // putUser writes a user record and publishes the change, so every node's
 // index learns the user's admin and disabled flags.
-func putUser(w Writer, rec *userRecord) error {
+func putUser(w kv.Writer, rec *userRecord) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("storage: encode user: %w", err)
@@ -160,7 +162,7 @@ func putUser(w Writer, rec *userRecord) error {
 	return nil
 }
 
-func getUser(r Reader, name string) (userRecord, error) {
+func getUser(r kv.Reader, name string) (userRecord, error) {
 	if ValidateUsername(name) != nil { // cannot exist; also keeps huge input away from the backend's key limits
 		return userRecord{}, fmt.Errorf("%w: user %q does not exist", ErrNotFound, short(name))
 	}
@@ -179,9 +181,9 @@ func getUser(r Reader, name string) (userRecord, error) {
 }
 
 // enabledAdmins lists the usernames of admins who are not disabled.
-func enabledAdmins(r Reader) ([]string, error) {
+func enabledAdmins(r kv.Reader) ([]string, error) {
 	var names []string
-	err := r.Scan(prefixUser, ScanOptions{}, func(_, val []byte) error {
+	err := r.Scan(prefixUser, kv.ScanOptions{}, func(_, val []byte) error {
 		var u User
 		if err := json.Unmarshal(val, &u); err != nil {
 			return fmt.Errorf("storage: corrupt user record: %w", err)
@@ -197,7 +199,7 @@ func enabledAdmins(r Reader) ([]string, error) {
 // GetUser returns a user or ErrNotFound.
 func (s *Store) GetUser(ctx context.Context, name string) (User, error) {
 	var rec userRecord
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		var err error
 		rec, err = getUser(r, name)
 		return err
@@ -295,7 +297,7 @@ func (s *Store) UpdateUser(ctx context.Context, name string, p UserPatch) (User,
 // the sessions left expire with their session lifetime; a disabled user's
 // do not verify meanwhile.
 func (s *Store) endSessions(ctx context.Context, name, keep string) error {
-	return s.inBatches(ctx, userTokensPrefix(name), ScanOptions{KeysOnly: true}, func(w *writeTxn, batch []batchItem) error {
+	return s.inBatches(ctx, userTokensPrefix(name), kv.ScanOptions{KeysOnly: true}, func(w *writeTxn, batch []batchItem) error {
 		keys := make([]string, 0, len(batch))
 		for _, b := range batch {
 			if b.suffix != keep {
@@ -337,7 +339,7 @@ func applyPatch(rec *userRecord, p UserPatch, newHash []byte) []string {
 
 // checkNotLastAdmin refuses to take away the admin rights of name if no
 // other enabled admin would remain.
-func checkNotLastAdmin(r Reader, name, verb string) error {
+func checkNotLastAdmin(r kv.Reader, name, verb string) error {
 	admins, err := enabledAdmins(r)
 	if err != nil {
 		return err
@@ -412,7 +414,7 @@ func (s *Store) dummyBcrypt() []byte {
 func (s *Store) CheckPassword(ctx context.Context, name, password string) (User, error) {
 	var rec userRecord
 	found := false
-	err := s.view(ctx, func(r Reader) error {
+	err := s.view(ctx, func(r kv.Reader) error {
 		var err error
 		rec, err = getUser(r, name)
 		switch {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 func TestCreateAndGetUser(t *testing.T) {
@@ -124,7 +125,7 @@ func TestPasswordStoredAsBcrypt(t *testing.T) {
 		s, _ := newTestStore(t, db)
 		mustCreateUser(t, s, "alice", false)
 		var hash []byte
-		rawView(t, s, func(r Reader) error {
+		rawView(t, s, func(r kv.Reader) error {
 			val, _, err := r.Get(UserKey("alice"))
 			if err == nil {
 				_, hash, err = DecodeUserRecord(val)

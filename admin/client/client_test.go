@@ -25,7 +25,11 @@ import (
 func newServer(t *testing.T) (*client.Client, *storage.FakeClock) {
 	t.Helper()
 	clock := storage.NewFakeClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
-	store, err := badgerstore.OpenStore(t.TempDir(), storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	db, err := badgerstore.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := storage.Open(context.Background(), db, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
 )
 
@@ -48,10 +49,17 @@ func main() {
 }
 
 func open(dir string, postgres bool) (*storage.Store, error) {
+	var db kv.Backend
+	var err error
 	if postgres {
-		return pgstore.OpenStore(context.Background(), os.Getenv("API_TOKENS_DATABASE_URL"), pgstore.Options{}, storage.Options{})
+		db, err = pgstore.Open(context.Background(), os.Getenv("API_TOKENS_DATABASE_URL"), pgstore.Options{})
+	} else {
+		db, err = badgerstore.Open(dir, nil)
 	}
-	return badgerstore.OpenStore(dir, storage.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(context.Background(), db, storage.Options{})
 }
 
 func seed(s *storage.Store, n int, out string, spread bool) error {

@@ -9,10 +9,10 @@ import (
 	"io"
 	"os"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
-
-	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // Backup writes a consistent snapshot of the whole database to w while the
@@ -22,11 +22,11 @@ import (
 // like the database directory itself.
 func (b *Backend) Backup(w io.Writer) error {
 	if !b.life.TryRLock() {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	defer b.life.RUnlock()
 	if b.db.IsClosed() {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	if _, err := io.WriteString(w, backupMagic); err != nil {
 		return fmt.Errorf("storage: backup: %w", err)
@@ -174,4 +174,4 @@ func requireEmptyDir(dir string) error {
 	return nil
 }
 
-var _ storage.Backuper = (*Backend)(nil)
+var _ kv.Backuper = (*Backend)(nil)

@@ -16,7 +16,7 @@ import (
 // per input would allow a handful of inputs a minute). It must never panic
 // or allocate without bound; damaged input is an error.
 func FuzzRestore(f *testing.F) {
-	src, err := OpenStore(f.TempDir(), storage.Options{Clock: storage.NewFakeClock(t0)})
+	src, err := openStoreWith(f.TempDir(), storage.Options{Clock: storage.NewFakeClock(t0)})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -182,7 +182,7 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 // running store holds.
 func TestBackupDirOffline(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenStore(dir, storage.Options{Clock: storage.NewFakeClock(t0)})
+	s, err := openStoreWith(dir, storage.Options{Clock: storage.NewFakeClock(t0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,11 +20,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
-
-	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // lockFileName is our own advisory lock, taken before Badger opens, so a
@@ -35,7 +35,7 @@ const lockFileName = "api_tokens.lock"
 // across restarts.
 const keySeq = "m/audit_seq"
 
-// Backend is a storage.Backend on a Badger database in one directory.
+// Backend is a kv.Backend on a Badger database in one directory.
 type Backend struct {
 	db   *badger.DB
 	lock *os.File
@@ -48,7 +48,7 @@ type Backend struct {
 	mu     sync.Mutex
 	closed bool
 	seq    uint64 // last NextSeq; guarded by mu
-	sub    storage.Subscriber
+	sub    kv.Subscriber
 
 	// life lets Close wait for reads in flight: reads hold it shared,
 	// Close takes it exclusively before closing Badger.
@@ -78,19 +78,6 @@ func Open(dir string, log *zap.Logger) (*Backend, error) {
 		return nil, fmt.Errorf("cannot load storage directory %s: %w", dir, err)
 	}
 	return b, nil
-}
-
-// OpenStore opens the Badger database in dir and the Store over it.
-func OpenStore(dir string, opts storage.Options) (*storage.Store, error) {
-	b, err := Open(dir, opts.Logger)
-	if err != nil {
-		return nil, err
-	}
-	s, err := storage.Open(context.Background(), b, opts)
-	if err != nil {
-		return nil, fmt.Errorf("cannot load storage directory %s: %w", dir, err)
-	}
-	return s, nil
 }
 
 func (b *Backend) loadSeq() error {
@@ -177,35 +164,35 @@ func (b *Backend) Close() error {
 
 // Subscribe loads the whole database into sub. Later changes reach it from
 // Update, which is the only writer.
-func (b *Backend) Subscribe(ctx context.Context, sub storage.Subscriber) error {
+func (b *Backend) Subscribe(ctx context.Context, sub kv.Subscriber) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.sub = sub
-	return b.View(ctx, func(r storage.Reader) error { return sub.Reset(r, true) })
+	return b.View(ctx, func(r kv.Reader) error { return sub.Reset(r, true) })
 }
 
 // View runs fn in a read-only Badger transaction. It uses TryRLock because
 // the only writer of life is Close: a failed try means the store is
 // closing, and a plain RLock would deadlock a read nested in fn while
 // Close waits.
-func (b *Backend) View(_ context.Context, fn func(storage.Reader) error) error {
+func (b *Backend) View(_ context.Context, fn func(kv.Reader) error) error {
 	if !b.life.TryRLock() {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	defer b.life.RUnlock()
 	if b.db.IsClosed() {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	return b.db.View(func(txn *badger.Txn) error { return fn(reader{txn: txn, db: b.db}) })
 }
 
 // Update runs fn in a read-write transaction under the write lock,
 // commits it (fsync) and hands the published changes to the subscriber.
-func (b *Backend) Update(_ context.Context, fn func(storage.Writer) error) error {
+func (b *Backend) Update(_ context.Context, fn func(kv.Writer) error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	txn := b.db.NewTransaction(true)
 	defer txn.Discard()
@@ -234,7 +221,7 @@ func (b *Backend) Update(_ context.Context, fn func(storage.Writer) error) error
 	return nil
 }
 
-// reader is a storage.Reader over a Badger transaction.
+// reader is a kv.Reader over a Badger transaction.
 type reader struct {
 	txn *badger.Txn
 	db  *badger.DB
@@ -273,7 +260,7 @@ func (r reader) GetMany(keys []string, fn func(int, []byte) error) error {
 
 // Scan iterates the prefix. Several goroutines may scan one read-only
 // transaction at once (Subscribe's load does).
-func (r reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []byte) error) error {
+func (r reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) error) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Reverse = o.Reverse
 	opts.PrefetchValues = !o.KeysOnly
@@ -286,7 +273,7 @@ func (r reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []by
 	if o.From != "" {
 		start = []byte(o.From)
 	} else if o.Reverse {
-		start = []byte(storage.PrefixEnd(prefix))
+		start = []byte(kv.PrefixEnd(prefix))
 		if len(start) == 0 { // a prefix of 0xff bytes: start past every key
 			start = []byte("\xff\xff\xff\xff\xff\xff\xff\xff")
 		}
@@ -311,7 +298,7 @@ func (r reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []by
 		} else {
 			err = item.Value(func(val []byte) error { return fn(key, val) })
 		}
-		if errors.Is(err, storage.ErrStopScan) {
+		if errors.Is(err, kv.ErrStopScan) {
 			return nil
 		}
 		if err != nil {
@@ -341,7 +328,7 @@ func (r reader) CountHint(prefix string) int {
 	return int(min(n, 1<<26))
 }
 
-// writer is a storage.Writer over a read-write Badger transaction.
+// writer is a kv.Writer over a read-write Badger transaction.
 type writer struct {
 	reader
 	seq       uint64
@@ -358,17 +345,11 @@ func (w *writer) Set(key string, val []byte, ttl time.Duration) error {
 	if ttl > 0 {
 		e = e.WithTTL(ttl)
 	}
-	if err := w.txn.SetEntry(e); err != nil {
-		return fmt.Errorf("storage: write %s: %w", storage.KeyKind(key), err)
-	}
-	return nil
+	return w.txn.SetEntry(e)
 }
 
 func (w *writer) Delete(key string) error {
-	if err := w.txn.Delete([]byte(key)); err != nil {
-		return fmt.Errorf("storage: delete %s: %w", storage.KeyKind(key), err)
-	}
-	return nil
+	return w.txn.Delete([]byte(key))
 }
 
 func (w *writer) NextSeq() (uint64, error) {
@@ -382,9 +363,9 @@ func (w *writer) Publish(key string, hint []byte) {
 
 // changes reads the final value, in this transaction, of every published
 // key, once each, in the order they were first published.
-func (w *writer) changes() ([]storage.Change, error) {
+func (w *writer) changes() ([]kv.Change, error) {
 	seen := make(map[string]bool, len(w.published))
-	var out []storage.Change
+	var out []kv.Change
 	for _, p := range w.published {
 		if seen[p.key] {
 			continue
@@ -392,15 +373,15 @@ func (w *writer) changes() ([]storage.Change, error) {
 		seen[p.key] = true
 		val, found, err := w.Get(p.key)
 		if err != nil {
-			return nil, fmt.Errorf("storage: read %s: %w", storage.KeyKind(p.key), err)
+			return nil, fmt.Errorf("badger: read a published key: %w", err)
 		}
-		out = append(out, storage.Change{Key: p.key, Hint: p.hint, Value: val, Found: found})
+		out = append(out, kv.Change{Key: p.key, Hint: p.hint, Value: val, Found: found})
 	}
 	return out, nil
 }
 
 // Interface guards
 var (
-	_ storage.Backend = (*Backend)(nil)
-	_ storage.Writer  = (*writer)(nil)
+	_ kv.Backend = (*Backend)(nil)
+	_ kv.Writer  = (*writer)(nil)
 )

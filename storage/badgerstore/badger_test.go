@@ -49,7 +49,7 @@ func TestSyncWritesIsOn(t *testing.T) {
 // records everything, and checks Badger's chatter below WARN is dropped.
 func TestBadgerLogsOnlyWarnings(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
-	s, err := OpenStore(t.TempDir(), storage.Options{Logger: zap.New(core), PasswordCost: bcrypt.MinCost})
+	s, err := openStoreWith(t.TempDir(), storage.Options{Logger: zap.New(core), PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // and closes it when the test ends.
 func openStore(t testing.TB, dir string, clock storage.Clock) *storage.Store {
 	t.Helper()
-	s, err := OpenStore(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
+	s, err := openStoreWith(dir, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
 	if err != nil {
 		t.Fatalf("OpenStore: %v", err)
 	}
@@ -58,4 +58,14 @@ func allPages[T any](t testing.TB, page func(cursor string) ([]T, string, error)
 		}
 		cursor = next
 	}
+}
+
+// openStoreWith opens the rules over the Badger database in dir, as the
+// api_tokens app does.
+func openStoreWith(dir string, opts storage.Options) (*storage.Store, error) {
+	b, err := Open(dir, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(context.Background(), b, opts)
 }

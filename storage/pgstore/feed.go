@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
-
-	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // notifyChannel is the LISTEN/NOTIFY channel that wakes the nodes.
@@ -76,7 +76,7 @@ func (s snapshot) oldest() int64 {
 // (re)connect, so it subscribes first and then catches up.
 type feed struct {
 	b   *Backend
-	sub storage.Subscriber
+	sub kv.Subscriber
 
 	wake chan struct{}
 
@@ -99,7 +99,7 @@ type feed struct {
 
 // Subscribe starts the feed and returns once the subscriber has the
 // first snapshot.
-func (b *Backend) Subscribe(ctx context.Context, sub storage.Subscriber) error {
+func (b *Backend) Subscribe(ctx context.Context, sub kv.Subscriber) error {
 	f := &feed{b: b, sub: sub, wake: make(chan struct{}, 1), polled: make(chan struct{})}
 	b.feed = f
 	if err := f.poll(ctx); err != nil {
@@ -113,12 +113,12 @@ func (b *Backend) Subscribe(ctx context.Context, sub storage.Subscriber) error {
 }
 
 // SyncStatus reports how current this node is.
-func (b *Backend) SyncStatus() storage.SyncStatus {
+func (b *Backend) SyncStatus() kv.SyncStatus {
 	f := b.feed
 	if f == nil {
-		return storage.SyncStatus{}
+		return kv.SyncStatus{}
 	}
-	return storage.SyncStatus{
+	return kv.SyncStatus{
 		Connected:   f.connected.Load(),
 		LastSync:    time.Unix(0, f.lastSync.Load()),
 		Changes:     f.changes.Load(),
@@ -142,7 +142,7 @@ func (f *feed) kick() {
 // is no more stale than a node that read the change before the outage.
 // Every node, this one included, reads the change again from the log when
 // its feed reconnects.
-func (f *feed) applyOwn(ctx context.Context, xid int64, own func() []storage.Change) {
+func (f *feed) applyOwn(ctx context.Context, xid int64, own func() []kv.Change) {
 	ctx, cancel := f.b.withTimeout(ctx)
 	defer cancel()
 	if f.waitApplied(ctx, xid) || f.b.closed() {
@@ -203,7 +203,7 @@ func (b *Backend) awaitPoll(ctx context.Context, kick bool) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-b.stop:
-			return storage.ErrClosed
+			return kv.ErrClosed
 		}
 	}
 }
@@ -311,7 +311,7 @@ func (f *feed) reset(ctx context.Context, tx pgx.Tx, snap snapshot, prunedBelow 
 
 // read returns the changes committed between pos and the transaction's
 // snapshot, with each key's value in that snapshot.
-func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]storage.Change, error) {
+func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]kv.Change, error) {
 	inProgress := pos.inProgress
 	if inProgress == nil {
 		inProgress = []int64{}
@@ -323,7 +323,7 @@ func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]storage.Cha
 		return nil, err
 	}
 	index := map[string]int{}
-	var changes []storage.Change
+	var changes []kv.Change
 	var keys [][]byte
 	for rows.Next() {
 		var key, hint []byte
@@ -338,7 +338,7 @@ func (f *feed) read(ctx context.Context, tx pgx.Tx, pos snapshot) ([]storage.Cha
 			continue
 		}
 		index[string(key)] = len(changes)
-		changes = append(changes, storage.Change{Key: string(key), Hint: hint})
+		changes = append(changes, kv.Change{Key: string(key), Hint: hint})
 		keys = append(keys, key)
 	}
 	if err := rows.Err(); err != nil {

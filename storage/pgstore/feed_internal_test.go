@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
@@ -17,11 +19,11 @@ import (
 // can drive one node's polls by hand against a real database.
 type recorder struct {
 	resets  int
-	changes []storage.Change
+	changes []kv.Change
 }
 
-func (r *recorder) Reset(storage.Reader, bool) error { r.resets++; return nil }
-func (r *recorder) Apply(cs []storage.Change)        { r.changes = append(r.changes, cs...) }
+func (r *recorder) Reset(kv.Reader, bool) error { r.resets++; return nil }
+func (r *recorder) Apply(cs []kv.Change)        { r.changes = append(r.changes, cs...) }
 
 // manualFeed is a node's feed whose polls run only when the test says:
 // as if the node were disconnected in between.
@@ -60,7 +62,7 @@ func exec(t *testing.T, dsn string, sql string) {
 // wrote.
 func TestPrunedChangesMakeAReloadOnlyWhenMissed(t *testing.T) {
 	dsn := testtools.PostgresDatabase(t)
-	writer, err := OpenStore(context.Background(), dsn, Options{}, storage.Options{PasswordCost: bcrypt.MinCost})
+	writer, err := openStore(context.Background(), dsn, Options{}, storage.Options{PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,4 +158,14 @@ func TestMaintenanceKeepsUpWithManyExpiredRows(t *testing.T) {
 	if err := b.pool.QueryRow(context.Background(), `SELECT count(*) FROM api_tokens_kv WHERE key >= 'lt/' AND key < 'lt0'`).Scan(&left); err != nil || left != 1 {
 		t.Fatalf("%d rows left (%v); want only the live one", left, err)
 	}
+}
+
+// openStore opens the rules over the database in dsn, as the api_tokens
+// app does.
+func openStore(ctx context.Context, dsn string, opts Options, storeOpts storage.Options) (*storage.Store, error) {
+	b, err := Open(ctx, dsn, opts)
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(ctx, b, storeOpts)
 }

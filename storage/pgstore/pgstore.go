@@ -22,12 +22,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
-
-	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // Options tune the backend. Zero values get defaults.
@@ -40,7 +40,7 @@ type Options struct {
 	PollInterval time.Duration
 	// Timeout bounds each round trip to the database (each statement,
 	// not a whole transaction, so a long walk is not cut short), so a
-	// database that is down or hung gives storage.ErrUnavailable in
+	// database that is down or hung gives kv.ErrUnavailable in
 	// seconds instead of a hang. Default 5s.
 	Timeout time.Duration
 	// ChangeRetention is how long change rows are kept. A node that was
@@ -71,7 +71,7 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Backend is a storage.Backend on a PostgreSQL database shared by a fleet.
+// Backend is a kv.Backend on a PostgreSQL database shared by a fleet.
 type Backend struct {
 	pool *pgxpool.Pool
 	cfg  *pgxpool.Config
@@ -144,18 +144,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// OpenStore opens the database in dsn and the Store over it.
-func OpenStore(ctx context.Context, dsn string, opts Options, storeOpts storage.Options) (*storage.Store, error) {
-	if opts.Logger == nil {
-		opts.Logger = storeOpts.Logger
-	}
-	b, err := Open(ctx, dsn, opts)
-	if err != nil {
-		return nil, err
-	}
-	return storage.Open(ctx, b, storeOpts)
-}
-
 // tuneConnections makes a dead connection noticed in seconds: TCP
 // keepalives every few seconds, and a connect timeout, unless the dsn set
 // one.
@@ -185,7 +173,7 @@ func describe(c pgconn.Config) string {
 // unreachable words a failure to connect. pgx's connect errors name the
 // user and database and never the password.
 func (b *Backend) unreachable(err error) error {
-	return fmt.Errorf("%w: cannot connect to %s: %v", storage.ErrUnavailable, b.where, err)
+	return fmt.Errorf("%w: cannot connect to %s: %v", kv.ErrUnavailable, b.where, err)
 }
 
 // Close stops the change feed and closes every connection.
@@ -300,20 +288,20 @@ func (b *Backend) migrate(ctx context.Context) error {
 }
 
 // failed words an error of the database for a step, classified: an
-// unreachable database wraps storage.ErrUnavailable.
+// unreachable database wraps kv.ErrUnavailable.
 func (b *Backend) failed(step string, err error) error {
 	if b.closed() {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	if unavailable(err) {
-		return fmt.Errorf("%w: %s: %s: %v", storage.ErrUnavailable, b.where, step, err)
+		return fmt.Errorf("%w: %s: %s: %v", kv.ErrUnavailable, b.where, step, err)
 	}
 	return fmt.Errorf("%s: %s: %w", b.where, step, err)
 }
 
 // Interface guards
 var (
-	_ storage.Backend    = (*Backend)(nil)
-	_ storage.Syncer     = (*Backend)(nil)
-	_ storage.CatchUpper = (*Backend)(nil)
+	_ kv.Backend    = (*Backend)(nil)
+	_ kv.Syncer     = (*Backend)(nil)
+	_ kv.CatchUpper = (*Backend)(nil)
 )

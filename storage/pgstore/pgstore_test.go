@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
@@ -34,7 +36,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // node opens a store on dsn, as one Caddy of a fleet would.
 func node(t testing.TB, dsn string, clock storage.Clock) *storage.Store {
 	t.Helper()
-	s, err := pgstore.OpenStore(context.Background(), dsn, pgstore.Options{},
+	s, err := openStore(context.Background(), dsn, pgstore.Options{},
 		storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
 	if err != nil {
 		t.Fatalf("opening a node: %v", err)
@@ -210,7 +212,7 @@ func TestKilledConnectionsLoseNoChange(t *testing.T) {
 	for i, id := range ids {
 		if err := a.DeleteToken(ctx, "alice", id); err == nil {
 			deleted[i] = true
-		} else if !errors.Is(err, storage.ErrUnavailable) {
+		} else if !errors.Is(err, kv.ErrUnavailable) {
 			t.Fatalf("deleting during the kills: %v", err)
 		}
 	}
@@ -320,4 +322,14 @@ func TestCreatedTokenPassesAtOnceElsewhere(t *testing.T) {
 			t.Fatalf("token %d created on A verifies on B right after as %v", i, r)
 		}
 	}
+}
+
+// openStore opens the rules over the database in dsn, as the api_tokens
+// app does.
+func openStore(ctx context.Context, dsn string, opts pgstore.Options, storeOpts storage.Options) (*storage.Store, error) {
+	b, err := pgstore.Open(ctx, dsn, opts)
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(ctx, b, storeOpts)
 }

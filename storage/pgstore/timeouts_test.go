@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
@@ -19,7 +21,7 @@ import (
 // nodeWith opens a node with a short timeout per round trip.
 func nodeWith(t *testing.T, dsn string, timeout time.Duration) *storage.Store {
 	t.Helper()
-	s, err := pgstore.OpenStore(context.Background(), dsn, pgstore.Options{Timeout: timeout},
+	s, err := openStore(context.Background(), dsn, pgstore.Options{Timeout: timeout},
 		storage.Options{Clock: storage.NewFakeClock(t0), PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +99,7 @@ func TestTimeoutBoundsEachStatementNotTheTransaction(t *testing.T) {
 	}
 	start = time.Now()
 	_, err = s.GetUser(context.Background(), "alice")
-	if took := time.Since(start); !errors.Is(err, storage.ErrUnavailable) || took > 3*time.Second {
+	if took := time.Since(start); !errors.Is(err, kv.ErrUnavailable) || took > 3*time.Second {
 		t.Fatalf("a read behind a lock: %v after %v; want unavailable within about a second", err, took)
 	}
 }
@@ -182,7 +184,7 @@ func TestReloadTellsTheSettingsWatchers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var st storage.SyncStatus
+	var st kv.SyncStatus
 	for start := time.Now(); st.FullReloads == 0 || told.Load() == 0; st, _ = b.SyncStatus() {
 		if time.Since(start) > 10*time.Second {
 			t.Fatalf("B did not reload and tell its settings watchers within 10s: %+v, told %d times", st, told.Load())

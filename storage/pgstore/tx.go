@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
-
-	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // maxAttempts bounds how often Update runs a transaction that keeps
@@ -22,9 +22,9 @@ const maxAttempts = 10
 // trip has the backend's timeout, not the whole transaction: a walk over
 // a million tokens takes as long as it takes, a hung database fails it in
 // seconds.
-func (b *Backend) View(ctx context.Context, fn func(storage.Reader) error) error {
+func (b *Backend) View(ctx context.Context, fn func(kv.Reader) error) error {
 	if b.closed() {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	tx, err := b.begin(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -93,9 +93,9 @@ func dbErr(err error) error {
 // a conflict with another node's transaction, commits it, and waits until
 // the change feed has applied what it published. Each round trip has the
 // backend's timeout, as in View.
-func (b *Backend) Update(ctx context.Context, fn func(storage.Writer) error) error {
+func (b *Backend) Update(ctx context.Context, fn func(kv.Writer) error) error {
 	if b.closed() {
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	for attempt := 1; ; attempt++ {
 		xid, w, err := b.tryUpdate(ctx, fn)
@@ -109,7 +109,7 @@ func (b *Backend) Update(ctx context.Context, fn func(storage.Writer) error) err
 			return b.classify(ctx, "writing", err)
 		}
 		if attempt == maxAttempts {
-			return fmt.Errorf("%w: %s: the write kept conflicting with other writes %d times; try again", storage.ErrUnavailable, b.where, attempt)
+			return fmt.Errorf("%w: %s: the write kept conflicting with other writes %d times; try again", kv.ErrUnavailable, b.where, attempt)
 		}
 		backoff := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 7)))
 		select {
@@ -123,7 +123,7 @@ func (b *Backend) Update(ctx context.Context, fn func(storage.Writer) error) err
 // tryUpdate runs one attempt. It returns the transaction's id and its
 // writer, which holds what it published for the feed to apply before
 // Update returns.
-func (b *Backend) tryUpdate(ctx context.Context, fn func(storage.Writer) error) (xid int64, w *writer, err error) {
+func (b *Backend) tryUpdate(ctx context.Context, fn func(kv.Writer) error) (xid int64, w *writer, err error) {
 	tx, err := b.begin(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	if err != nil {
 		return 0, nil, dbErr(err)
@@ -165,7 +165,7 @@ func (b *Backend) commitOutcome(xid int64, err error) error {
 		switch {
 		case qerr != nil || status == nil || time.Now().After(deadline):
 			return fmt.Errorf("%w: %s: the connection broke during the commit and the database cannot tell yet whether the change was saved; check before retrying: %v",
-				storage.ErrUnavailable, b.where, err)
+				kv.ErrUnavailable, b.where, err)
 		case *status == "committed":
 			b.log.Warn("the connection broke during a commit that did commit", zap.Int64("xid", xid), zap.Error(err))
 			return nil
@@ -176,7 +176,7 @@ func (b *Backend) commitOutcome(xid int64, err error) error {
 	}
 }
 
-// reader is a storage.Reader over a transaction. Every read first sends
+// reader is a kv.Reader over a transaction. Every read first sends
 // the writes buffered before it (see writer), so a transaction reads its
 // own writes.
 type reader struct {
@@ -230,7 +230,7 @@ func (r *reader) GetMany(keys []string, fn func(int, []byte) error) error {
 		}
 		positions[k] = append(positions[k], i)
 	}
-	type kv struct {
+	type pair struct {
 		key string
 		val []byte
 	}
@@ -240,10 +240,10 @@ func (r *reader) GetMany(keys []string, fn func(int, []byte) error) error {
 		cancel()
 		return dbErr(err)
 	}
-	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (kv, error) {
+	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pair, error) {
 		var k, v []byte
 		err := row.Scan(&k, &v)
-		return kv{string(k), v}, err
+		return pair{string(k), v}, err
 	})
 	cancel()
 	if err != nil {
@@ -269,11 +269,11 @@ const (
 
 // Scan reads the range a page at a time, and calls fn for a page's rows
 // once the page is read, so fn may read from the transaction.
-func (r *reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []byte) error) error {
+func (r *reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) error) error {
 	if err := r.flush(); err != nil {
 		return err
 	}
-	lo, hi := []byte(prefix), []byte(storage.PrefixEnd(prefix))
+	lo, hi := []byte(prefix), []byte(kv.PrefixEnd(prefix))
 	switch {
 	case o.Reverse && o.From != "":
 		hi = append([]byte(o.From), 0) // From itself included
@@ -305,16 +305,16 @@ func (r *reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []b
 			query = `SELECT ` + cols + ` FROM api_tokens_kv WHERE key >= $1 ORDER BY key LIMIT $2`
 			args = []any{lo, page}
 		}
-		type kv struct{ key, val []byte }
+		type row struct{ key, val []byte }
 		ctx, cancel := r.stmt()
 		rows, err := r.tx.Query(ctx, query, args...)
 		if err != nil {
 			cancel()
 			return dbErr(err)
 		}
-		got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (kv, error) {
-			var e kv
-			err := row.Scan(&e.key, &e.val)
+		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var e row
+			err := r.Scan(&e.key, &e.val)
 			return e, err
 		})
 		cancel()
@@ -323,7 +323,7 @@ func (r *reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []b
 		}
 		for _, e := range got {
 			if err := fn(e.key, e.val); err != nil {
-				if errors.Is(err, storage.ErrStopScan) {
+				if errors.Is(err, kv.ErrStopScan) {
 					return nil
 				}
 				return err
@@ -342,7 +342,7 @@ func (r *reader) Scan(prefix string, o storage.ScanOptions, fn func(key, val []b
 	}
 }
 
-// writer is a storage.Writer over a serializable transaction. Writes are
+// writer is a kv.Writer over a serializable transaction. Writes are
 // buffered and sent before the next read or at commit, as at most one
 // INSERT and one DELETE (the last write of each key wins), so a
 // transaction of many writes costs one round trip for them.
@@ -385,11 +385,11 @@ func (w *writer) buffer(key string, pw pendingWrite) {
 // ownChanges is what the transaction published, as the feed would read it
 // right after the commit. A key published without being written is left
 // out: only the database knows its value.
-func (w *writer) ownChanges() []storage.Change {
-	changes := make([]storage.Change, 0, len(w.published))
+func (w *writer) ownChanges() []kv.Change {
+	changes := make([]kv.Change, 0, len(w.published))
 	for _, p := range w.published {
 		if val, wrote := w.written[p.key]; wrote {
-			changes = append(changes, storage.Change{Key: p.key, Hint: p.hint, Value: val, Found: val != nil})
+			changes = append(changes, kv.Change{Key: p.key, Hint: p.hint, Value: val, Found: val != nil})
 		}
 	}
 	return changes
@@ -514,6 +514,6 @@ func (w *writer) finish() (int64, error) {
 
 // Interface guards
 var (
-	_ storage.Reader = (*reader)(nil)
-	_ storage.Writer = (*writer)(nil)
+	_ kv.Reader = (*reader)(nil)
+	_ kv.Writer = (*writer)(nil)
 )

@@ -1,20 +1,25 @@
-package storage
+// Package kv is the contract between the rules of API tokens for Caddy
+// (package storage) and a database: ordered keys read, written and scanned
+// in serializable transactions, and a change feed that tells every node
+// what committed. The Badger backend (storage/badgerstore) is one
+// process's embedded database; the PostgreSQL backend (storage/pgstore) is
+// shared by a fleet of nodes. A backend imports this package alone, and
+// storage/storagetest is the suite that proves it keeps the contract.
+package kv
 
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
-// Backend is what the rules of this package need from a database, and all
-// they need: read, write and scan keys in a transaction, and a change feed.
-// The Badger backend (storage/badgerstore) is one process's embedded
-// database; the PostgreSQL backend (storage/pgstore) is shared by a fleet
-// of nodes. The conformance suite (storage/storagetest) runs every rule
-// against both.
+// Backend is what the rules need from a database, and all they need.
 //
-// Keys are byte strings whose layout the rules own (see keys.go); values
-// are opaque bytes. Scans return keys in byte order.
+// Keys are byte strings whose layout the rules own (storage/keys.go);
+// values are opaque bytes. Scans return keys in byte order. A backend that
+// needs bookkeeping of its own keeps it out of this keyspace: no Reader
+// ever returns it, so copying a database key by key never carries it.
 type Backend interface {
 	// View runs fn in a read-only transaction that sees one consistent
 	// snapshot of the data.
@@ -75,7 +80,7 @@ type ScanOptions struct {
 
 // ErrStopScan, returned by a scan callback, ends the scan early without
 // an error.
-var ErrStopScan = errors.New("storage: stop scan")
+var ErrStopScan = errors.New("kv: stop scan")
 
 // Writer is a read-write transaction.
 type Writer interface {
@@ -122,6 +127,9 @@ type Change struct {
 // succeed if retried later. The admin API answers it with 503.
 var ErrUnavailable = errors.New("the token database is unavailable")
 
+// ErrClosed is returned by every call after Close.
+var ErrClosed = errors.New("storage: the store is closed")
+
 // SyncStatus describes how current a node's view of a shared database
 // is. Backends that are the only writer of their data are always in sync.
 type SyncStatus struct {
@@ -140,4 +148,34 @@ type SyncStatus struct {
 // Syncer is implemented by backends shared by several nodes.
 type Syncer interface {
 	SyncStatus() SyncStatus
+}
+
+// CatchUpper is implemented by backends shared by several nodes: CatchUp
+// returns once the change feed has applied everything committed before
+// the call, reading the database at once for it; AwaitFeed does the same
+// without a read of its own, by waiting for the feed's next one.
+type CatchUpper interface {
+	CatchUp(ctx context.Context) error
+	AwaitFeed(ctx context.Context) error
+}
+
+// Backuper is implemented by backends that can write a consistent snapshot
+// of everything they hold while they keep serving (Badger). A PostgreSQL
+// database is backed up with PostgreSQL's own tools instead.
+type Backuper interface {
+	// Backup writes a full snapshot of the database to w.
+	Backup(w io.Writer) error
+}
+
+// PrefixEnd is the first key after every key with the given prefix, for
+// an ascending scan's To; "" if there is none (a prefix of 0xff bytes).
+func PrefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return ""
 }

@@ -12,15 +12,17 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"go.uber.org/zap"
 
-	"github.com/apitokens/caddy-api-tokens/admin/bearer"
+	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // Store is what the admin API needs from storage; *storage.Store has it.
 type Store interface {
-	Verify(secret string) (storage.Identity, storage.VerifyResult)
+	Verifier() *verifier.Verifier
 	CheckPassword(ctx context.Context, username, password string) (storage.User, error)
 	BeginLogin(ctx context.Context, username, ip string, p storage.LoginPolicy) (storage.LoginAttempt, time.Duration, error)
 	EndLogin(ctx context.Context, a storage.LoginAttempt, outcome storage.LoginOutcome) error
@@ -244,7 +246,7 @@ type (
 
 // caller is an authenticated request's who-and-from-where.
 type caller struct {
-	storage.Identity
+	verifier.Identity
 	ip string
 }
 
@@ -299,17 +301,17 @@ func (h *handler) authenticate(r *http.Request) (caller, error) {
 	secret, found := bearer.Parse(r.Header["Authorization"])
 	switch found {
 	case bearer.Missing:
-		return caller{}, unauthorized(bearer.ChallengeNoToken, bearer.Message(storage.ResultMissing))
+		return caller{}, unauthorized(bearer.ChallengeNoToken, bearer.Message(verifier.ResultMissing))
 	case bearer.Multiple:
 		return caller{}, unauthorized(bearer.ChallengeInvalidToken, bearer.MessageMultiple)
 	}
-	id, res := h.cfg.Store.Verify(secret)
-	if res == storage.ResultUnavailable {
+	id, res := h.cfg.Store.Verifier().Verify(secret, nil)
+	if res == verifier.ResultUnavailable {
 		e := newError(http.StatusServiceUnavailable, bearer.Message(res))
 		e.header = http.Header{"Retry-After": {bearer.RetryAfter}}
 		return caller{}, e
 	}
-	if res != storage.ResultOK {
+	if res != verifier.ResultOK {
 		return caller{}, unauthorized(bearer.Challenge(res), bearer.Message(res))
 	}
 	return caller{Identity: id, ip: h.cfg.ClientIP(r)}, nil

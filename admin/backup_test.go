@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
@@ -54,7 +56,7 @@ func TestBackupEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if id, res := s.Verify(secret); res != storage.ResultOK || id.TokenID != tok.ID {
+	if id, res := s.Verifier().Verify(secret, nil); res != verifier.ResultOK || id.TokenID != tok.ID {
 		t.Errorf("alice's token in the restored copy: %+v %v", id, res)
 	}
 	if v, err := s.GetSetting(context.Background(), storage.SettingNotificationDays); v != "14" || err != nil {

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/apitokens/caddy-api-tokens/admin/bearer"
+	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 

@@ -135,7 +135,7 @@ func BenchmarkAlertPass(b *testing.B) {
 	ctx := context.Background()
 
 	storeLive, _ := heapAfterGC()
-	sh, err := NewShared(ctx, st)
+	sh, err := NewShared(ctx, st.Alerting())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func BenchmarkScrape(b *testing.B) {
 			}
 			defer st.Close()
 			ctx := context.Background()
-			sh, err := NewShared(ctx, st)
+			sh, err := NewShared(ctx, st.Alerting())
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -36,7 +36,7 @@ func newFleetNode(t *testing.T, dsn string, clock storage.Clock, mailer *Mailer)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	sh, err := NewShared(ctx, st)
+	sh, err := NewShared(ctx, st.Alerting())
 	if err != nil {
 		t.Fatal(err)
 	}

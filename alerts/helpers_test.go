@@ -79,7 +79,7 @@ func (w *world) open() {
 		w.t.Fatal(err)
 	}
 	w.store = s
-	if w.shared, err = NewShared(w.ctx, s); err != nil {
+	if w.shared, err = NewShared(w.ctx, s.Alerting()); err != nil {
 		w.t.Fatal(err)
 	}
 }
@@ -148,7 +148,7 @@ func (w *world) at(tok storage.Token, beforeExpiry time.Duration) {
 
 func (w *world) notifiedDays(id string) int {
 	w.t.Helper()
-	states, err := w.store.GetAlertStates(w.ctx, []string{id})
+	states, err := w.store.Alerting().GetAlertStates(w.ctx, []string{id})
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ const (
 	errorWait = time.Minute
 )
 
-// Store is what the alert loop needs from storage; *storage.Store has it.
+// Store is what the alert loop needs from storage; storage.Alerting has it.
 type Store interface {
 	ForEachPermanentToken(ctx context.Context, fn func(storage.Token) error) error
 	GetSetting(ctx context.Context, key string) (string, error)

@@ -428,7 +428,7 @@ func (a *App) Store() *storage.Store { return a.shared.store }
 
 // verifier returns what the gateway asks on every request: the store's
 // in-memory token check, nothing more.
-func (a *App) verifier() tokenVerifier { return a.shared.store }
+func (a *App) verifier() tokenVerifier { return a.shared.store.Verifier() }
 
 // Clock returns the clock shared by the store and the admin API.
 func (a *App) Clock() storage.Clock { return a.shared.clock }

@@ -46,15 +46,15 @@ func FuzzAuthorizationHeader(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	p, err := NewTestProvider(store, false, false)
+	p, err := NewTestProvider(store.Verifier(), false, false)
 	if err != nil {
 		f.Fatal(err)
 	}
-	direct, err := NewTestHandler(store, AuthHandler{})
+	direct, err := NewTestHandler(store.Verifier(), AuthHandler{})
 	if err != nil {
 		f.Fatal(err)
 	}
-	viaErrors, err := NewTestHandler(store, AuthHandler{UseHandleErrors: true})
+	viaErrors, err := NewTestHandler(store.Verifier(), AuthHandler{UseHandleErrors: true})
 	if err != nil {
 		f.Fatal(err)
 	}

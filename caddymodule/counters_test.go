@@ -3,7 +3,7 @@ package caddymodule
 import (
 	"testing"
 
-	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // BenchmarkDecisionCount is the cost of counting a decision with every
@@ -13,7 +13,7 @@ func BenchmarkDecisionCount(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			c.count(storage.ResultOK)
+			c.count(verifier.ResultOK)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // SetStoreOptions makes every database opened from now on use opts, so an
@@ -25,6 +26,7 @@ func NewTestProvider(store tokenVerifier, requireAdmin, keepAuthorization bool) 
 		RequireAdmin:      requireAdmin,
 		KeepAuthorization: keepAuthorization,
 		verifier:          store,
+		policy:            verifier.Policy{Admin: requireAdmin},
 		counts:            counts,
 	}, nil
 }
@@ -38,10 +40,7 @@ func NewTestHandler(store tokenVerifier, cfg AuthHandler) (*AuthHandler, error) 
 		return nil, err
 	}
 	cfg.verifier = store
+	cfg.policy = verifier.Policy{Admin: cfg.RequireAdmin}
 	cfg.counts = counts
 	return &cfg, nil
 }
-
-// AnnotateIdentity is the Options.Annotate the module opens its stores
-// with, for tests that open their own.
-var AnnotateIdentity = annotateIdentity

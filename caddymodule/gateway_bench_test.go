@@ -42,7 +42,7 @@ func BenchmarkGateway(b *testing.B) {
 
 // openBenchStore opens a store on a new database of the backend.
 func openBenchStore(b *testing.B, backend string) *storage.Store {
-	opts := storage.Options{PasswordCost: bcrypt.MinCost, Annotate: caddymodule.AnnotateIdentity}
+	opts := storage.Options{PasswordCost: bcrypt.MinCost}
 	var store *storage.Store
 	var db kv.Backend
 	var err error
@@ -94,7 +94,7 @@ func benchmarkGateway(b *testing.B, store *storage.Store) {
 		{"garbage_use_handle_errors", caddymodule.AuthHandler{UseHandleErrors: true}, []string{"Bearer caddy_pat_this-is-not-a-token"}, 0, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			h, err := caddymodule.NewTestHandler(store, bc.cfg)
+			h, err := caddymodule.NewTestHandler(store.Verifier(), bc.cfg)
 			if err != nil {
 				b.Fatal(err)
 			}

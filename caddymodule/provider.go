@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 
-	"github.com/apitokens/caddy-api-tokens/admin/bearer"
-	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 )
 
 func init() {
@@ -53,6 +54,7 @@ type TokenAuth struct {
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
 	verifier tokenVerifier
+	policy   verifier.Policy
 	counts   *decisionCounters
 }
 
@@ -76,6 +78,7 @@ func (p *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_token provider: registering metrics: %v", err)
 	}
 	p.verifier = app.verifier()
+	p.policy = verifier.Policy{Admin: p.RequireAdmin}
 	p.counts = counts
 	return nil
 }
@@ -102,28 +105,28 @@ func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddya
 		setChallenge(w.Header(), rf)
 		return caddyauth.User{}, false, nil
 	}
-	id, res := p.verifier.Verify(secret)
-	if res == storage.ResultUnavailable {
+	id, res := p.verifier.Verify(secret, &p.policy)
+	switch res {
+	case verifier.ResultOK:
+	case verifier.ResultUnavailable:
 		// Like the 403 below: caddyauth could only answer 401, which
 		// would tell the client its token is bad.
 		p.counts.count(res)
 		writeRefusal(w, &refusals[res])
 		return caddyauth.User{}, false, nil
-	}
-	if res != storage.ResultOK {
+	case verifier.ResultForbidden:
+		p.counts.count(res)
+		writeRefusal(w, &refusals[res])
+		// The user goes back as a candidate, so {http.auth.candidate.*}
+		// tell the logs who was refused.
+		return caddyauth.User{ID: id.Username, Metadata: identities.of(id).metadata}, false, nil
+	default:
 		rf := &refusals[res]
 		p.counts.count(rf.result)
 		setChallenge(w.Header(), rf)
 		return caddyauth.User{}, false, nil
 	}
-	if p.RequireAdmin && !id.Admin {
-		p.counts.count(storage.ResultForbidden)
-		writeRefusal(w, &refusals[storage.ResultForbidden])
-		// The user goes back as a candidate, so {http.auth.candidate.*}
-		// tell the logs who was refused.
-		return caddyauth.User{ID: id.Username, Metadata: id.Metadata}, false, nil
-	}
-	p.counts.count(storage.ResultOK)
+	p.counts.count(verifier.ResultOK)
 	if !p.KeepAuthorization {
 		delete(r.Header, headerAuthorization)
 	}

@@ -38,7 +38,7 @@ func BenchmarkProvider(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	store, err := storage.Open(context.Background(), db, storage.Options{PasswordCost: bcrypt.MinCost, Annotate: caddymodule.AnnotateIdentity})
+	store, err := storage.Open(context.Background(), db, storage.Options{PasswordCost: bcrypt.MinCost})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func BenchmarkProvider(b *testing.B) {
 		{"missing", "", false, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			p, err := caddymodule.NewTestProvider(store, false, bc.keep)
+			p, err := caddymodule.NewTestProvider(store.Verifier(), false, bc.keep)
 			if err != nil {
 				b.Fatal(err)
 			}

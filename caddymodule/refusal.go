@@ -6,20 +6,21 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/apitokens/caddy-api-tokens/admin/bearer"
-	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
+	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 )
 
 // refusal is everything the gateway answers to one kind of refused
 // request, prepared once: a refusal then costs no formatting, no
 // encoding and no allocation.
 type refusal struct {
-	result    storage.VerifyResult // counted as this in api_tokens_auth_requests_total
-	status    int                  // 401, 403 for require_admin, 503 for a node too stale to judge
-	challenge string               // WWW-Authenticate; none on a 403 (the token is valid, asking for another would be wrong) or a 503
-	retry     string               // Retry-After, on a 503
-	body      []byte               // the direct answer, {"error":"…"} like the admin API's errors
-	err       error                // the Caddy error's message with use_handle_errors ({err.message})
+	result    verifier.Result // counted as this in api_tokens_auth_requests_total
+	status    int             // 401, 403 for require_admin, 503 for a node too stale to judge
+	challenge string          // WWW-Authenticate; none on a 403 (the token is valid, asking for another would be wrong) or a 503
+	retry     string          // Retry-After, on a 503
+	body      []byte          // the direct answer, {"error":"…"} like the admin API's errors
+	err       error           // the Caddy error's message with use_handle_errors ({err.message})
 }
 
 // messageForbidden is the 403's message.
@@ -27,15 +28,15 @@ const messageForbidden = "this route requires an administrator's API token"
 
 var (
 	// refusals holds the answer to each refused verification result,
-	// indexed by storage.VerifyResult; ResultOK's entry is unused.
+	// indexed by verifier.Result; ResultOK's entry is unused.
 	refusals = func() []refusal {
-		all := storage.AllVerifyResults()
+		all := verifier.AllResults()
 		rs := make([]refusal, len(all))
 		for _, res := range all {
 			switch res {
-			case storage.ResultForbidden:
+			case verifier.ResultForbidden:
 				rs[res] = newRefusal(res, http.StatusForbidden, "", messageForbidden)
-			case storage.ResultUnavailable:
+			case verifier.ResultUnavailable:
 				rs[res] = newRefusal(res, http.StatusServiceUnavailable, "", bearer.Message(res))
 				rs[res].retry = bearer.RetryAfter
 			default:
@@ -46,10 +47,10 @@ var (
 	}()
 	// refusalMultiple answers a request with more than one Authorization
 	// header: counted as malformed, with its own message.
-	refusalMultiple = newRefusal(storage.ResultMalformed, http.StatusUnauthorized, bearer.ChallengeInvalidToken, bearer.MessageMultiple)
+	refusalMultiple = newRefusal(verifier.ResultMalformed, http.StatusUnauthorized, bearer.ChallengeInvalidToken, bearer.MessageMultiple)
 )
 
-func newRefusal(res storage.VerifyResult, status int, challenge, msg string) refusal {
+func newRefusal(res verifier.Result, status int, challenge, msg string) refusal {
 	body, err := json.Marshal(struct {
 		Error string `json:"error"`
 	}{msg})
@@ -64,7 +65,7 @@ func refusalFor(found bearer.Result) *refusal {
 	if found == bearer.Multiple {
 		return &refusalMultiple
 	}
-	return &refusals[storage.ResultMissing]
+	return &refusals[verifier.ResultMissing]
 }
 
 // Canonical header keys, so indexing the header map needs no

@@ -45,7 +45,7 @@ func loadShared(db tokenDatabase, opts storage.Options, logger *zap.Logger) (*sh
 			return nil, fmt.Errorf("opening the token database (%s): %w", db.describe(), err)
 		}
 		logDatabase(logger, db)
-		shared, err := alerts.NewShared(context.Background(), store)
+		shared, err := alerts.NewShared(context.Background(), store.Alerting())
 		if err != nil {
 			store.Close()
 			return nil, fmt.Errorf("opening the token database (%s): %w", db.describe(), err)
@@ -75,6 +75,5 @@ func currentStoreOptions() storage.Options {
 	if opts.Clock == nil {
 		opts.Clock = storage.SystemClock{}
 	}
-	opts.Annotate = annotateIdentity
 	return opts
 }

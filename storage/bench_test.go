@@ -65,7 +65,7 @@ func BenchmarkOpen1M(b *testing.B) {
 			s := db.open(b, clock)
 			cpu += cpuSeconds() - cpuBefore
 			b.StopTimer()
-			if got := s.CountTokens()[Permanent]; got != n {
+			if got := s.Alerting().CountTokens()[Permanent]; got != n {
 				b.Fatalf("loaded %d tokens; want %d", got, n)
 			}
 			s.Close()
@@ -130,7 +130,7 @@ func BenchmarkForEachPermanentToken(b *testing.B) {
 				for b.Loop() {
 					n := 0
 					var last time.Time
-					err := s.ForEachPermanentToken(ctx, func(t Token) error {
+					err := s.Alerting().ForEachPermanentToken(ctx, func(t Token) error {
 						if t.ExpiresAt.Before(last) {
 							return fmt.Errorf("token %s out of order", t.ID)
 						}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -28,7 +30,7 @@ func TestCreateTokensIsAllOrNothing(t *testing.T) {
 		}
 		for i, secret := range secrets {
 			id, r := s.Verify(secret)
-			if r != ResultOK || id.TokenID != metas[i].ID {
+			if r != verifier.ResultOK || id.TokenID != metas[i].ID {
 				t.Fatalf("token %d: Verify = %v, %q; want ok, %q", i, r, id.TokenID, metas[i].ID)
 			}
 		}
@@ -45,7 +47,7 @@ func TestCreateTokensIsAllOrNothing(t *testing.T) {
 		if err != nil || len(list) != 50 {
 			t.Fatalf("after a failed batch the user has %d tokens (%v), want 50", len(list), err)
 		}
-		if got := s.CountTokens()[Permanent]; got != 50 {
+		if got := s.Alerting().CountTokens()[Permanent]; got != 50 {
 			t.Fatalf("CountTokens = %d, want 50", got)
 		}
 		// Every owner in a batch is checked, not only the first.
@@ -57,7 +59,7 @@ func TestCreateTokensIsAllOrNothing(t *testing.T) {
 		if _, _, err := s.CreateTokens(ctx, mixed); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("batch with a missing owner: err = %v, want ErrNotFound", err)
 		}
-		if got := s.CountTokens()[Permanent]; got != 50 {
+		if got := s.Alerting().CountTokens()[Permanent]; got != 50 {
 			t.Fatalf("after a batch with a missing owner CountTokens = %d, want 50", got)
 		}
 		if _, _, err := s.CreateTokens(ctx, make([]NewToken, MaxBatch+1)); !errors.Is(err, ErrInvalid) {
@@ -87,7 +89,7 @@ func TestCreateTokensNamesUnnamedTemporaryTokensLogin(t *testing.T) {
 		if got, err := s.GetToken(ctx, metas[0].ID); err != nil || got.Name != "login" {
 			t.Fatalf("stored token: %+v, %v; want name login", got, err)
 		}
-		if _, r := s.Verify(secrets[0]); r != ResultOK {
+		if _, r := s.Verify(secrets[0]); r != verifier.ResultOK {
 			t.Fatalf("Verify = %v", r)
 		}
 		// A permanent token still needs a name.

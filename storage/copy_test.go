@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -41,7 +43,7 @@ func fillForCopy(t *testing.T, s *Store, clock *FakeClock) copyWorld {
 	if _, err := s.PutSetting(ctx, SettingNotificationEmails, "ops@example.com"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutAlertStates(context.Background(), alertLease(t, s), map[string]AlertState{tk.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
+	if err := s.Alerting().PutAlertStates(context.Background(), alertLease(t, s), map[string]AlertState{tk.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Minute)
@@ -59,8 +61,8 @@ func checkCopy(t *testing.T, s *Store, w copyWorld, when string) {
 	ctx := context.Background()
 	for _, c := range []struct {
 		secret string
-		want   VerifyResult
-	}{{w.perm, ResultOK}, {w.session, ResultOK}, {w.rotatedOld, ResultOK}, {w.rotatedNew, ResultOK}} {
+		want   verifier.Result
+	}{{w.perm, verifier.ResultOK}, {w.session, verifier.ResultOK}, {w.rotatedOld, verifier.ResultOK}, {w.rotatedNew, verifier.ResultOK}} {
 		if _, r := s.Verify(c.secret); r != c.want {
 			t.Errorf("%s: a token verifies as %v, want %v", when, r, c.want)
 		}
@@ -83,7 +85,7 @@ func checkCopy(t *testing.T, s *Store, w copyWorld, when string) {
 	if err != nil || len(audit) != len(w.audit) || audit[0] != w.audit[0] || audit[len(audit)-1] != w.audit[len(w.audit)-1] {
 		t.Errorf("%s: audit has %d entries (%v), want the %d of the source", when, len(audit), err, len(w.audit))
 	}
-	if n := s.CountTokens(); n[Permanent] != 3 || n[Temporary] != 1 {
+	if n := s.Alerting().CountTokens(); n[Permanent] != 3 || n[Temporary] != 1 {
 		t.Errorf("%s: tokens %v; want 3 permanent and the live session", when, n)
 	}
 	// Names are still unique: the copied name index holds.

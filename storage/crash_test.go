@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -58,7 +60,7 @@ func TestMutationsSurviveKill9(t *testing.T) {
 		if _, err := s.CheckPassword(ctx, "alice", "pw-alice"); err != nil {
 			t.Fatalf("user lost after kill -9: %v", err)
 		}
-		if id, r := s.Verify(secret); r != ResultOK || id.TokenID != tokenID {
+		if id, r := s.Verify(secret); r != verifier.ResultOK || id.TokenID != tokenID {
 			t.Fatalf("token lost after kill -9: %+v, %v", id, r)
 		}
 		if v, err := s.GetSetting(ctx, SettingNotificationDays); err != nil || v != "14" {

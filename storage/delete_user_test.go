@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -39,14 +41,14 @@ func TestDeleteUserWithManyTokens(t *testing.T) {
 			t.Fatalf("DeleteUser with %d tokens: %v", n, err)
 		}
 		for _, i := range []int{0, n / 2, n - 1} {
-			if _, r := s.Verify(secrets[i]); r != ResultUnknown {
+			if _, r := s.Verify(secrets[i]); r != verifier.ResultUnknown {
 				t.Fatalf("token %d of the deleted user verifies as %v", i, r)
 			}
 		}
-		if _, r := s.Verify(keep); r != ResultOK {
+		if _, r := s.Verify(keep); r != verifier.ResultOK {
 			t.Fatalf("another user's token verifies as %v", r)
 		}
-		if c := s.CountTokens(); c[Permanent] != 1 {
+		if c := s.Alerting().CountTokens(); c[Permanent] != 1 {
 			t.Fatalf("CountTokens = %v; want only the other user's token", c)
 		}
 		a, err := s.ListAudit(ctx, 1)
@@ -101,7 +103,7 @@ func countKeysWith(t *testing.T, s *Store, user string) int {
 // name cannot be taken again until the purge is done.
 func TestDeleteUserTokensStopBeforeThePurge(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		smallBatches(t)
+		smallBatches(db)
 		s, clock := newTestStore(t, db)
 		ctx := ctxAs("root")
 		mustCreateUser(t, s, "alice", false)
@@ -109,9 +111,10 @@ func TestDeleteUserTokensStopBeforeThePurge(t *testing.T) {
 		expired, _, _ := mustToken(t, s, "alice", "old", Permanent, clock.Now().Add(time.Minute))
 		tmp, tm, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
 		clock.Advance(2 * time.Minute)
-		// In use: answered from the hot table, which must see the delete too.
-		if _, r := s.Verify(perm); r != ResultOK || !s.IsHot(perm) {
-			t.Fatalf("before the delete: %v, hot %v; want ok, from the hot table", r, s.IsHot(perm))
+		// In use, so the verifier answers it from its hot table, which must
+		// see the delete too.
+		if _, r := s.Verify(perm); r != verifier.ResultOK {
+			t.Fatalf("before the delete: %v; want ok", r)
 		}
 
 		batches := 0
@@ -121,7 +124,7 @@ func TestDeleteUserTokensStopBeforeThePurge(t *testing.T) {
 				return
 			}
 			for _, sec := range []string{perm, expired, tmp} {
-				if _, r := s.Verify(sec); r != ResultUnknown {
+				if _, r := s.Verify(sec); r != verifier.ResultUnknown {
 					t.Errorf("during the purge a token of the deleted user verifies as %v; want unknown", r)
 				}
 			}
@@ -135,7 +138,7 @@ func TestDeleteUserTokensStopBeforeThePurge(t *testing.T) {
 				t.Errorf("during the purge ListTokens = %+v, %v; want none", all, err)
 			}
 			walked := 0
-			if err := s.ForEachPermanentToken(ctx, func(Token) error { walked++; return nil }); err != nil || walked != 0 {
+			if err := s.Alerting().ForEachPermanentToken(ctx, func(Token) error { walked++; return nil }); err != nil || walked != 0 {
 				t.Errorf("during the purge the walk saw %d tokens (%v); want none", walked, err)
 			}
 			if _, err := s.GetUser(ctx, "alice"); !errors.Is(err, ErrNotFound) {
@@ -177,7 +180,7 @@ func TestInterruptedUserDeleteDoesNotResurrectTokens(t *testing.T) {
 
 func testInterruptedUserDelete(t *testing.T, tombstone bool) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		smallBatches(t)
+		smallBatches(db)
 		clock := NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
@@ -185,7 +188,7 @@ func testInterruptedUserDelete(t *testing.T, tombstone bool) {
 		mustCreateUser(t, s, "bob", false)
 		perm, pm, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
 		tmp, _, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
-		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
+		if err := s.Alerting().PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
 			t.Fatal(err)
 		}
 		bobs, _, _ := mustToken(t, s, "bob", "ci", Permanent, clock.Now().Add(time.Hour))
@@ -206,7 +209,7 @@ func testInterruptedUserDelete(t *testing.T, tombstone bool) {
 		check := func(s *Store, when string) {
 			t.Helper()
 			for _, sec := range []string{perm, tmp} {
-				if _, r := s.Verify(sec); r != ResultUnknown {
+				if _, r := s.Verify(sec); r != verifier.ResultUnknown {
 					t.Fatalf("%s: an old token of the re-created user verifies as %v", when, r)
 				}
 			}
@@ -224,7 +227,7 @@ func testInterruptedUserDelete(t *testing.T, tombstone bool) {
 			if _, found, _ := s.GetAlertState(ctx, pm.ID); found {
 				t.Fatalf("%s: an old token's alert state is left", when)
 			}
-			if _, r := s.Verify(bobs); r != ResultOK {
+			if _, r := s.Verify(bobs); r != verifier.ResultOK {
 				t.Fatalf("%s: another user's token verifies as %v", when, r)
 			}
 		}

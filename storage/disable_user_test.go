@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -38,18 +40,18 @@ func TestDisableUserWithManySessions(t *testing.T) {
 			t.Fatalf("disabling a user with %d sessions: %v", n, err)
 		}
 		for _, i := range []int{0, n / 2, n - 1} {
-			if _, r := s.Verify(sessions[i]); r != ResultUnknown {
+			if _, r := s.Verify(sessions[i]); r != verifier.ResultUnknown {
 				t.Fatalf("session %d verifies as %v after disabling; want it ended (unknown)", i, r)
 			}
 		}
-		if _, r := s.Verify(perm); r != ResultDisabled {
+		if _, r := s.Verify(perm); r != verifier.ResultDisabled {
 			t.Fatalf("the permanent token verifies as %v; want disabled", r)
 		}
 		list, err := s.ListUserTokens(ctx, "flood")
 		if err != nil || len(list) != 1 || list[0].Kind != Permanent {
 			t.Fatalf("after disabling, the user lists %d tokens (%v); want only the permanent one", len(list), err)
 		}
-		if c := s.CountTokens(); c[Temporary] != 0 {
+		if c := s.Alerting().CountTokens(); c[Temporary] != 0 {
 			t.Fatalf("CountTokens = %v; want no live sessions", c)
 		}
 		a, err := s.ListAudit(ctx, 1)
@@ -61,10 +63,10 @@ func TestDisableUserWithManySessions(t *testing.T) {
 		if _, err := s.UpdateUser(ctx, "flood", UserPatch{Disabled: &enabled}); err != nil {
 			t.Fatal(err)
 		}
-		if _, r := s.Verify(perm); r != ResultOK {
+		if _, r := s.Verify(perm); r != verifier.ResultOK {
 			t.Fatalf("after enabling, the permanent token verifies as %v", r)
 		}
-		if _, r := s.Verify(sessions[0]); r != ResultUnknown {
+		if _, r := s.Verify(sessions[0]); r != verifier.ResultUnknown {
 			t.Fatalf("after enabling, an old session verifies as %v; sessions must stay ended", r)
 		}
 	})
@@ -84,7 +86,7 @@ func TestPasswordChangeEndsOtherSessions(t *testing.T) {
 		if _, err := s.UpdateUser(ctx, "alice", UserPatch{Password: &password, KeepSession: kept.ID}); err != nil {
 			t.Fatal(err)
 		}
-		for secret, want := range map[string]VerifyResult{keep: ResultOK, other: ResultUnknown, perm: ResultOK} {
+		for secret, want := range map[string]verifier.Result{keep: verifier.ResultOK, other: verifier.ResultUnknown, perm: verifier.ResultOK} {
 			if _, r := s.Verify(secret); r != want {
 				t.Errorf("after the password change a %s token verifies as %v; want %v", secret[:10], r, want)
 			}
@@ -98,10 +100,10 @@ func TestPasswordChangeEndsOtherSessions(t *testing.T) {
 		if _, err := s.UpdateUser(ctxAs("root"), "alice", UserPatch{Password: &password}); err != nil {
 			t.Fatal(err)
 		}
-		if _, r := s.Verify(keep); r != ResultUnknown {
+		if _, r := s.Verify(keep); r != verifier.ResultUnknown {
 			t.Fatalf("after a reset the remaining session verifies as %v", r)
 		}
-		if _, r := s.Verify(perm); r != ResultOK {
+		if _, r := s.Verify(perm); r != verifier.ResultOK {
 			t.Fatalf("after a reset the permanent token verifies as %v", r)
 		}
 	})

@@ -10,18 +10,11 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // Hooks and key names for the external tests (package storage_test), which
 // cannot import this package's internals otherwise.
-
-// SetPurgeBatch sets how many keys a batched purge handles per
-// transaction and returns a function that restores the old value.
-func SetPurgeBatch(n int) (restore func()) {
-	old := purgeBatch
-	purgeBatch = n
-	return func() { purgeBatch = old }
-}
 
 // SetPurgeHook makes fn run before each batch of a batched purge.
 func (s *Store) SetPurgeHook(fn func()) { s.purgeHook = fn }
@@ -62,59 +55,14 @@ func DecodeUserRecord(b []byte) (User, []byte, error) {
 // MaxBatch is the largest batch CreateTokens takes.
 const MaxBatch = maxBatch
 
-// PurgeBatch is how many keys a batched purge handles per transaction.
-func PurgeBatch() int { return purgeBatch }
-
-// InIndex reports whether the token with this secret is in the in-memory
-// index.
-func (s *Store) InIndex(sec string) bool {
-	_, found := s.idx.Load().lookup(secret.HashOf(sec))
-	return found
-}
-
-// SlotOf returns the index slot of the token with this secret.
-func (s *Store) SlotOf(sec string) (uint32, bool) {
-	return s.idx.Load().lookup(secret.HashOf(sec))
+// Verify verifies presented for a route that asks nothing more of a
+// token, as the admin API does for its callers.
+func (s *Store) Verify(presented string) (verifier.Identity, verifier.Result) {
+	return s.tokens.Verify(presented, nil)
 }
 
 // FlushLastUsed writes the batched last uses now.
 func (s *Store) FlushLastUsed() { s.flushLastUsed(context.Background()) }
-
-// CachedIdentities counts the identities the index holds.
-func (s *Store) CachedIdentities() int {
-	idx := s.idx.Load()
-	n := 0
-	for i := range idx.shards {
-		sh := &idx.shards[i]
-		sh.mu.RLock()
-		n += len(sh.identities)
-		sh.mu.RUnlock()
-	}
-	return n
-}
-
-// PruneIdentities drops the identities idle at now.
-func (s *Store) PruneIdentities(now time.Time) { s.idx.Load().pruneIdentities(now) }
-
-// IdentityIdle is how long an unused identity is kept.
-const IdentityIdle = identityIdle
-
-// UserNumber returns the index's number for a user name.
-func (s *Store) UserNumber(name string) (uint32, bool) {
-	idx := s.idx.Load()
-	idx.writeMu.Lock()
-	defer idx.writeMu.Unlock()
-	st := idx.users.byName[name]
-	if st == nil {
-		return 0, false
-	}
-	return st.num, true
-}
-
-// UserNumberDeleted reports whether a user number points at a deleted user.
-func (s *Store) UserNumberDeleted(num uint32) bool {
-	return s.idx.Load().users.at(num).flags.Load()&flagDeleted != 0
-}
 
 // SyntheticRecord is a permanent token record of user with a filler hash
 // that is no secret's, and the key it is stored under.
@@ -129,22 +77,6 @@ func SyntheticRecord(user string, i int, created, expires time.Time) (key string
 		CreatedAt: created, CreatedBy: "bench", ExpiresAt: expires,
 	}}
 	return tokenKey(rec.ID), rec.marshal()
-}
-
-// IsHot reports whether Verify would answer secret from the hot table now,
-// without the index's lock.
-func (s *Store) IsHot(sec string) bool {
-	e := s.idx.Load().hot.find(sec)
-	if e == nil {
-		return false
-	}
-	_, ok := e.verify(s.clock.Now().UnixNano())
-	return ok
-}
-
-// HoldsSecret reports whether the hot table holds secret at all.
-func (s *Store) HoldsSecret(sec string) bool {
-	return len(sec) == secret.Len && s.idx.Load().hot.find(sec) != nil
 }
 
 // Reads that only tests need, over the paged API and the same rules.
@@ -206,7 +138,7 @@ func (s *Store) GetToken(ctx context.Context, id string) (Token, error) {
 
 // GetAlertState returns what the alert loop stored for a token.
 func (s *Store) GetAlertState(ctx context.Context, tokenID string) (AlertState, bool, error) {
-	states, err := s.GetAlertStates(ctx, []string{tokenID})
+	states, err := s.Alerting().GetAlertStates(ctx, []string{tokenID})
 	st, found := states[tokenID]
 	return st, found, err
 }

@@ -40,6 +40,9 @@ type testDB struct {
 	Kind string `json:"kind"`
 	Dir  string `json:"dir,omitempty"` // badger
 	DSN  string `json:"dsn,omitempty"` // postgres
+	// batchSize is the Options.BatchSize of the stores opened; 0: the
+	// default.
+	batchSize int
 }
 
 // forEachBackend runs fn as a subtest per backend, each with a database of
@@ -83,7 +86,7 @@ func (db *testDB) backend(t testing.TB, log *zap.Logger) kv.Backend {
 // that only Close flushes, and closes it when the test ends.
 func (db *testDB) open(t testing.TB, clock Clock) *Store {
 	t.Helper()
-	return db.openWith(t, Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
+	return db.openWith(t, Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour, BatchSize: db.batchSize})
 }
 
 func (db *testDB) openWith(t testing.TB, opts Options) *Store {
@@ -137,11 +140,9 @@ func wantErr(t testing.TB, err, target error, mentions string) {
 
 func ptr[T any](v T) *T { return &v }
 
-// smallBatches makes every batched purge and upgrade handle one key per
-// transaction for the rest of the test, so a few tokens take several.
-func smallBatches(t *testing.T) {
-	t.Cleanup(SetPurgeBatch(1))
-}
+// smallBatches makes the stores opened on db from now on handle one key
+// per batched transaction, so a few tokens take several.
+func smallBatches(db *testDB) { db.batchSize = 1 }
 
 // rawView reads the store's backend directly, for tests that check what
 // is stored rather than what the rules answer.
@@ -201,7 +202,7 @@ func storedLastUse(t testing.TB, s *Store, id string) int64 {
 // before it writes alert states.
 func alertLease(t testing.TB, s *Store) Lease {
 	t.Helper()
-	l, ok, err := s.AcquireLease(context.Background(), "alerts", "test", time.Hour)
+	l, ok, err := s.Alerting().AcquireLease(context.Background(), "alerts", "test", time.Hour)
 	if err != nil || !ok {
 		t.Fatalf("AcquireLease = %+v, %v, %v", l, ok, err)
 	}

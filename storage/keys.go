@@ -5,34 +5,45 @@ import (
 	"time"
 )
 
-// Key layout. Every query is a point read or a prefix scan, on every
-// backend:
+// The key namespace: every key the rules write, in one table, with the
+// file whose rules own it. Every query is a point read or a prefix scan,
+// on every backend. A backend keeps its own bookkeeping outside this
+// namespace (kv.Backend), so a copy from one database to another carries
+// exactly these keys.
 //
-//	u/<username>               user record (JSON, with the bcrypt hash)
-//	ud/<username>              empty: a deleted user whose tokens are still being purged;
-//	                           the name cannot be taken again meanwhile
-//	t/<token id>               token record (binary, see record.go; holds the SHA-256 of the secret)
-//	ut/<username>/<token id>   empty: the tokens of a user
-//	un/<username>/<name>       token id: the unique name of a permanent token
-//	e/<expiry ns BE>/<id>      permanent tokens in expiry order; the value is a copy of
-//	                           t/<id>, kept equal by putTokenRecord, so the alert loop's walk
-//	                           reads sequentially
+//	key                        value                                                owner
+//	u/<username>               user record (JSON, with the bcrypt hash)             users.go
+//	ud/<username>              empty: a deleted user whose tokens are still being   users.go, purge.go
+//	                           purged; the name cannot be taken again meanwhile
+//	t/<token id>               token record (binary, record.go; holds the SHA-256   tokens.go
+//	                           of the secret)
+//	ut/<username>/<token id>   empty: the tokens of a user                          tokens.go
+//	un/<username>/<name>       token id: the unique name of a permanent token       tokens.go
+//	e/<expiry ns BE>/<id>      a copy of t/<id> of a permanent token, kept equal     tokens.go
+//	                           by putTokenRecord, so the alert loop's walk in
+//	                           expiry order reads sequentially
 //	cp/<username>\x00<created ns BE><id>
-//	                           empty: permanent tokens by user, creation time and id, so the
-//	                           lists page through them in that order (see paging.go)
+//	                           empty: permanent tokens by user, creation time and   paging.go
+//	                           id, the order the lists page in
 //	ct/<username>\x00<created ns BE><id>
-//	                           empty: temporary tokens the same way
-//	et/<expiry ns BE>/<id>     empty: temporary tokens in expiry order, as e/ for permanent ones
-//	lu/<token id>              last use, unix nanoseconds big-endian (batched)
-//	as/<token id>              alert state (JSON)
-//	s/<key>                    setting value, normalized
-//	a/<time ns BE><seq BE>     audit entry (JSON), so a reverse scan is newest first
-//	m/lease/<name>             a lease (JSON, see lease.go)
-//	lt/p/<username>/<address>  login throttle: failures of one address for one user (JSON, TTL)
-//	lt/a/<address>             login throttle: failures from one address, any username (JSON, TTL)
-//	lt/u/<username>            login throttle: failures for one user from untrusted addresses,
-//	                           and when the last one was (JSON, TTL)
-//	lt/t/<username>/<address>  login throttle: when this address last logged in as this user (JSON, TTL)
+//	                           empty: temporary tokens the same way                 paging.go
+//	et/<expiry ns BE>/<id>     empty: temporary tokens in expiry order              paging.go
+//	lu/<token id>              last use, unix nanoseconds big-endian (batched)      lastuse.go
+//	as/<token id>              alert state (JSON)                                   alertstate.go
+//	s/<key>                    setting value, normalized                            settings.go
+//	a/<time ns BE><seq BE>     audit entry (JSON); a reverse scan is newest first   audit.go
+//	m/alert_view               the last alert pass's results (the alerts package's  alertstate.go
+//	                           encoding)
+//	m/lease/<name>             a lease (JSON)                                       lease.go
+//	lt/p/<username>/<address>  login throttle: failures of one address for one      throttle.go
+//	                           user (JSON, TTL)
+//	lt/a/<address>             login throttle: failures from one address, any       throttle.go
+//	                           username (JSON, TTL)
+//	lt/u/<username>            login throttle: failures for one user from           throttle.go
+//	                           untrusted addresses, and the last one's time (JSON,
+//	                           TTL)
+//	lt/t/<username>/<address>  login throttle: when this address last logged in     throttle.go
+//	                           as this user (JSON, TTL)
 //
 // Usernames cannot contain "/", so "ut/<user>/", "un/<user>/",
 // "lt/p/<user>/" and "lt/t/<user>/" never overlap between users. In cp/
@@ -40,13 +51,14 @@ import (
 // character a username may hold, so the keys sort by username exactly as
 // strings do ("a" before "a-b") and then by time. An address in a key is
 // the client IP as given, or a hash if it is long (see throttleAddr). The
-// login throttle's keys (throttle.go) are written with a TTL, so a flood
-// of random usernames and addresses frees itself. Temporary tokens (t/,
-// ut/, ct/, et/, lu/) are written with a TTL so the backend may collect
-// them; their expiry is still decided by the Clock.
+// login throttle's keys are written with a TTL, so a flood of random
+// usernames and addresses frees itself. Temporary tokens (t/, ut/, ct/,
+// et/, lu/) are written with a TTL so the backend may collect them; their
+// expiry is still decided by the Clock.
 //
-// Changes to u/, t/ and s/ keys are published on the change feed, which is
-// how every node's in-memory index learns of them.
+// Changes to u/, t/, s/ and m/alert_view are published on the change
+// feed, which is how every node's verifier, settings watchers and alert
+// view learn of them (subscriber.go).
 const (
 	prefixUser        = "u/"
 	prefixDeletedUser = "ud/"
@@ -61,6 +73,8 @@ const (
 	prefixAlert       = "as/"
 	prefixSetting     = "s/"
 	prefixAudit       = "a/"
+	keyAlertView      = "m/alert_view"
+	prefixLease       = "m/lease/"
 
 	prefixThrottlePair  = "lt/p/"
 	prefixThrottleAddr  = "lt/a/"
@@ -106,6 +120,10 @@ func listKeys(rec *tokenRecord) []string {
 func lastUsedKey(id string) string { return prefixLastUsed + id }
 func alertKey(id string) string    { return prefixAlert + id }
 func settingKey(k string) string   { return prefixSetting + k }
+func leaseKey(name string) string  { return prefixLease + name }
+func auditKey(at time.Time, seq uint64) string {
+	return prefixAudit + be64(at.UnixNano()) + be64(int64(seq))
+}
 
 // keyKind names what a key holds for error messages, without its content.
 func keyKind(key string) string {
@@ -116,11 +134,11 @@ func keyKind(key string) string {
 		{prefixLastUsed, "last use"}, {prefixAlert, "alert state"}, {prefixSetting, "setting"},
 		{prefixAudit, "audit log"}, {prefixThrottlePair, "login throttle (user and address)"},
 		{prefixThrottleAddr, "login throttle (address)"}, {prefixThrottleUser, "login throttle (user)"},
-		{prefixThrottleTrust, "login throttle (trusted address)"},
+		{prefixThrottleTrust, "login throttle (trusted address)"}, {keyAlertView, "alert view"}, {prefixLease, "lease"},
 	} {
 		if len(key) >= len(p.prefix) && key[:len(p.prefix)] == p.prefix {
 			return p.name
 		}
 	}
-	return "metadata"
+	return "unknown key"
 }

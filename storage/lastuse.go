@@ -7,57 +7,25 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // flushChunk bounds the last-use updates written per transaction.
 const flushChunk = 1000
 
-// lastUse is one token's use to flush.
-type lastUse struct {
-	id   string
-	kind byte
-	at   int64 // unix nanoseconds
-	exp  int64 // the token's expiry, for a temporary token's TTL
-}
-
-// flushLastUsed writes the batched last-use times, a chunk per
-// transaction. Several nodes may flush the same token, so each write keeps
-// the later of the stored time and this node's. A token deleted meanwhile
-// is skipped, so no orphan lu/ key is left behind.
+// flushLastUsed writes the last uses the verifier saw, a chunk per
+// transaction; what could not be written is kept for the next flush.
 func (s *Store) flushLastUsed(ctx context.Context) {
-	idx := s.idx.Load()
-	dirty := idx.takeDirty()
-	for len(dirty) > 0 {
-		n := min(len(dirty), flushChunk)
-		uses := idx.collectUses(dirty[:n])
-		if err := s.writeLastUses(ctx, uses); err != nil {
-			s.log.Warn("could not save last-used times; will retry", zap.Int("tokens", len(dirty)), zap.Error(err))
-			idx.requeue(dirty)
-			return
-		}
-		dirty = dirty[n:]
+	if err := s.tokens.FlushUses(flushChunk, func(uses []verifier.Use) error { return s.writeLastUses(ctx, uses) }); err != nil {
+		s.log.Warn("could not save last-used times; will retry", zap.Error(err))
 	}
 }
 
-// collectUses reads the uses of the slots in refs that still hold the
-// token they were queued for. It holds writeMu, so no slot is refilled
-// with another token while it reads.
-func (idx *index) collectUses(refs []slotRef) []lastUse {
-	idx.writeMu.Lock()
-	defer idx.writeMu.Unlock()
-	uses := make([]lastUse, 0, len(refs))
-	for _, r := range refs {
-		e := idx.slots.at(r.slot)
-		if e.gen.Load() != r.gen {
-			continue // deleted; the slot may hold another token now
-		}
-		e.dirty.Store(false) // before reading, so a later use re-queues it
-		uses = append(uses, lastUse{id: e.tokenID(), kind: e.kind, at: e.lastUsed.Load(), exp: e.expires})
-	}
-	return uses
-}
-
-func (s *Store) writeLastUses(ctx context.Context, uses []lastUse) error {
+// writeLastUses writes one chunk. Several nodes may flush the same token,
+// so each write keeps the later of the stored time and this node's. A
+// token deleted meanwhile is skipped, so no orphan lu/ key is left behind.
+func (s *Store) writeLastUses(ctx context.Context, uses []verifier.Use) error {
 	if len(uses) == 0 {
 		return nil
 	}
@@ -65,7 +33,7 @@ func (s *Store) writeLastUses(ctx context.Context, uses []lastUse) error {
 		tokenKeys := make([]string, len(uses))
 		useKeys := make([]string, len(uses))
 		for i, u := range uses {
-			tokenKeys[i], useKeys[i] = tokenKey(u.id), lastUsedKey(u.id)
+			tokenKeys[i], useKeys[i] = tokenKey(u.TokenID), lastUsedKey(u.TokenID)
 		}
 		live := make([]bool, len(uses))
 		if err := w.GetMany(tokenKeys, func(i int, _ []byte) error { live[i] = true; return nil }); err != nil {
@@ -81,14 +49,14 @@ func (s *Store) writeLastUses(ctx context.Context, uses []lastUse) error {
 			return fmt.Errorf("storage: read last use: %w", err)
 		}
 		for i, u := range uses {
-			if !live[i] || stored[i] >= u.at {
+			if !live[i] || stored[i] >= u.At.UnixNano() {
 				continue
 			}
 			var v [8]byte
-			binary.BigEndian.PutUint64(v[:], uint64(u.at))
+			binary.BigEndian.PutUint64(v[:], uint64(u.At.UnixNano()))
 			var ttl time.Duration
-			if u.kind == kindByteTemporary {
-				ttl = s.ttlUntil(nanosTime(u.exp))
+			if u.Kind == Temporary {
+				ttl = s.ttlUntil(u.ExpiresAt)
 			}
 			if err := setTTL(w, useKeys[i], v[:], ttl); err != nil {
 				return err

@@ -33,15 +33,13 @@ type Lease struct {
 // held by the writer.
 var ErrLeaseLost = errors.New("storage: the lease is held by another node")
 
-func leaseKey(name string) string { return "m/lease/" + name }
-
 // AcquireLease takes the named lease for holder for ttl, or renews it if
 // holder has it. It reports false, with the current lease, when another
 // holder has it and it has not expired.
-func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, bool, error) {
+func (a Alerting) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, bool, error) {
 	var got Lease
 	var ok bool
-	err := s.update(ctx, func(w *writeTxn) error {
+	err := a.s.update(ctx, func(w *writeTxn) error {
 		cur, found, err := readLease(w, name)
 		if err != nil {
 			return err
@@ -65,8 +63,8 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 // so the next holder's epoch is still higher; and it is left without a
 // holder, so it is free whatever the next node's clock says (one behind
 // the releaser's would otherwise see it running on).
-func (s *Store) ReleaseLease(ctx context.Context, l Lease) error {
-	return s.update(ctx, func(w *writeTxn) error {
+func (a Alerting) ReleaseLease(ctx context.Context, l Lease) error {
+	return a.s.update(ctx, func(w *writeTxn) error {
 		cur, found, err := readLease(w, l.Name)
 		if err != nil || !found || cur.Holder != l.Holder || cur.Epoch != l.Epoch {
 			return err

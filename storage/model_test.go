@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -45,7 +47,7 @@ func TestIndexAgreesWithDisk(t *testing.T) {
 			return "tok_none", user
 		}
 		succeeded := map[int]int{}
-		seen := map[VerifyResult]int{}
+		seen := map[verifier.Result]int{}
 		for step := range 300 {
 			user := users[1+rng.IntN(len(users)-1)]
 			var err error
@@ -113,7 +115,7 @@ func TestIndexAgreesWithDisk(t *testing.T) {
 				t.Fatalf("operation %d succeeded only %d times; the walk proves little", op, succeeded[op])
 			}
 		}
-		for _, r := range []VerifyResult{ResultOK, ResultUnknown, ResultExpired, ResultRevoked, ResultDisabled} {
+		for _, r := range []verifier.Result{verifier.ResultOK, verifier.ResultUnknown, verifier.ResultExpired, verifier.ResultRevoked, verifier.ResultDisabled} {
 			if seen[r] == 0 {
 				t.Fatalf("the walk never saw Verify answer %v", r)
 			}
@@ -124,15 +126,15 @@ func TestIndexAgreesWithDisk(t *testing.T) {
 	})
 }
 
-func checkIndexAgainstDisk(t *testing.T, s *Store, secrets map[string]string, when string) (seen map[VerifyResult]int) {
+func checkIndexAgainstDisk(t *testing.T, s *Store, secrets map[string]string, when string) (seen map[verifier.Result]int) {
 	t.Helper()
 	ctx := context.Background()
 	now := s.Clock().Now()
-	seen = map[VerifyResult]int{}
+	seen = map[verifier.Result]int{}
 	for sec, id := range secrets {
 		got, r := s.Verify(sec)
 		seen[r]++
-		want := ResultUnknown
+		want := verifier.ResultUnknown
 		var admin bool
 		if tk, err := s.GetToken(ctx, id); err == nil {
 			u, err := s.GetUser(ctx, tk.User)
@@ -142,23 +144,23 @@ func checkIndexAgainstDisk(t *testing.T, s *Store, secrets map[string]string, wh
 			admin = u.Admin
 			switch {
 			case tk.StatusAt(now) == StatusRevoked:
-				want = ResultRevoked
+				want = verifier.ResultRevoked
 			case tk.StatusAt(now) == StatusExpired:
-				want = ResultExpired
+				want = verifier.ResultExpired
 			case u.Disabled:
-				want = ResultDisabled
+				want = verifier.ResultDisabled
 			default:
-				want = ResultOK
+				want = verifier.ResultOK
 			}
 		} else if !errors.Is(err, ErrNotFound) {
 			t.Fatal(err)
 		}
-		if r == ResultExpired && want == ResultUnknown {
+		if r == verifier.ResultExpired && want == verifier.ResultUnknown {
 			// A temporary token past its expiry is gone from the disk's
 			// point of view; memory may still call it expired until swept.
 			continue
 		}
-		if r != want || (r == ResultOK && (got.TokenID != id || got.Admin != admin)) {
+		if r != want || (r == verifier.ResultOK && (got.TokenID != id || got.Admin != admin)) {
 			t.Fatalf("%s: Verify(token %s) = %v %+v; disk says %v (admin %v)", when, id, r, got, want, admin)
 		}
 	}
@@ -172,7 +174,7 @@ func checkIndexAgainstDisk(t *testing.T, s *Store, secrets map[string]string, wh
 			active[tk.Kind]++
 		}
 	}
-	if n := s.CountTokens(); n[Permanent] != active[Permanent] || n[Temporary] != active[Temporary] {
+	if n := s.Alerting().CountTokens(); n[Permanent] != active[Permanent] || n[Temporary] != active[Temporary] {
 		t.Fatalf("%s: CountTokens = %v; listing has %v active", when, n, active)
 	}
 	checkExpiryCopies(t, s, when)

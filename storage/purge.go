@@ -8,13 +8,6 @@ import (
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
-// purgeBatch is how many keys one batched transaction handles. Each token
-// purged costs up to six key deletions, so a batch stays far below
-// Badger's transaction size limit (which deleting a user in one
-// transaction hit at about 25k tokens) and holds no lock for long. It is
-// a variable so tests can make a handful of tokens span several batches.
-var purgeBatch = 1000
-
 // batchItem is one key a batch visits: its part after the prefix, and its
 // value unless the scan was KeysOnly.
 type batchItem struct {
@@ -22,8 +15,8 @@ type batchItem struct {
 	val    []byte
 }
 
-// inBatches calls fn with the keys under prefix (up to o.To), purgeBatch
-// keys per transaction. Each batch resumes after the last key of the one
+// inBatches calls fn with the keys under prefix (up to o.To),
+// Options.BatchSize keys per transaction. Each batch resumes after the last key of the one
 // before, so it never steps over what earlier batches deleted. fn gets
 // the batch's keys at once, so it can read what they point to in one
 // GetMany; committed, if not nil, learns the size of each batch that
@@ -45,7 +38,7 @@ func (s *Store) inBatches(ctx context.Context, prefix string, o kv.ScanOptions, 
 					item.val = append([]byte(nil), val...)
 				}
 				batch = append(batch, item)
-				if len(batch) == purgeBatch {
+				if len(batch) == s.batch {
 					return kv.ErrStopScan
 				}
 				return nil
@@ -58,7 +51,7 @@ func (s *Store) inBatches(ctx context.Context, prefix string, o kv.ScanOptions, 
 		if err == nil && committed != nil {
 			committed(len(batch))
 		}
-		if err != nil || len(batch) < purgeBatch {
+		if err != nil || len(batch) < s.batch {
 			return err
 		}
 		o.From = prefix + batch[len(batch)-1].suffix + "\x00"
@@ -125,9 +118,9 @@ func (s *Store) purgeUserTokens(ctx context.Context, name string) error {
 // crash interrupted: the tombstones (ud/) of deletions whose purge had
 // not finished, and the orphan token records the last reset found, left
 // by a deletion interrupted before tombstones existed. Until it has
-// succeeded the tokens do not verify (the index skips tokens of missing
-// users) and their names stay reserved; if it fails, the next open tries
-// again.
+// succeeded the tokens do not verify (the verifier does not keep tokens
+// of missing users) and their names stay reserved; if it fails, the next
+// open tries again.
 func (s *Store) finishDeletions(ctx context.Context) error {
 	var pending []string
 	err := s.view(ctx, func(r kv.Reader) error {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -29,7 +31,7 @@ func TestRacesOnOneTokenHaveOneWinner(t *testing.T) {
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		mustCreateUser(t, s, "alice", false)
-		final := map[string]VerifyResult{} // every secret and what it verifies as at the end
+		final := map[string]verifier.Result{} // every secret and what it verifies as at the end
 
 		for round := range raceRounds {
 			name := fmt.Sprintf("ci-%d", round)
@@ -76,9 +78,9 @@ func TestRacesOnOneTokenHaveOneWinner(t *testing.T) {
 				vg.Go(func() {
 					<-start
 					for {
-						if id, r := s.Verify(old); r == ResultOK && (id.Username != "alice" || id.TokenID != oldMeta.ID) {
+						if id, r := s.Verify(old); r == verifier.ResultOK && (id.Username != "alice" || id.TokenID != oldMeta.ID) {
 							t.Errorf("round %d: the old secret verified as %+v", round, id)
-						} else if r != ResultOK && r != ResultRevoked && r != ResultUnknown {
+						} else if r != verifier.ResultOK && r != verifier.ResultRevoked && r != verifier.ResultUnknown {
 							t.Errorf("round %d: the old secret verified as %v", round, r)
 						}
 						select {
@@ -97,10 +99,10 @@ func TestRacesOnOneTokenHaveOneWinner(t *testing.T) {
 			if deletes != 1 || len(rotated) > 1 {
 				t.Fatalf("round %d: %d deletes and %d rotations won, want 1 and at most 1", round, deletes, len(rotated))
 			}
-			if _, r := s.Verify(old); r != ResultUnknown {
+			if _, r := s.Verify(old); r != verifier.ResultUnknown {
 				t.Errorf("round %d: the deleted token verifies as %v", round, r)
 			}
-			final[old] = ResultUnknown
+			final[old] = verifier.ResultUnknown
 			toks, err := s.ListUserTokens(context.Background(), "alice")
 			if err != nil {
 				t.Fatal(err)
@@ -109,13 +111,13 @@ func TestRacesOnOneTokenHaveOneWinner(t *testing.T) {
 			_, _, dupErr := s.CreateToken(ctx, NewToken{User: "alice", Name: name, Kind: Permanent, ExpiresAt: t0.Add(time.Hour)})
 			if len(rotated) == 1 {
 				id, r := s.Verify(rotated[0])
-				if r != ResultOK || len(named) != 1 || named[0].ID != id.TokenID || named[0].Status != StatusActive {
+				if r != verifier.ResultOK || len(named) != 1 || named[0].ID != id.TokenID || named[0].Status != StatusActive {
 					t.Errorf("round %d: the rotation won but its token verifies as %v and the name lists %+v", round, r, named)
 				}
 				if !errors.Is(dupErr, ErrConflict) {
 					t.Errorf("round %d: the rotated token's name was free again: %v", round, dupErr)
 				}
-				final[rotated[0]] = ResultOK
+				final[rotated[0]] = verifier.ResultOK
 			} else if len(named) != 0 || dupErr != nil {
 				t.Errorf("round %d: delete won alone, yet the name lists %+v and is not free (%v)", round, named, dupErr)
 			}
@@ -134,7 +136,7 @@ func TestRacesOnOneUserEndConsistent(t *testing.T) {
 		clock := NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
-		final := map[string]VerifyResult{}
+		final := map[string]verifier.Result{}
 
 		for round := range raceRounds {
 			user := fmt.Sprintf("bob-%d", round)
@@ -190,10 +192,10 @@ func TestRacesOnOneUserEndConsistent(t *testing.T) {
 			wg.Wait()
 
 			for _, sec := range secrets {
-				if _, r := s.Verify(sec); r != ResultUnknown {
+				if _, r := s.Verify(sec); r != verifier.ResultUnknown {
 					t.Errorf("round %d: a token of the deleted user verifies as %v", round, r)
 				}
-				final[sec] = ResultUnknown
+				final[sec] = verifier.ResultUnknown
 			}
 			all, err := s.ListTokens(context.Background(), TokenFilter{})
 			if err != nil {
@@ -211,7 +213,7 @@ func TestRacesOnOneUserEndConsistent(t *testing.T) {
 				if err != nil {
 					t.Fatalf("round %d: token name t%d still taken after the user was deleted: %v", round, i, err)
 				}
-				final[sec] = ResultOK
+				final[sec] = verifier.ResultOK
 			}
 			if toks, _ := s.ListUserTokens(context.Background(), user); len(toks) != 3 {
 				t.Errorf("round %d: the re-created user has %d tokens, want the 3 new ones", round, len(toks))
@@ -224,7 +226,7 @@ func TestRacesOnOneUserEndConsistent(t *testing.T) {
 // wantSameAfterReopen closes s and opens dir again: every secret verifies
 // as it did at the end, and the token listing is the same, so the
 // in-memory index never held anything the disk does not.
-func wantSameAfterReopen(t *testing.T, s *Store, db *testDB, clock Clock, final map[string]VerifyResult) {
+func wantSameAfterReopen(t *testing.T, s *Store, db *testDB, clock Clock, final map[string]verifier.Result) {
 	t.Helper()
 	for sec, want := range final {
 		if _, r := s.Verify(sec); r != want {

@@ -17,8 +17,9 @@ type tokenRecord struct {
 }
 
 // Token records are stored in a small binary form rather than JSON because
-// OpenBadger decodes every one of them to build the index, and with a
-// million tokens JSON decoding dominates the start-up time.
+// every node decodes every one of them to load the verifier at start (see
+// subscriber.go), and with a million tokens JSON decoding dominated the
+// start-up time.
 //
 //	version(1) kind(1) hash(32) created(8) expires(8) revoked(8, 0 = none)
 //	then uvarint-length-prefixed: id, user, name, created_by, rotated_to
@@ -49,8 +50,8 @@ func (r *tokenRecord) marshal() []byte {
 	return b
 }
 
-// recordHeader is the fixed part of a record: what the index loader needs
-// without allocating the strings it does not use.
+// recordHeader is the fixed part of a record: what loading the verifier
+// needs without allocating the strings it does not use.
 type recordHeader struct {
 	kind                      TokenKind
 	hash                      secret.Hash
@@ -150,4 +151,13 @@ func nanosTime(n int64) time.Time { return time.Unix(0, n).UTC() }
 type userRecord struct {
 	User
 	PasswordHash []byte `json:"password_hash"`
+}
+
+// recordUser returns the user field of a record, nil if it is corrupt.
+func recordUser(val []byte) []byte {
+	tok, err := verifierToken(val)
+	if err != nil {
+		return nil
+	}
+	return tok.User
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -34,7 +36,7 @@ func TestEverythingSurvivesReopen(t *testing.T) {
 		if _, err := s.PutSetting(ctx, SettingNotificationDays, "30;7"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{perm.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
+		if err := s.Alerting().PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{perm.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		before, _ := s.ListAudit(ctx, 1000)
@@ -51,9 +53,9 @@ func TestEverythingSurvivesReopen(t *testing.T) {
 		}
 		for _, c := range []struct {
 			sec  string
-			want VerifyResult
+			want verifier.Result
 			id   string
-		}{{permSec, ResultOK, perm.ID}, {tmpSec, ResultOK, tmp.ID}, {rotOld, ResultOK, rot.ID}, {rotNew, ResultOK, ""}} {
+		}{{permSec, verifier.ResultOK, perm.ID}, {tmpSec, verifier.ResultOK, tmp.ID}, {rotOld, verifier.ResultOK, rot.ID}, {rotNew, verifier.ResultOK, ""}} {
 			id, r := s.Verify(c.sec)
 			if r != c.want || (c.id != "" && id.TokenID != c.id) {
 				t.Fatalf("Verify after reopen = %+v, %v; want %v", id, r, c.want)
@@ -64,7 +66,7 @@ func TestEverythingSurvivesReopen(t *testing.T) {
 			t.Fatalf("temporary identity after reopen = %+v", id)
 		}
 		clock.Advance(time.Hour)
-		if _, r := s.Verify(rotOld); r != ResultRevoked {
+		if _, r := s.Verify(rotOld); r != verifier.ResultRevoked {
 			t.Fatalf("rotated token after grace, after reopen: %v", r)
 		}
 		if v, err := s.GetSetting(ctx, SettingNotificationDays); err != nil || v != "30;7" {
@@ -77,7 +79,7 @@ func TestEverythingSurvivesReopen(t *testing.T) {
 		if len(after) != len(before) || after[0] != before[0] {
 			t.Fatalf("audit after reopen: %d entries, newest %+v; before %d, %+v", len(after), after[0], len(before), before[0])
 		}
-		if n := s.CountTokens(); n[Permanent] != 2 || n[Temporary] != 1 {
+		if n := s.Alerting().CountTokens(); n[Permanent] != 2 || n[Temporary] != 1 {
 			t.Fatalf("CountTokens after reopen = %v", n)
 		}
 		// The name index survived too.
@@ -95,7 +97,7 @@ func TestExpiredTemporaryTokenNotLoaded(t *testing.T) {
 		s.Close()
 		clock.Advance(2 * time.Hour)
 		s = db.open(t, clock)
-		if _, r := s.Verify(sec); r != ResultUnknown {
+		if _, r := s.Verify(sec); r != verifier.ResultUnknown {
 			t.Fatalf("expired temporary token after reopen: %v", r)
 		}
 		if ts, _ := s.ListUserTokens(context.Background(), "alice"); len(ts) != 0 {
@@ -149,11 +151,11 @@ func TestReopenLoadsEveryToken(t *testing.T) {
 		s.Close()
 		s = db.open(t, clock)
 		for sec, id := range secrets {
-			if got, r := s.Verify(sec); r != ResultOK || got.TokenID != id {
+			if got, r := s.Verify(sec); r != verifier.ResultOK || got.TokenID != id {
 				t.Fatalf("token %s after reopen: %v", id, r)
 			}
 		}
-		if n := s.CountTokens(); n[Temporary] != 10 || n[Permanent] != 30 {
+		if n := s.Alerting().CountTokens(); n[Temporary] != 10 || n[Permanent] != 30 {
 			t.Fatalf("CountTokens after reopen = %v; want 10 temporary, 30 permanent", n)
 		}
 	})
@@ -172,7 +174,7 @@ func TestCloseDuringReads(t *testing.T) {
 		for range 4 {
 			wg.Go(func() {
 				for {
-					err := s.ForEachPermanentToken(ctx, func(tk Token) error {
+					err := s.Alerting().ForEachPermanentToken(ctx, func(tk Token) error {
 						_, _, err := s.GetAlertState(ctx, tk.ID)
 						return err
 					})
@@ -234,7 +236,7 @@ func TestOpenSkipsOrphanTokensAndRefusesCorruptOnes(t *testing.T) {
 		if logs.FilterMessage("removed the tokens of deleted users left by an interrupted deletion").Len() != 1 {
 			t.Fatalf("no warning about the orphan: %v", logs.All())
 		}
-		if n := s.CountTokens(); n[Permanent] != 0 {
+		if n := s.Alerting().CountTokens(); n[Permanent] != 0 {
 			t.Fatalf("orphan token counted: %v", n)
 		}
 		rawView(t, s, func(r kv.Reader) error {

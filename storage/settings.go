@@ -1,11 +1,14 @@
 package storage
 
 import (
+	"context"
 	"fmt"
 	"net/mail"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // The seed's App Config keys. The names are part of the contract.
@@ -97,4 +100,88 @@ func ParseNotificationEmails(value string) ([]string, error) {
 		return nil, fmt.Errorf("%w: %s needs at least one email address", ErrInvalid, SettingNotificationEmails)
 	}
 	return addrs, nil
+}
+
+// ListSettings returns the settings that are set, in KnownSettings order.
+func (s *Store) ListSettings(ctx context.Context) ([]Setting, error) {
+	out := []Setting{}
+	err := s.view(ctx, func(r kv.Reader) error {
+		for _, key := range KnownSettings {
+			val, found, err := getValue(r, settingKey(key))
+			if err != nil {
+				return err
+			}
+			if found {
+				out = append(out, Setting{Type: SettingType, Key: key, Value: string(val)})
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func settingNotSet(key string) error {
+	return fmt.Errorf("%w: setting %q is not set", ErrNotFound, short(key))
+}
+
+// GetSetting returns a setting's value, or ErrNotFound if it is not set.
+func (s *Store) GetSetting(ctx context.Context, key string) (string, error) {
+	if !slices.Contains(KnownSettings, key) {
+		return "", settingNotSet(key)
+	}
+	var out string
+	err := s.view(ctx, func(r kv.Reader) error {
+		val, found, err := getValue(r, settingKey(key))
+		if err != nil {
+			return err
+		}
+		if !found {
+			return settingNotSet(key)
+		}
+		out = string(val)
+		return nil
+	})
+	return out, err
+}
+
+// PutSetting validates a setting and stores its normalized value.
+func (s *Store) PutSetting(ctx context.Context, key, value string) (Setting, error) {
+	norm, err := ValidateSetting(key, value)
+	if err != nil {
+		return Setting{}, err
+	}
+	err = s.update(ctx, func(w *writeTxn) error {
+		if err := set(w, settingKey(key), []byte(norm)); err != nil {
+			return err
+		}
+		w.Publish(settingKey(key), nil)
+		w.record(ctx, ActionSettingPut, key, key+"="+norm)
+		return nil
+	})
+	if err != nil {
+		return Setting{}, err
+	}
+	return Setting{Type: SettingType, Key: key, Value: norm}, nil
+}
+
+// DeleteSetting removes a setting, or returns ErrNotFound if it is not set.
+func (s *Store) DeleteSetting(ctx context.Context, key string) error {
+	if !slices.Contains(KnownSettings, key) {
+		return settingNotSet(key)
+	}
+	return s.update(ctx, func(w *writeTxn) error {
+		found, err := exists(w, settingKey(key))
+		if err != nil {
+			return err
+		}
+		if !found {
+			return settingNotSet(key)
+		}
+		if err := del(w, settingKey(key)); err != nil {
+			return err
+		}
+		w.Publish(settingKey(key), nil)
+		w.record(ctx, ActionSettingDelete, key, "")
+		return nil
+	})
 }

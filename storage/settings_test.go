@@ -1,10 +1,12 @@
-package storage
+package storage_test
 
 import (
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	. "github.com/apitokens/caddy-api-tokens/storage"
 )
 
 func TestValidateSetting(t *testing.T) {
@@ -69,6 +71,52 @@ func FuzzValidateSetting(f *testing.F) {
 		again, err := ValidateSetting(key, norm)
 		if err != nil || again != norm {
 			t.Fatalf("normalized %q re-validates to %q, %v", norm, again, err)
+		}
+	})
+}
+
+func TestSettings(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, _ := newTestStore(t, db)
+		ctx := ctxAs("root")
+		list, err := s.ListSettings(ctx)
+		if err != nil || list == nil || len(list) != 0 {
+			t.Fatalf("empty ListSettings = %#v, %v", list, err)
+		}
+		_, err = s.GetSetting(ctx, SettingNotificationDays)
+		wantErr(t, err, ErrNotFound, `setting "EnableUserTokenNotification" is not set`)
+		wantErr(t, s.DeleteSetting(ctx, SettingNotificationDays), ErrNotFound, "is not set")
+
+		got, err := s.PutSetting(ctx, SettingNotificationEmails, " b@example.com ; a@example.com")
+		want := Setting{Type: "AppConfig", Key: SettingNotificationEmails, Value: "b@example.com;a@example.com"}
+		if err != nil || got != want {
+			t.Fatalf("PutSetting = %+v, %v; want %+v", got, err, want)
+		}
+		if _, err := s.PutSetting(ctx, SettingNotificationDays, "7;30"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.PutSetting(ctx, SettingNotificationDays, "400")
+		wantErr(t, err, ErrInvalid, "1 to 365")
+		_, err = s.PutSetting(ctx, "Nope", "1")
+		wantErr(t, err, ErrInvalid, "unknown setting key")
+
+		list, _ = s.ListSettings(ctx)
+		if len(list) != 2 || list[0] != (Setting{"AppConfig", SettingNotificationDays, "30;7"}) || list[1] != want {
+			t.Fatalf("ListSettings = %+v", list)
+		}
+		a, _ := s.ListAudit(ctx, 1)
+		if a[0].Action != ActionSettingPut || a[0].Target != SettingNotificationDays || a[0].Detail != "EnableUserTokenNotification=30;7" {
+			t.Fatalf("audit = %+v (the rejected puts must not be audited)", a[0])
+		}
+		if err := s.DeleteSetting(ctx, SettingNotificationDays); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetSetting(ctx, SettingNotificationDays); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("GetSetting after delete = %v", err)
+		}
+		a, _ = s.ListAudit(ctx, 1)
+		if a[0].Action != ActionSettingDelete || a[0].Target != SettingNotificationDays {
+			t.Fatalf("audit = %+v", a[0])
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // Errors the Store returns. They are wrapped with a message a person can
@@ -28,35 +29,27 @@ var (
 )
 
 // Store is users, tokens, settings, alert state and the audit log: the
-// rules of API tokens for Caddy, written once over a Backend. Every method
-// is safe for concurrent use.
+// rules of API tokens for Caddy, written once over a kv.Backend. Every
+// method is safe for concurrent use.
 //
 // Mutations are atomic and durable once they return nil (they survive
 // kill -9), and write their audit entry in the same transaction, taking
 // the actor and client address from the context (see WithActor).
 //
-// Verification on the request hot path reads an in-memory index of every
-// token. The index is fed by the backend's change feed, not by the local
-// write path, so a single node and a fleet of nodes on one database are
-// the same code: a mutation returns once this node's index has applied
+// Requests are verified from memory, by the Verifier, which the backend's
+// change feed keeps equal to the database (subscriber.go), not the local
+// write path: so a single node and a fleet of nodes on one database are
+// the same code. A mutation returns once this node's verifier has applied
 // it, and every other node applies it as its feed delivers it.
 type Store struct {
-	// Verify reads these three on every request: together, they share a
-	// cache line.
-	clock Clock
-	// idx is swapped whole when the feed resets (a node that missed
-	// changes reloads everything); Verify reads whichever is current.
-	idx atomic.Pointer[index]
-	// stale is set while the node has not synced for longer than
-	// maxStale.
-	stale atomic.Bool
+	clock  Clock
+	tokens *verifier.Verifier
 
 	db     kv.Backend
 	log    *zap.Logger
 	cost   int
 	flushN time.Duration
-	// annotate is Options.Annotate, given to every index built.
-	annotate func(Identity) any
+	batch  int
 
 	// orphans are the missing users that token records referred to at the
 	// last reset: a user deletion interrupted before its tombstone existed.
@@ -75,12 +68,6 @@ type Store struct {
 	purgeHook func()
 
 	maxStale atomic.Int64 // nanoseconds; 0: never stale
-
-	// shared is whether other nodes write the database too; then a token
-	// missing from the index may have been created a moment ago
-	// elsewhere (see verifyMiss).
-	shared bool
-	misses missGuard
 
 	closed    atomic.Bool
 	stop      chan struct{}
@@ -102,16 +89,17 @@ type Options struct {
 	// bcrypt.DefaultCost; tests use bcrypt.MinCost for speed.
 	PasswordCost int
 	// MaxStaleness, for a backend shared by several nodes: once this node
-	// has not confirmed for this long that it has every change, Verify
-	// answers ResultUnavailable to well-formed tokens. 0 never does.
+	// has not confirmed for this long that it has every change, the
+	// verifier answers ResultUnavailable to well-formed tokens. 0 never
+	// does.
 	MaxStaleness time.Duration
-	// Annotate, if set, builds a value that Verify returns as
-	// Identity.Annotation: the caller's own per-token data (the gateway's
-	// placeholder values), built once per token and admin state and cached
-	// with the identity, so the hot path need not build it per request. It
-	// runs under an index lock: it must be quick and must not call the
-	// store.
-	Annotate func(Identity) any
+	// BatchSize is how many keys a batched job (a user's deletion, ending
+	// a user's sessions, pruning the audit log) handles per transaction.
+	// Default 1000: each token purged costs up to six key deletions, so a
+	// batch stays far below Badger's transaction size limit (which
+	// deleting a user in one transaction hit at about 25k tokens) and
+	// holds no lock for long.
+	BatchSize int
 }
 
 func (o Options) withDefaults() Options {
@@ -127,6 +115,9 @@ func (o Options) withDefaults() Options {
 	if o.PasswordCost == 0 {
 		o.PasswordCost = bcrypt.DefaultCost
 	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 1000
+	}
 	return o
 }
 
@@ -138,18 +129,18 @@ func (o Options) withDefaults() Options {
 func Open(ctx context.Context, db kv.Backend, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
-		db:       db,
-		clock:    opts.Clock,
-		log:      opts.Logger,
-		cost:     opts.PasswordCost,
-		flushN:   opts.LastUsedFlushInterval,
-		annotate: opts.Annotate,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		db:     db,
+		clock:  opts.Clock,
+		log:    opts.Logger,
+		cost:   opts.PasswordCost,
+		flushN: opts.LastUsedFlushInterval,
+		batch:  opts.BatchSize,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
+	feed, _ := db.(kv.CatchUpper) // nil when this node is the only writer
+	s.tokens = verifier.New(verifier.Config{Clock: opts.Clock, Feed: feed})
 	s.maxStale.Store(int64(opts.MaxStaleness))
-	s.idx.Store(newIndex(s.annotate))
-	_, s.shared = db.(kv.CatchUpper)
 	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
 		db.Close()
 		return nil, err
@@ -202,8 +193,8 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// background flushes last-used times, drops expired temporary tokens from
-// memory and prunes idle cached identities until Close, and watches how
+// background flushes last-used times and prunes the verifier's memory
+// until Close, and watches how
 // long ago a shared backend last synced.
 func (s *Store) background() {
 	defer close(s.done)
@@ -226,10 +217,7 @@ func (s *Store) background() {
 			s.checkStaleness(syncer)
 		case <-t.C:
 			s.flushLastUsed(context.Background())
-			now := s.clock.Now()
-			idx := s.idx.Load()
-			idx.sweep(now)
-			idx.pruneIdentities(now)
+			s.tokens.Prune()
 		}
 	}
 }
@@ -243,7 +231,7 @@ func (s *Store) SetMaxStaleness(d time.Duration) { s.maxStale.Store(int64(d)) }
 func (s *Store) checkStaleness(syncer kv.Syncer) {
 	maxStale := time.Duration(s.maxStale.Load())
 	age := time.Since(syncer.SyncStatus().LastSync)
-	if stale := maxStale > 0 && age > maxStale; s.stale.Swap(stale) != stale {
+	if stale := maxStale > 0 && age > maxStale; s.tokens.SetStale(stale) {
 		if stale {
 			s.log.Error("refusing tokens with 503: this node has not synced with the token database for longer than max_staleness",
 				zap.Duration("since_last_sync", age.Round(time.Millisecond)), zap.Duration("max_staleness", maxStale))
@@ -390,15 +378,9 @@ func CallerFrom(ctx context.Context) Actor {
 	return Actor{Name: "system"}
 }
 
-// SyncStatus reports how current this node is with a database that other
-// nodes share; ok is false for a database this node alone writes.
-func (s *Store) SyncStatus() (status kv.SyncStatus, ok bool) {
-	syncer, ok := s.db.(kv.Syncer)
-	if !ok {
-		return kv.SyncStatus{}, false
-	}
-	return syncer.SyncStatus(), true
-}
-
 // Clock returns the store's clock.
 func (s *Store) Clock() Clock { return s.clock }
+
+// Verifier returns what decides requests from memory: the gateway's only
+// need, and the admin API's for its callers' tokens.
+func (s *Store) Verifier() *verifier.Verifier { return s.tokens }

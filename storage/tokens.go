@@ -13,6 +13,7 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 const (
@@ -332,14 +333,12 @@ func deleteTokens(w kv.Writer, recs []tokenRecord) error {
 func (s *Store) tokenViews(r kv.Reader, recs []tokenRecord, now time.Time) ([]Token, error) {
 	out := make([]Token, len(recs))
 	keys := make([]string, len(recs))
-	idx := s.idx.Load()
 	for i := range recs {
 		out[i] = recs[i].Token
 		out[i].Status = out[i].StatusAt(now)
 		keys[i] = lastUsedKey(recs[i].ID)
-		if used := idx.lastUsedOf(recs[i].Hash); used != 0 {
-			lu := nanosTime(used)
-			out[i].LastUsedAt = &lu
+		if used := s.tokens.LastUsed(recs[i].Hash); !used.IsZero() {
+			out[i].LastUsedAt = &used
 		}
 	}
 	err := r.GetMany(keys, func(i int, val []byte) error {
@@ -465,57 +464,8 @@ func rotatable(w *writeTxn, user, id string) (tokenRecord, error) {
 	return old, nil
 }
 
-// ForEachPermanentToken walks the permanent tokens (active, expired or
-// revoked) in expiry order inside one read transaction, so memory stays
-// bounded by one token. It reads the records stored under the expiry keys,
-// one sequential scan, rather than looking up each t/<id>: at a million
-// tokens those point reads cost tens of seconds per walk. The walk is for
-// expiry: it leaves LastUsedAt nil (reading it would cost a point read per
-// token; the lists have it). Returning an error from fn stops the walk and
-// returns that error.
-func (s *Store) ForEachPermanentToken(ctx context.Context, fn func(Token) error) error {
-	return s.view(ctx, func(r kv.Reader) error {
-		now := s.clock.Now()
-		live := newLiveTokens(r, now)
-		return r.Scan(prefixExpiry, kv.ScanOptions{}, func(key, val []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rec, err := expiryRecord(key, val)
-			if err != nil {
-				return err
-			}
-			if ok, err := live.live(&rec); err != nil || !ok {
-				return err
-			}
-			t := rec.Token
-			t.Status = t.StatusAt(now)
-			return fn(t)
-		})
-	})
-}
-
-// expiryRecord decodes the token record stored under an expiry key.
-func expiryRecord(key, val []byte) (tokenRecord, error) {
-	pos := string(key[len(prefixExpiry):])
-	id, ok := expiryPosID(pos)
-	if !ok {
-		return tokenRecord{}, fmt.Errorf("storage: corrupt expiry index key")
-	}
-	rec, err := unmarshalToken(val)
-	if err != nil {
-		return tokenRecord{}, fmt.Errorf("storage: read expiry index: %w", err)
-	}
-	if rec.ID != id {
-		return tokenRecord{}, fmt.Errorf("storage: expiry index entry for token %q holds token %q", id, rec.ID)
-	}
-	return rec, nil
-}
-
-// CountTokens counts active tokens by kind from memory.
-func (s *Store) CountTokens() map[TokenKind]int {
-	return s.idx.Load().counts(s.clock.Now())
-}
+// NewTokenID's ids are what the verifier keeps inline.
+var _ = [1]struct{}{}[len("tok_")+20-verifier.TokenIDLen]
 
 // NewTokenID returns a fresh non-secret token handle for URLs, logs and
 // metric labels.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -38,12 +40,8 @@ func TestCreatePermanentToken(t *testing.T) {
 			t.Fatalf("GetToken = %+v, %v", got, err)
 		}
 		id, r := s.Verify(sec)
-		if r != ResultOK || id.Username != "alice" || id.TokenID != meta.ID || id.Kind != Permanent || id.Admin {
+		if r != verifier.ResultOK || id.Username != "alice" || id.TokenID != meta.ID || id.Kind != Permanent || id.Admin {
 			t.Fatalf("Verify = %+v, %v", id, r)
-		}
-		wantMeta := map[string]string{"token_id": meta.ID, "token_kind": "permanent", "admin": "false"}
-		if len(id.Metadata) != 3 || id.Metadata["token_id"] != wantMeta["token_id"] || id.Metadata["token_kind"] != "permanent" || id.Metadata["admin"] != "false" {
-			t.Fatalf("Metadata = %v; want %v", id.Metadata, wantMeta)
 		}
 		a, _ := s.ListAudit(ctx, 1)
 		if a[0].Action != ActionTokenCreate || a[0].Target != meta.ID || a[0].Actor != "root" || a[0].ClientIP != "192.0.2.7" {
@@ -143,14 +141,14 @@ func TestDeleteToken(t *testing.T) {
 		mustCreateUser(t, s, "bob", false)
 		sec, meta, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
 		wantErr(t, s.DeleteToken(ctx, "bob", meta.ID), ErrNotFound, "has no token")
-		if _, r := s.Verify(sec); r != ResultOK {
+		if _, r := s.Verify(sec); r != verifier.ResultOK {
 			t.Fatal("failed delete by another user broke the token")
 		}
 		wantErr(t, s.DeleteToken(ctx, "alice", "tok_missing"), ErrNotFound, "has no token")
 		if err := s.DeleteToken(ctx, "alice", meta.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, r := s.Verify(sec); r != ResultUnknown {
+		if _, r := s.Verify(sec); r != verifier.ResultUnknown {
 			t.Fatalf("deleted token verifies as %v", r)
 		}
 		if _, err := s.GetToken(ctx, meta.ID); !errors.Is(err, ErrNotFound) {
@@ -175,7 +173,7 @@ func TestLogout(t *testing.T) {
 		if err := s.Logout(ctx, tm.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, r := s.Verify(tmp); r != ResultUnknown {
+		if _, r := s.Verify(tmp); r != verifier.ResultUnknown {
 			t.Fatalf("logged-out token verifies as %v", r)
 		}
 		wantErr(t, s.Logout(ctx, tm.ID), ErrNotFound, "does not exist")
@@ -200,10 +198,10 @@ func TestRotateToken(t *testing.T) {
 		if nm.Name != "ci" || nm.ID == old.ID || !nm.ExpiresAt.Equal(newExp) || nm.Status != StatusActive || nm.Kind != Permanent {
 			t.Fatalf("rotated meta = %+v", nm)
 		}
-		if _, r := s.Verify(newSec); r != ResultOK {
+		if _, r := s.Verify(newSec); r != verifier.ResultOK {
 			t.Fatalf("new secret: %v", r)
 		}
-		if _, r := s.Verify(oldSec); r != ResultOK {
+		if _, r := s.Verify(oldSec); r != verifier.ResultOK {
 			t.Fatalf("old secret during grace: %v", r)
 		}
 		got, _ := s.GetToken(ctx, old.ID)
@@ -211,7 +209,7 @@ func TestRotateToken(t *testing.T) {
 			t.Fatalf("old token after rotate = %+v", got)
 		}
 		clock.Advance(time.Hour)
-		if _, r := s.Verify(oldSec); r != ResultRevoked {
+		if _, r := s.Verify(oldSec); r != verifier.ResultRevoked {
 			t.Fatalf("old secret after grace: %v", r)
 		}
 		if got, _ := s.GetToken(ctx, old.ID); got.Status != StatusRevoked {
@@ -238,10 +236,10 @@ func TestRotateTokenZeroGraceRevokesAtOnce(t *testing.T) {
 		if _, _, err := s.RotateToken(ctxAs("root"), "alice", old.ID, 0, clock.Now().Add(2*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		if _, r := s.Verify(oldSec); r != ResultRevoked {
+		if _, r := s.Verify(oldSec); r != verifier.ResultRevoked {
 			t.Fatalf("old secret after zero-grace rotation: %v", r)
 		}
-		if n := s.CountTokens(); n[Permanent] != 1 {
+		if n := s.Alerting().CountTokens(); n[Permanent] != 1 {
 			t.Fatalf("CountTokens = %v; want 1 active permanent", n)
 		}
 	})
@@ -316,14 +314,14 @@ func TestExpiredTemporaryTokensDisappearExpiredPermanentStay(t *testing.T) {
 		mustCreateUser(t, s, "alice", false)
 		tmpSec, tmp, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
 		permSec, perm, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
-		if n := s.CountTokens(); n[Temporary] != 1 || n[Permanent] != 1 {
+		if n := s.Alerting().CountTokens(); n[Temporary] != 1 || n[Permanent] != 1 {
 			t.Fatalf("CountTokens = %v", n)
 		}
 		clock.Advance(time.Hour)
-		if _, r := s.Verify(tmpSec); r != ResultExpired && r != ResultUnknown {
+		if _, r := s.Verify(tmpSec); r != verifier.ResultExpired && r != verifier.ResultUnknown {
 			t.Fatalf("expired temporary token: %v", r)
 		}
-		if _, r := s.Verify(permSec); r != ResultExpired {
+		if _, r := s.Verify(permSec); r != verifier.ResultExpired {
 			t.Fatalf("expired permanent token: %v", r)
 		}
 		ts, _ := s.ListUserTokens(ctx, "alice")
@@ -333,14 +331,10 @@ func TestExpiredTemporaryTokensDisappearExpiredPermanentStay(t *testing.T) {
 		if _, err := s.GetToken(ctx, tmp.ID); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("GetToken(expired temporary) = %v", err)
 		}
-		if n := s.CountTokens(); n[Temporary] != 0 || n[Permanent] != 0 {
+		if n := s.Alerting().CountTokens(); n[Temporary] != 0 || n[Permanent] != 0 {
 			t.Fatalf("CountTokens after expiry = %v", n)
 		}
-		// The sweep dropped the temporary token from memory.
-		if s.InIndex(tmpSec) {
-			t.Fatal("expired temporary token still in the index")
-		}
-		if _, r := s.Verify(permSec); r != ResultExpired {
+		if _, r := s.Verify(permSec); r != verifier.ResultExpired {
 			t.Fatalf("sweep touched the permanent token: %v", r)
 		}
 	})
@@ -357,7 +351,7 @@ func TestForEachPermanentTokenInExpiryOrder(t *testing.T) {
 		_, b, _ := mustToken(t, s, "alice", "b", Permanent, clock.Now().Add(20*time.Hour))
 		mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
 		var got []string
-		err := s.ForEachPermanentToken(ctx, func(tk Token) error {
+		err := s.Alerting().ForEachPermanentToken(ctx, func(tk Token) error {
 			got = append(got, tk.ID)
 			return nil
 		})
@@ -366,13 +360,13 @@ func TestForEachPermanentTokenInExpiryOrder(t *testing.T) {
 		}
 		stop := errors.New("stop")
 		n := 0
-		err = s.ForEachPermanentToken(ctx, func(Token) error { n++; return stop })
+		err = s.Alerting().ForEachPermanentToken(ctx, func(Token) error { n++; return stop })
 		if !errors.Is(err, stop) || n != 1 {
 			t.Fatalf("fn error did not stop the walk: %v after %d", err, n)
 		}
 		cancelled, cancel := context.WithCancel(ctx)
 		n = 0
-		err = s.ForEachPermanentToken(cancelled, func(Token) error { n++; cancel(); return nil })
+		err = s.Alerting().ForEachPermanentToken(cancelled, func(Token) error { n++; cancel(); return nil })
 		if !errors.Is(err, context.Canceled) || n != 1 {
 			t.Fatalf("cancelled context did not stop the walk: %v after %d", err, n)
 		}
@@ -436,7 +430,7 @@ func TestCountTokens(t *testing.T) {
 		mustToken(t, s, "alice", "", Temporary, clock.Now().Add(3*time.Hour))
 		check := func(tmp, perm int) {
 			t.Helper()
-			if n := s.CountTokens(); n[Temporary] != tmp || n[Permanent] != perm {
+			if n := s.Alerting().CountTokens(); n[Temporary] != tmp || n[Permanent] != perm {
 				t.Fatalf("CountTokens = %v; want temporary %d, permanent %d", n, tmp, perm)
 			}
 		}
@@ -509,7 +503,7 @@ func TestExpiryIndexHoldsCopiesOfTokenRecords(t *testing.T) {
 		checkExpiryCopies(t, s, "after rotate")
 		// The walk shows the revocation the rotation scheduled.
 		var seen []Token
-		if err := s.ForEachPermanentToken(ctx, func(tk Token) error { seen = append(seen, tk); return nil }); err != nil {
+		if err := s.Alerting().ForEachPermanentToken(ctx, func(tk Token) error { seen = append(seen, tk); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if len(seen) != 5 || seen[1].ID != a.ID || seen[1].RevokedAt == nil || seen[1].RotatedTo != rotated.ID {
@@ -568,7 +562,7 @@ func TestLastUsedOfEveryTokenSurvivesReopen(t *testing.T) {
 		for _, tk := range listed {
 			check(tk, "ListTokens")
 		}
-		if err := s.ForEachPermanentToken(context.Background(), func(tk Token) error {
+		if err := s.Alerting().ForEachPermanentToken(context.Background(), func(tk Token) error {
 			if tk.LastUsedAt != nil {
 				t.Fatalf("the walk reports a last use for %s", tk.ID)
 			}

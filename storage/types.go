@@ -1,10 +1,10 @@
-// Package storage owns the data model of API tokens for Caddy: users,
-// tokens, settings, notification records and the audit log, the token
-// format, and the verification of bearer secrets on the request hot path.
-//
-// Store holds the rules, written once over a narrow Backend (backend.go):
-// an embedded Badger database (storage/badgerstore) for one gateway, or
-// PostgreSQL (storage/pgstore) for a fleet of gateways.
+// Package storage is the rules of API tokens for Caddy: users, tokens,
+// settings, alert state, leases, the login throttle and the audit log,
+// written once over a narrow key-value contract (storage/kv) that an
+// embedded Badger database (storage/badgerstore) and PostgreSQL for a
+// fleet (storage/pgstore) each implement. It keeps the in-memory verifier
+// (storage/verifier) equal to the database through the change feed; the
+// token format is storage/secret.
 package storage
 
 import (
@@ -146,62 +146,6 @@ const (
 	ActionAuditPrune    = "audit_prune"
 	ActionBackup        = "backup"
 )
-
-// Identity is what a successful verification tells the gateway. Its fields
-// are shared and read-only: callers must not modify Metadata.
-type Identity struct {
-	Username string
-	TokenID  string
-	Kind     TokenKind
-	Admin    bool
-	// Metadata holds the placeholders Caddy sets after authentication
-	// (token_id, token_kind, admin). It is built once per token and user
-	// state, so the hot path does not allocate it.
-	Metadata map[string]string
-	// Annotation is what Options.Annotate built for this identity, cached
-	// with it; nil without Annotate.
-	Annotation any
-}
-
-// VerifyResult classifies a verification; it is also the `result` label of
-// api_tokens_auth_requests_total.
-type VerifyResult uint8
-
-const (
-	ResultOK VerifyResult = iota
-	ResultMissing
-	ResultMalformed
-	ResultUnknown
-	ResultExpired
-	ResultRevoked
-	ResultDisabled
-	ResultForbidden
-	// ResultUnavailable: a well-formed token that this node will not
-	// judge, because it has not synced with the shared database for
-	// longer than MaxStaleness. Answered 503, not 401.
-	ResultUnavailable
-	// NumVerifyResults is the number of results, for arrays indexed by one.
-	NumVerifyResults
-)
-
-var verifyResultNames = [NumVerifyResults]string{"ok", "missing", "malformed", "unknown", "expired", "revoked", "disabled", "forbidden", "unavailable"}
-
-// String returns the metric label value.
-func (r VerifyResult) String() string {
-	if r < NumVerifyResults {
-		return verifyResultNames[r]
-	}
-	return "unknown"
-}
-
-// AllVerifyResults lists every result, for pre-creating metric series.
-func AllVerifyResults() []VerifyResult {
-	all := make([]VerifyResult, NumVerifyResults)
-	for i := range all {
-		all[i] = VerifyResult(i)
-	}
-	return all
-}
 
 // Fault is an active warning that a permanent token is near expiry, or has
 // expired and is not yet deleted. The alert loop computes faults; the admin

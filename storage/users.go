@@ -293,7 +293,7 @@ func (s *Store) UpdateUser(ctx context.Context, name string, p UserPatch) (User,
 }
 
 // endSessions deletes a user's temporary tokens except the one with id
-// keep, purgeBatch per transaction. Should it stop half-way (a crash),
+// keep, a batch per transaction. Should it stop half-way (a crash),
 // the sessions left expire with their session lifetime; a disabled user's
 // do not verify meanwhile.
 func (s *Store) endSessions(ctx context.Context, name, keep string) error {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -259,14 +261,14 @@ func TestDeleteUserDeletesTokens(t *testing.T) {
 		mustCreateUser(t, s, "alice", false)
 		perm, pm, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(24*time.Hour))
 		tmp, _, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
-		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
+		if err := s.Alerting().PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{pm.ID: {NotifiedDays: 7}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.DeleteUser(ctx, "alice"); err != nil {
 			t.Fatal(err)
 		}
 		for _, sec := range []string{perm, tmp} {
-			if _, r := s.Verify(sec); r != ResultUnknown {
+			if _, r := s.Verify(sec); r != verifier.ResultUnknown {
 				t.Fatalf("token of deleted user verifies as %v", r)
 			}
 		}
@@ -276,7 +278,7 @@ func TestDeleteUserDeletesTokens(t *testing.T) {
 		if _, found, _ := s.GetAlertState(ctx, pm.ID); found {
 			t.Fatal("alert state outlived its token")
 		}
-		if n := s.CountTokens(); n[Permanent] != 0 || n[Temporary] != 0 {
+		if n := s.Alerting().CountTokens(); n[Permanent] != 0 || n[Temporary] != 0 {
 			t.Fatalf("CountTokens after DeleteUser = %v", n)
 		}
 		wantErr(t, s.DeleteUser(ctx, "alice"), ErrNotFound, `"alice"`)

@@ -66,7 +66,7 @@ func newEnv(t *testing.T) *testEnv {
 		t.Fatalf("EnsureAdmin: %v", err)
 	}
 
-	shared, err := alerts.NewShared(context.Background(), store)
+	shared, err := alerts.NewShared(context.Background(), store.Alerting())
 	if err != nil {
 		t.Fatal(err)
 	}

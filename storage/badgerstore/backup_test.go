@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
@@ -33,7 +35,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Minute)
-	if _, r := s.Verify(secret); r != storage.ResultOK { // a last use, batched in memory
+	if _, r := s.Verifier().Verify(secret, nil); r != verifier.ResultOK { // a last use, batched in memory
 		t.Fatalf("Verify = %v", r)
 	}
 
@@ -69,7 +71,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if _, err := r.CheckPassword(ctx, "alice", "pw-alice"); err != nil {
 		t.Errorf("alice's password after restore: %v", err)
 	}
-	if id, res := r.Verify(secret); res != storage.ResultOK || id.TokenID != tok.ID {
+	if id, res := r.Verifier().Verify(secret, nil); res != verifier.ResultOK || id.TokenID != tok.ID {
 		t.Errorf("token after restore: %+v %v", id, res)
 	}
 	if got, _, err := r.ListUserTokensPage(ctx, "alice", "", 10); err != nil || len(got) != 1 || got[0].ID != tok.ID ||

@@ -5,7 +5,7 @@
 //
 // Its change feed is in-process: Update applies the changes it committed
 // to the subscriber before it returns, under the same lock that orders
-// the commits, so the index never sees them out of order.
+// the commits, so the subscriber never sees them out of order.
 package badgerstore
 
 import (
@@ -118,8 +118,8 @@ func lockDir(dir string) (*os.File, error) {
 
 // badgerOptions tunes Badger for a small, durable, write-light database:
 // every commit is fsynced, conflicts cannot happen (writes are serialized
-// by Backend.mu), and caches stay small because hot reads are served from
-// the in-memory index.
+// by Backend.mu), and caches stay small because requests are verified
+// from memory, never from here.
 func badgerOptions(dir string, log *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(true).
@@ -309,7 +309,7 @@ func (r reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) e
 }
 
 // CountHint estimates the number of keys under prefix from Badger's table
-// statistics, so the index maps are allocated once at the right size
+// statistics, so the verifier's maps are allocated once at the right size
 // instead of growing a million entries step by step. Tables that straddle
 // the prefix count half.
 func (r reader) CountHint(prefix string) int {

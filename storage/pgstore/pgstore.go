@@ -4,7 +4,7 @@
 //
 // Data lives in one key-value table written by the same rules as on
 // Badger (package storage). Every transaction that changes a key the
-// in-memory index cares about writes a change row in the same
+// in-memory verifier cares about writes a change row in the same
 // transaction. Each node reads the change rows it has not applied yet, in
 // an order that cannot skip a row whose transaction commits late:
 // positions are PostgreSQL snapshots (xmax and the transactions in

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 
 	"github.com/jackc/pgx/v5"
@@ -85,12 +87,12 @@ func setup(t *testing.T) (a, b *storage.Store, sec string, tok storage.Token, ds
 func TestChangesReachTheOtherNode(t *testing.T) {
 	a, b, sec, tok, _ := setup(t)
 	ctx := ctxAs("root")
-	eventually(t, time.Second, "a token created on A passes on B", func() bool { _, r := b.Verify(sec); return r == storage.ResultOK })
+	eventually(t, time.Second, "a token created on A passes on B", func() bool { _, r := b.Verifier().Verify(sec, nil); return r == verifier.ResultOK })
 
 	if err := a.DeleteToken(ctx, "alice", tok.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a token deleted on A is refused on B", func() bool { _, r := b.Verify(sec); return r == storage.ResultUnknown })
+	eventually(t, time.Second, "a token deleted on A is refused on B", func() bool { _, r := b.Verifier().Verify(sec, nil); return r == verifier.ResultUnknown })
 
 	sec2, _, err := b.CreateToken(ctx, storage.NewToken{User: "alice", Name: "ci2", Kind: storage.Permanent, ExpiresAt: t0.Add(time.Hour)})
 	if err != nil {
@@ -99,15 +101,15 @@ func TestChangesReachTheOtherNode(t *testing.T) {
 	if _, err := a.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a user disabled on A is refused on B", func() bool { _, r := b.Verify(sec2); return r == storage.ResultDisabled })
+	eventually(t, time.Second, "a user disabled on A is refused on B", func() bool { _, r := b.Verifier().Verify(sec2, nil); return r == verifier.ResultDisabled })
 	if _, err := b.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(false)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a user enabled on B passes on A", func() bool { _, r := a.Verify(sec2); return r == storage.ResultOK })
+	eventually(t, time.Second, "a user enabled on B passes on A", func() bool { _, r := a.Verifier().Verify(sec2, nil); return r == verifier.ResultOK })
 	if err := b.DeleteUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a user deleted on B is refused on A", func() bool { _, r := a.Verify(sec2); return r == storage.ResultUnknown })
+	eventually(t, time.Second, "a user deleted on B is refused on A", func() bool { _, r := a.Verifier().Verify(sec2, nil); return r == verifier.ResultUnknown })
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -120,7 +122,7 @@ func ptr[T any](v T) *T { return &v }
 func TestLateCommitIsNotSkipped(t *testing.T) {
 	a, b, sec, tok, dsn := setup(t)
 	ctx := context.Background()
-	eventually(t, time.Second, "B has the token", func() bool { _, r := b.Verify(sec); return r == storage.ResultOK })
+	eventually(t, time.Second, "B has the token", func() bool { _, r := b.Verifier().Verify(sec, nil); return r == verifier.ResultOK })
 
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -146,13 +148,13 @@ func TestLateCommitIsNotSkipped(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // several of B's polls
-	if _, r := b.Verify(sec); r != storage.ResultOK {
+	if _, r := b.Verifier().Verify(sec, nil); r != verifier.ResultOK {
 		t.Fatalf("the token is refused before the late transaction committed: %v", r)
 	}
 	if err := late.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "B applies the late commit", func() bool { _, r := b.Verify(sec); return r == storage.ResultUnknown })
+	eventually(t, time.Second, "B applies the late commit", func() bool { _, r := b.Verifier().Verify(sec, nil); return r == verifier.ResultUnknown })
 }
 
 // A transaction left open (an operator's psql session, a long batch job)
@@ -177,7 +179,7 @@ func TestOpenTransactionDoesNotStallTheFeed(t *testing.T) {
 	if err := a.DeleteToken(ctxAs("root"), "alice", tok.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a deletion reaches B past an open transaction", func() bool { _, r := b.Verify(sec); return r == storage.ResultUnknown })
+	eventually(t, time.Second, "a deletion reaches B past an open transaction", func() bool { _, r := b.Verifier().Verify(sec, nil); return r == verifier.ResultUnknown })
 }
 
 // Killing every connection of the fleet loses no change: the nodes
@@ -227,7 +229,7 @@ func TestKilledConnectionsLoseNoChange(t *testing.T) {
 	for _, n := range []*storage.Store{a, b} {
 		eventually(t, 5*time.Second, "every deletion is refused on every node", func() bool {
 			for _, sec := range secrets {
-				if _, r := n.Verify(sec); r != storage.ResultUnknown {
+				if _, r := n.Verifier().Verify(sec, nil); r != verifier.ResultUnknown {
 					return false
 				}
 			}
@@ -318,7 +320,7 @@ func TestCreatedTokenPassesAtOnceElsewhere(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, r := b.Verify(sec); r != storage.ResultOK {
+		if _, r := b.Verifier().Verify(sec, nil); r != verifier.ResultOK {
 			t.Fatalf("token %d created on A verifies on B right after as %v", i, r)
 		}
 	}

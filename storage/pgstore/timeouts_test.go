@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 
 	"github.com/jackc/pgx/v5"
@@ -73,7 +75,7 @@ func TestTimeoutBoundsEachStatementNotTheTransaction(t *testing.T) {
 	// three times the timeout.
 	start := time.Now()
 	n := 0
-	err := s.ForEachPermanentToken(context.Background(), func(storage.Token) error {
+	err := s.Alerting().ForEachPermanentToken(context.Background(), func(storage.Token) error {
 		n++
 		time.Sleep(150 * time.Millisecond)
 		return nil
@@ -129,13 +131,13 @@ func TestWriterAppliesItsOwnChangeWhenTheFeedCannotConfirmIt(t *testing.T) {
 	if err := s.DeleteToken(ctx, "alice", tok.ID); err != nil {
 		t.Fatalf("deleting while the feed is held: %v", err)
 	}
-	if _, r := s.Verify(secret); r != storage.ResultUnknown {
+	if _, r := s.Verifier().Verify(secret, nil); r != verifier.ResultUnknown {
 		t.Fatalf("the node that deleted the token verifies it as %v while its feed is held", r)
 	}
 	if _, err := s.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, r := s.Verify(secret2); r != storage.ResultDisabled {
+	if _, r := s.Verifier().Verify(secret2, nil); r != verifier.ResultDisabled {
 		t.Fatalf("a token of a user disabled while the feed is held verifies as %v", r)
 	}
 
@@ -147,10 +149,10 @@ func TestWriterAppliesItsOwnChangeWhenTheFeedCannotConfirmIt(t *testing.T) {
 	if _, err := s.UpdateUser(ctx, "alice", storage.UserPatch{Disabled: ptr(false)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, r := s.Verify(secret2); r != storage.ResultOK {
+	if _, r := s.Verifier().Verify(secret2, nil); r != verifier.ResultOK {
 		t.Fatalf("after the feed is back, the enabled user's token verifies as %v", r)
 	}
-	if _, r := s.Verify(secret); r != storage.ResultUnknown {
+	if _, r := s.Verifier().Verify(secret, nil); r != verifier.ResultUnknown {
 		t.Fatalf("after the feed is back, the deleted token verifies as %v", r)
 	}
 }
@@ -185,7 +187,7 @@ func TestReloadTellsTheSettingsWatchers(t *testing.T) {
 	}
 
 	var st kv.SyncStatus
-	for start := time.Now(); st.FullReloads == 0 || told.Load() == 0; st, _ = b.SyncStatus() {
+	for start := time.Now(); st.FullReloads == 0 || told.Load() == 0; st, _ = b.Alerting().SyncStatus() {
 		if time.Since(start) > 10*time.Second {
 			t.Fatalf("B did not reload and tell its settings watchers within 10s: %+v, told %d times", st, told.Load())
 		}
@@ -212,11 +214,11 @@ func TestMaxStalenessChangesOnAnOpenStore(t *testing.T) {
 	}
 	holdFeed(t, dsn)
 	time.Sleep(2 * time.Second) // longer than the staleness about to be set
-	if _, r := s.Verify(secret); r != storage.ResultOK {
+	if _, r := s.Verifier().Verify(secret, nil); r != verifier.ResultOK {
 		t.Fatalf("without max staleness, a held feed's node verifies as %v", r)
 	}
 	s.SetMaxStaleness(time.Second)
-	eventually(t, 2*time.Second, "the node refuses with max staleness set", func() bool { _, r := s.Verify(secret); return r == storage.ResultUnavailable })
+	eventually(t, 2*time.Second, "the node refuses with max staleness set", func() bool { _, r := s.Verifier().Verify(secret, nil); return r == verifier.ResultUnavailable })
 	s.SetMaxStaleness(0)
-	eventually(t, 2*time.Second, "the node verifies again without it", func() bool { _, r := s.Verify(secret); return r == storage.ResultOK })
+	eventually(t, 2*time.Second, "the node verifies again without it", func() bool { _, r := s.Verifier().Verify(secret, nil); return r == verifier.ResultOK })
 }

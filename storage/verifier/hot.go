@@ -1,4 +1,4 @@
-package storage
+package verifier
 
 import (
 	"encoding/binary"
@@ -19,21 +19,20 @@ import (
 //
 // An entry binds a secret, held as it was presented, to the slot and the
 // generation its hash was found in by the locked path. A hit is confirmed
-// by comparing the whole secret in constant time, and then decided from
-// the slot and the user as they are now, read atomically: a revocation,
-// a deletion (the slot's generation changes), an expiry, a disabled,
-// deleted or promoted user are seen by the very next request, exactly as
-// on the locked path. Only a plain "valid" is answered here; anything else,
-// and every use that is due a last-use write (once a second per token),
-// takes the locked path, which is the one authority for refusals.
+// by comparing the whole secret in constant time, and then decided by
+// decide from the slot and the user as they are now, read atomically: a
+// revocation, a deletion (the slot's generation changes), an expiry, a
+// disabled, deleted or demoted user are seen by the very next request,
+// exactly as on the locked path. A use that is due a last-use write (once
+// a second per token) takes the locked path, which records it.
 //
 // The secrets of tokens in use are therefore in memory, as the requests
-// carrying them are; they are never written anywhere, and an entry idle for
-// identityIdle, or whose token left the index, is dropped by
-// pruneIdentities. Only a verified token is ever put in the table, so a
-// flood of garbage or unknown tokens can neither fill nor evict it.
+// carrying them are; they are never written anywhere, and an entry idle
+// for idleAfter, or whose token left the table, is dropped by pruneIdle.
+// Only a token the locked path found is ever put in the table, so a flood
+// of garbage or unknown tokens can neither fill nor evict it.
 type hotTable struct {
-	seed    maphash.Seed // random per table: bucket occupancy says nothing about a presented
+	seed    maphash.Seed // random per table: bucket occupancy says nothing about a secret
 	entries [hotEntries]atomic.Pointer[hotEntry]
 }
 
@@ -57,16 +56,16 @@ type hotEntry struct {
 	expires int64
 	slot    *tokenSlot
 	user    *userState // flagDeleted is set on it when the user is deleted
-	id      *identity
+	tokenID string
 }
 
-// set returns the seats of secret.
+// set returns the seats of a secret.
 func (t *hotTable) set(presented string) *[hotWays]atomic.Pointer[hotEntry] {
 	i := maphash.String(t.seed, presented) % (hotEntries / hotWays) * hotWays
 	return (*[hotWays]atomic.Pointer[hotEntry])(t.entries[i : i+hotWays])
 }
 
-// find returns the entry held for secret, or nil. The secret's length
+// find returns the entry held for a secret, or nil. The secret's length
 // has been checked: secret.Len, as every held secret's.
 func (t *hotTable) find(presented string) *hotEntry {
 	set := t.set(presented)
@@ -78,30 +77,31 @@ func (t *hotTable) find(presented string) *hotEntry {
 	return nil
 }
 
-// verify returns the token's identity if it is valid at now, and false
-// when the locked path must decide: the entry cannot say "valid" now.
-func (e *hotEntry) verify(now int64) (Identity, bool) {
+// decide decides the entry's token at now for a route with policy p, as
+// the locked path would. It reports false when the locked path must
+// decide instead: the slot no longer holds the token the entry was made
+// for, or the token passes and its use is due to be recorded.
+func (e *hotEntry) decide(now int64, p *Policy) (Identity, Result, bool) {
 	slot := e.slot
 	if slot.gen.Load() != e.gen {
-		return Identity{}, false
+		return Identity{}, 0, false
 	}
 	revoked := slot.revoked.Load()
 	lastUsed := slot.lastUsed.Load()
 	// A slot's generation changes before it is refilled, so if it is
 	// unchanged now, the two reads above were of this token.
 	if slot.gen.Load() != e.gen {
-		return Identity{}, false
+		return Identity{}, 0, false
 	}
 	flags := e.user.flags.Load()
-	switch {
-	case flags&(flagDeleted|flagDisabled) != 0,
-		revoked != 0 && now >= revoked,
-		now >= e.expires,
-		(flags&flagAdmin != 0) != e.id.admin,
-		now-lastUsed >= int64(time.Second): // markUsed's pace: the locked path records the use
-		return Identity{}, false
+	r := decide(e.expires, revoked, flags, p, now)
+	if r != ResultOK && r != ResultForbidden {
+		return Identity{}, r, true
 	}
-	return e.id.identity(e.user.name, e.kind), true
+	if now-lastUsed >= int64(time.Second) { // markUsed's pace
+		return Identity{}, 0, false
+	}
+	return Identity{Username: e.user.name, TokenID: e.tokenID, Kind: kindOf(e.kind), Admin: flags&flagAdmin != 0}, r, true
 }
 
 // sameSecret compares in constant time, eight bytes at a time: the
@@ -125,10 +125,10 @@ func sameSecret(held *[secret.Len]byte, presented string) bool {
 // A secret is a whole number of words, so sameSecret reads every byte.
 var _ = [1]struct{}{}[secret.Len%8]
 
-// put records a token the locked path has just found valid at now,
-// described by e (all but its secret). It allocates only when it takes a
-// seat: a token in use is put again once a second (with its last-use
-// write) and finds itself seated.
+// put records a token the locked path has just found at now, described by
+// e (all but its secret). It allocates only when it takes a seat: a token
+// in use is put again once a second (with its last-use write) and finds
+// itself seated.
 func (t *hotTable) put(presented string, e *hotEntry, now int64) {
 	set := t.set(presented)
 	var free *atomic.Pointer[hotEntry]
@@ -136,11 +136,7 @@ func (t *hotTable) put(presented string, e *hotEntry, now int64) {
 	for i := range set {
 		cur := set[i].Load()
 		if cur != nil && cur.slot == e.slot && cur.gen == e.gen {
-			if cur.id == e.id {
-				return // seated already
-			}
-			free, held = &set[i], cur // the same token, another identity: replace it
-			break
+			return // seated already
 		}
 		if free == nil && !cur.keepsSeat(now) {
 			free, held = &set[i], cur
@@ -154,13 +150,13 @@ func (t *hotTable) put(presented string, e *hotEntry, now int64) {
 	free.CompareAndSwap(held, &fresh) // lost to another put: that one sits
 }
 
-// keepsSeat reports whether an entry's token is still in the index and
+// keepsSeat reports whether an entry's token is still in the table and
 // was used within hotSeatKept of now.
 func (e *hotEntry) keepsSeat(now int64) bool {
 	return e != nil && e.slot.gen.Load() == e.gen && now-e.slot.lastUsed.Load() < int64(hotSeatKept)
 }
 
-// prune drops the entries of tokens that left the index or were not used
+// prune drops the entries of tokens that left the table or were not used
 // since cutoff (unix nanoseconds), so the secrets held are those of
 // tokens in use.
 func (t *hotTable) prune(cutoff int64) {

@@ -1,4 +1,4 @@
-package storage
+package verifier
 
 import (
 	"hash/maphash"
@@ -22,7 +22,7 @@ func TestHotTableKeepsTokensInUseSeated(t *testing.T) {
 	entries := make([]*hotEntry, len(sameSeats))
 	for i := range slots {
 		slots[i].lastUsed.Store(now)
-		entries[i] = &hotEntry{slot: &slots[i], user: user, id: &identity{id: "tok_" + sameSeats[i][:4]}, expires: now + int64(time.Hour)}
+		entries[i] = &hotEntry{slot: &slots[i], user: user, tokenID: "tok_" + sameSeats[i][:4], expires: now + int64(time.Hour)}
 	}
 	seated := func(want ...bool) {
 		t.Helper()
@@ -58,7 +58,7 @@ func TestHotTableKeepsTokensInUseSeated(t *testing.T) {
 func threeSecretsWithTheSameSeats(h *hotTable) []string {
 	bySet := map[*[hotWays]atomic.Pointer[hotEntry]][]string{}
 	for {
-		s := secret.New(Permanent)
+		s := secret.New(secret.Permanent)
 		set := h.set(s)
 		bySet[set] = append(bySet[set], s)
 		if len(bySet[set]) == 3 {
@@ -71,7 +71,7 @@ func threeSecretsWithTheSameSeats(h *hotTable) []string {
 // in any byte of any of its eight-byte words, and a secret of another
 // length.
 func TestSameSecretSeesEveryByte(t *testing.T) {
-	sec := secret.New(Permanent)
+	sec := secret.New(secret.Permanent)
 	var held [secret.Len]byte
 	copy(held[:], sec)
 	if !sameSecret(&held, sec) {

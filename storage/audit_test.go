@@ -3,7 +3,6 @@ package storage_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,81 +10,6 @@ import (
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
 )
-
-func TestSettings(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db *testDB) {
-		s, _ := newTestStore(t, db)
-		ctx := ctxAs("root")
-		list, err := s.ListSettings(ctx)
-		if err != nil || list == nil || len(list) != 0 {
-			t.Fatalf("empty ListSettings = %#v, %v", list, err)
-		}
-		_, err = s.GetSetting(ctx, SettingNotificationDays)
-		wantErr(t, err, ErrNotFound, `setting "EnableUserTokenNotification" is not set`)
-		wantErr(t, s.DeleteSetting(ctx, SettingNotificationDays), ErrNotFound, "is not set")
-
-		got, err := s.PutSetting(ctx, SettingNotificationEmails, " b@example.com ; a@example.com")
-		want := Setting{Type: "AppConfig", Key: SettingNotificationEmails, Value: "b@example.com;a@example.com"}
-		if err != nil || got != want {
-			t.Fatalf("PutSetting = %+v, %v; want %+v", got, err, want)
-		}
-		if _, err := s.PutSetting(ctx, SettingNotificationDays, "7;30"); err != nil {
-			t.Fatal(err)
-		}
-		_, err = s.PutSetting(ctx, SettingNotificationDays, "400")
-		wantErr(t, err, ErrInvalid, "1 to 365")
-		_, err = s.PutSetting(ctx, "Nope", "1")
-		wantErr(t, err, ErrInvalid, "unknown setting key")
-
-		list, _ = s.ListSettings(ctx)
-		if len(list) != 2 || list[0] != (Setting{"AppConfig", SettingNotificationDays, "30;7"}) || list[1] != want {
-			t.Fatalf("ListSettings = %+v", list)
-		}
-		a, _ := s.ListAudit(ctx, 1)
-		if a[0].Action != ActionSettingPut || a[0].Target != SettingNotificationDays || a[0].Detail != "EnableUserTokenNotification=30;7" {
-			t.Fatalf("audit = %+v (the rejected puts must not be audited)", a[0])
-		}
-		if err := s.DeleteSetting(ctx, SettingNotificationDays); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.GetSetting(ctx, SettingNotificationDays); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("GetSetting after delete = %v", err)
-		}
-		a, _ = s.ListAudit(ctx, 1)
-		if a[0].Action != ActionSettingDelete || a[0].Target != SettingNotificationDays {
-			t.Fatalf("audit = %+v", a[0])
-		}
-	})
-}
-
-func TestAlertStates(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db *testDB) {
-		s, clock := newTestStore(t, db)
-		ctx := context.Background()
-		mustCreateUser(t, s, "alice", false)
-		_, tk, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(time.Hour))
-		if _, found, err := s.GetAlertState(ctx, tk.ID); found || err != nil {
-			t.Fatalf("GetAlertState before any = %v, %v", found, err)
-		}
-		st := AlertState{NotifiedDays: 7, RaisedAt: t0}
-		if err := s.PutAlertStates(ctx, alertLease(t, s), map[string]AlertState{tk.ID: st, "tok_gone": {NotifiedDays: 1}}); err != nil {
-			t.Fatal(err)
-		}
-		got, found, err := s.GetAlertState(ctx, tk.ID)
-		if err != nil || !found || got.NotifiedDays != 7 || !got.RaisedAt.Equal(t0) {
-			t.Fatalf("GetAlertState = %+v, %v, %v", got, found, err)
-		}
-		if _, found, _ := s.GetAlertState(ctx, "tok_gone"); found {
-			t.Fatal("alert state stored for a token that does not exist")
-		}
-		if err := s.DeleteToken(ctx, "alice", tk.ID); err != nil {
-			t.Fatal(err)
-		}
-		if _, found, _ := s.GetAlertState(ctx, tk.ID); found {
-			t.Fatal("alert state outlived its token")
-		}
-	})
-}
 
 func TestAuditListing(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
@@ -132,10 +56,12 @@ func TestAuditListing(t *testing.T) {
 
 func TestPruneAudit(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
+		const batch = 20
+		db.batchSize = batch
 		s, clock := newTestStore(t, db)
 		ctx := ctxAs("carol")
 		// More entries than one pruning batch, a minute apart.
-		entries := PurgeBatch() + 100
+		entries := 3*batch + 7
 		var times []time.Time
 		for range entries {
 			clock.Advance(time.Minute)

@@ -8,7 +8,7 @@ package bearer
 import (
 	"strings"
 
-	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // Realm is the realm of every Bearer challenge (RFC 6750, section 3).
@@ -82,18 +82,18 @@ func trimBlanks(s string) string {
 // VerifyResult is the api_tokens_auth_requests_total result a refusal for
 // r is counted as: missing, or malformed for several headers. It is
 // meaningless for Found.
-func (r Result) VerifyResult() storage.VerifyResult {
+func (r Result) VerifyResult() verifier.Result {
 	if r == Multiple {
-		return storage.ResultMalformed
+		return verifier.ResultMalformed
 	}
-	return storage.ResultMissing
+	return verifier.ResultMissing
 }
 
 // Challenge is the WWW-Authenticate value for a request refused with
 // result res: no error code when no token was sent, invalid_token
 // otherwise (several headers count as a token sent, and malformed).
-func Challenge(res storage.VerifyResult) string {
-	if res == storage.ResultMissing {
+func Challenge(res verifier.Result) string {
+	if res == verifier.ResultMissing {
 		return ChallengeNoToken
 	}
 	return ChallengeInvalidToken
@@ -116,17 +116,17 @@ const MessageMultiple = "send one Authorization header, not several"
 // Message tells the client, in a sentence it can act on, why its request
 // was refused with res. It says no more than the holder of the token can
 // know: a malformed and an unknown token read the same.
-func Message(res storage.VerifyResult) string {
+func Message(res verifier.Result) string {
 	switch res {
-	case storage.ResultMissing:
+	case verifier.ResultMissing:
 		return "authentication required: send Authorization: Bearer <token>"
-	case storage.ResultExpired:
+	case verifier.ResultExpired:
 		return "token is expired"
-	case storage.ResultRevoked:
+	case verifier.ResultRevoked:
 		return "token is revoked"
-	case storage.ResultDisabled:
+	case verifier.ResultDisabled:
 		return "token is of a disabled user"
-	case storage.ResultUnavailable:
+	case verifier.ResultUnavailable:
 		return MessageUnavailable
 	default:
 		return "token is invalid"

@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/apitokens/caddy-api-tokens/admin/bearer"
-	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 )
 
 func init() {
@@ -70,6 +71,7 @@ type AuthHandler struct {
 	UseHandleErrors bool `json:"use_handle_errors,omitempty"`
 
 	verifier tokenVerifier
+	policy   verifier.Policy
 	counts   *decisionCounters
 }
 
@@ -93,6 +95,7 @@ func (h *AuthHandler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_token_auth: registering metrics: %v", err)
 	}
 	h.verifier = app.verifier()
+	h.policy = verifier.Policy{Admin: h.RequireAdmin}
 	h.counts = counts
 	return nil
 }
@@ -108,19 +111,16 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	if found != bearer.Found {
 		return h.refuse(w, refusalFor(found))
 	}
-	id, res := h.verifier.Verify(secret)
-	if res != storage.ResultOK {
-		return h.refuse(w, &refusals[res])
-	}
+	id, res := h.verifier.Verify(secret, &h.policy)
 	// Caddy's server always puts a replacer in the context.
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if h.RequireAdmin && !id.Admin {
-		if repl != nil {
-			giveIdentity(repl, id, true)
-		}
-		return h.refuse(w, &refusals[storage.ResultForbidden])
+	if res == verifier.ResultForbidden && repl != nil {
+		giveIdentity(repl, id, true)
 	}
-	h.counts.count(storage.ResultOK)
+	if res != verifier.ResultOK {
+		return h.refuse(w, &refusals[res])
+	}
+	h.counts.count(verifier.ResultOK)
 	if !h.KeepAuthorization {
 		delete(r.Header, headerAuthorization)
 	}

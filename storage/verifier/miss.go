@@ -1,4 +1,4 @@
-package storage
+package verifier
 
 import (
 	"context"
@@ -6,14 +6,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
 )
 
-// A token created on another node reaches this node's index through the
+// A token created on another node reaches this node's memory through the
 // change feed a few milliseconds after the creating call returned. A
 // client that uses it at once, on another node, must not be refused: so a
-// well-formed token missing from the index makes the node catch up with
+// well-formed token missing from memory makes the node catch up with
 // the feed and look again. Anyone can compute a checksum, so a flood of
 // forged tokens must not become a flood of database reads. The catch-up
 // is bounded three ways:
@@ -39,7 +38,7 @@ const (
 	missWaiters = 1024                   // misses waiting for the feed at once, beyond the rate
 )
 
-// missGuard bounds the catch-ups that index misses cause.
+// missGuard bounds the catch-ups that misses cause.
 type missGuard struct {
 	waiters atomic.Int32 // misses waiting for the feed's next read
 
@@ -89,27 +88,24 @@ func (g *missGuard) allow(now time.Time) bool {
 	return true
 }
 
-// verifyMiss handles a well-formed token the index does not have: on a
-// shared backend, it catches up with the feed (within the bounds above)
-// and looks again.
-func (s *Store) verifyMiss(h secret.Hash) (Identity, VerifyResult) {
-	cu, ok := s.db.(kv.CatchUpper)
-	if !ok {
-		return Identity{}, ResultUnknown
-	}
-	// Real time, not the store's clock: these bounds protect the database.
+// verifyMiss handles a well-formed token that is not in memory while
+// other nodes write the database: it catches up with the feed (within the
+// bounds above) and looks again.
+func (v *Verifier) verifyMiss(h secret.Hash, p *Policy) (Identity, Result) {
+	// Real time, not the verifier's clock: these bounds protect the
+	// database.
 	now := time.Now()
-	if s.misses.recentlyMissing(h, now) {
+	if v.misses.recentlyMissing(h, now) {
 		return Identity{}, ResultUnknown
 	}
-	catchUp := cu.CatchUp
-	if !s.misses.allow(now) {
-		if s.misses.waiters.Add(1) > missWaiters {
-			s.misses.waiters.Add(-1)
+	catchUp := v.feed.CatchUp
+	if !v.misses.allow(now) {
+		if v.misses.waiters.Add(1) > missWaiters {
+			v.misses.waiters.Add(-1)
 			return Identity{}, ResultUnknown
 		}
-		defer s.misses.waiters.Add(-1)
-		catchUp = cu.AwaitFeed
+		defer v.misses.waiters.Add(-1)
+		catchUp = v.feed.AwaitFeed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), missWait)
 	err := catchUp(ctx)
@@ -117,9 +113,9 @@ func (s *Store) verifyMiss(h secret.Hash) (Identity, VerifyResult) {
 	if err != nil {
 		return Identity{}, ResultUnknown
 	}
-	id, r := s.idx.Load().verify(h, s.clock.Now().UnixNano(), "")
+	id, r := v.cur.Load().verify(h, v.clock.Now().UnixNano(), "", p)
 	if r == ResultUnknown {
-		s.misses.remember(h, time.Now())
+		v.misses.remember(h, time.Now())
 	}
 	return id, r
 }

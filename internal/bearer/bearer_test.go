@@ -4,8 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apitokens/caddy-api-tokens/admin/bearer"
-	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
+
+	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 )
 
 func TestParse(t *testing.T) {
@@ -43,17 +44,17 @@ func TestParse(t *testing.T) {
 // TestChallengeAndCount checks what each refusal answers and how it is
 // counted: no error code only when no bearer token was sent at all.
 func TestChallengeAndCount(t *testing.T) {
-	if got := bearer.Missing.VerifyResult(); got != storage.ResultMissing {
+	if got := bearer.Missing.VerifyResult(); got != verifier.ResultMissing {
 		t.Errorf("Missing counts as %v", got)
 	}
-	if got := bearer.Multiple.VerifyResult(); got != storage.ResultMalformed {
+	if got := bearer.Multiple.VerifyResult(); got != verifier.ResultMalformed {
 		t.Errorf("Multiple counts as %v", got)
 	}
-	if got := bearer.Challenge(storage.ResultMissing); got != `Bearer realm="api_tokens"` {
+	if got := bearer.Challenge(verifier.ResultMissing); got != `Bearer realm="api_tokens"` {
 		t.Errorf("challenge for missing: %q", got)
 	}
-	for _, res := range storage.AllVerifyResults() {
-		if res == storage.ResultMissing || res == storage.ResultOK || res == storage.ResultForbidden {
+	for _, res := range verifier.AllResults() {
+		if res == verifier.ResultMissing || res == verifier.ResultOK || res == verifier.ResultForbidden {
 			continue
 		}
 		if got := bearer.Challenge(res); got != `Bearer realm="api_tokens", error="invalid_token"` {
@@ -63,7 +64,7 @@ func TestChallengeAndCount(t *testing.T) {
 			t.Errorf("no message for %v", res)
 		}
 	}
-	if bearer.Message(storage.ResultMalformed) != bearer.Message(storage.ResultUnknown) {
+	if bearer.Message(verifier.ResultMalformed) != bearer.Message(verifier.ResultUnknown) {
 		t.Error("malformed and unknown tokens get different messages: that tells a guesser which guesses had a valid checksum")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/storage/throttle"
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	"go.uber.org/zap"
@@ -24,8 +25,7 @@ import (
 type Store interface {
 	Verifier() *verifier.Verifier
 	CheckPassword(ctx context.Context, username, password string) (storage.User, error)
-	BeginLogin(ctx context.Context, username, ip string, p storage.LoginPolicy) (storage.LoginAttempt, time.Duration, error)
-	EndLogin(ctx context.Context, a storage.LoginAttempt, outcome storage.LoginOutcome) error
+	Logins() *throttle.Throttle
 
 	CreateUser(ctx context.Context, u storage.NewUser) (storage.User, error)
 	GetUser(ctx context.Context, username string) (storage.User, error)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
@@ -34,7 +36,7 @@ const (
 type env struct {
 	t        testing.TB
 	store    *storage.Store
-	clock    *storage.FakeClock
+	clock    *testtools.FakeClock
 	handler  http.Handler
 	srv      *httptest.Server
 	client   *http.Client // checks every exchange against the OpenAPI document
@@ -45,7 +47,7 @@ type env struct {
 
 func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	t.Helper()
-	clock := storage.NewFakeClock(testStart)
+	clock := testtools.NewFakeClock(testStart)
 	db, err := badgerstore.Open(t.TempDir(), nil)
 	if err != nil {
 		t.Fatalf("OpenBadger: %v", err)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/throttle"
 )
 
 type loginRequest struct {
@@ -30,7 +31,7 @@ type loginResponse struct {
 var errBadLogin = newError(http.StatusUnauthorized, "invalid username or password")
 
 // login trades a username and password for a temporary token. Failures are
-// throttled (see storage.BeginLogin), and the throttle is checked before
+// throttled (see throttle.Throttle.Begin), and the throttle is checked before
 // the password so a throttled guess costs no password hashing.
 func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
@@ -66,7 +67,7 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 // the password is wrong. The audit entry's actor, if empty, is the one
 // r's context carries.
 func (h *handler) checkPassword(r *http.Request, username, password, ip string, failure storage.AuditEntry) (storage.User, error) {
-	attempt, wait, err := h.cfg.Store.BeginLogin(r.Context(), username, ip, storage.DefaultLoginPolicy)
+	attempt, wait, err := h.cfg.Store.Logins().Begin(r.Context(), username, ip, throttle.DefaultPolicy)
 	if err != nil {
 		return storage.User{}, err
 	}
@@ -76,18 +77,18 @@ func (h *handler) checkPassword(r *http.Request, username, password, ip string, 
 	// Deferred, so a panic (recovered by ServeHTTP) still ends the
 	// attempt. Only a wrong password stays a failure: an unreachable
 	// database is nobody's guess.
-	outcome := storage.LoginUnchecked
+	outcome := throttle.Unchecked
 	defer func() { h.endLogin(r, attempt, outcome) }()
 	user, err := h.passwordMatches(r, username, password)
 	switch {
 	case err == errBadLogin:
-		outcome = storage.LoginFailed
+		outcome = throttle.Failed
 		if aerr := h.cfg.Store.AppendAudit(r.Context(), failure); aerr != nil {
 			// Refused either way; a lost audit entry is worth a log line.
 			h.cfg.Logger.Error("recording a failed password check", zap.String("username", username), zap.Error(aerr))
 		}
 	case err == nil:
-		outcome = storage.LoginSucceeded
+		outcome = throttle.Succeeded
 	}
 	return user, err
 }
@@ -110,8 +111,8 @@ func (h *handler) passwordMatches(r *http.Request, username, password string) (s
 
 // endLogin tells the throttle how an attempt ended, even if the client
 // has gone: a success must clear, and an unchecked attempt be taken back.
-func (h *handler) endLogin(r *http.Request, a storage.LoginAttempt, outcome storage.LoginOutcome) {
-	if err := h.cfg.Store.EndLogin(context.WithoutCancel(r.Context()), a, outcome); err != nil {
+func (h *handler) endLogin(r *http.Request, a throttle.Attempt, outcome throttle.Outcome) {
+	if err := h.cfg.Store.Logins().End(context.WithoutCancel(r.Context()), a, outcome); err != nil {
 		h.cfg.Logger.Warn("recording the end of a login attempt in the throttle", zap.Error(err))
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"golang.org/x/crypto/bcrypt"
@@ -64,7 +66,7 @@ func seededStore(b *testing.B, n int) string {
 	}
 	b.Logf("seeding %d permanent tokens into %s (once; later runs reuse it)", n, dir)
 	started := time.Now()
-	clock := storage.NewFakeClock(benchStart)
+	clock := testtools.NewFakeClock(benchStart)
 	db, err := badgerstore.Open(dir, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -122,7 +124,7 @@ func seededStore(b *testing.B, n int) string {
 func BenchmarkAlertPass(b *testing.B) {
 	n := benchTokens(b)
 	dir := seededStore(b, n)
-	clock := storage.NewFakeClock(benchStart.Add(time.Minute))
+	clock := testtools.NewFakeClock(benchStart.Add(time.Minute))
 	db, err := badgerstore.Open(dir, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -253,7 +255,7 @@ func BenchmarkScrape(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			st, err := storage.Open(context.Background(), db, storage.Options{Clock: storage.NewFakeClock(tc.now), PasswordCost: bcrypt.MinCost})
+			st, err := storage.Open(context.Background(), db, storage.Options{Clock: testtools.NewFakeClock(tc.now), PasswordCost: bcrypt.MinCost})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -264,7 +266,7 @@ func BenchmarkScrape(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer sh.resign(ctx)
-			if err := NewLoop(Config{Clock: storage.NewFakeClock(tc.now), Interval: time.Hour, Shared: sh}).RunOnce(ctx); err != nil {
+			if err := NewLoop(Config{Clock: testtools.NewFakeClock(tc.now), Interval: time.Hour, Shared: sh}).RunOnce(ctx); err != nil {
 				b.Fatal(err)
 			}
 			reg := prometheus.NewRegistry()

@@ -50,7 +50,7 @@ func newFleetNode(t *testing.T, dsn string, clock storage.Clock, mailer *Mailer)
 // and never what was sent already; the old leader is refused.
 func TestFleetOneNodeSendsTheEmailsAndFailsOver(t *testing.T) {
 	dsn := testtools.PostgresDatabase(t)
-	clock := storage.NewFakeClock(t0)
+	clock := testtools.NewFakeClock(t0)
 	smtp := startSMTP(t, smtpOptions{})
 	mailer := mailerFor(t, smtp, EncryptionNone, "", "")
 	a, b := newFleetNode(t, dsn, clock, mailer), newFleetNode(t, dsn, clock, mailer)

@@ -39,7 +39,7 @@ const year = 365 * day
 type world struct {
 	t      *testing.T
 	ctx    context.Context
-	clock  *storage.FakeClock
+	clock  *testtools.FakeClock
 	dir    string
 	store  *storage.Store
 	shared *Shared
@@ -53,7 +53,7 @@ func newWorld(t *testing.T) *world {
 	w := &world{
 		t:     t,
 		ctx:   context.Background(),
-		clock: storage.NewFakeClock(t0),
+		clock: testtools.NewFakeClock(t0),
 		dir:   t.TempDir(),
 		log:   zaptest.NewLogger(t),
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/crypto/bcrypt"
@@ -28,7 +30,7 @@ import (
 // refusal carries the Bearer challenge; the handler's is a 401 (a second
 // header always with invalid_token) with a JSON error body.
 func FuzzAuthorizationHeader(f *testing.F) {
-	clock := storage.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	clock := testtools.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	db, err := badgerstore.Open(f.TempDir(), nil)
 	if err != nil {
 		f.Fatal(err)

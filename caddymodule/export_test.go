@@ -8,7 +8,7 @@ import (
 )
 
 // SetStoreOptions makes every database opened from now on use opts, so an
-// integration test can drive expiry with a storage.FakeClock and hash
+// integration test can drive expiry with a testtools.FakeClock and hash
 // passwords cheaply. It returns a function that restores the defaults.
 func SetStoreOptions(opts storage.Options) (restore func()) {
 	storeOptions.Store(&opts)

@@ -85,9 +85,9 @@ func proxyWithPlaceholders(upstreamPort int) string {
 // useFakeClock makes the databases that Caddy opens during this test use
 // a fake clock (so expiry is tested without waiting) and the cheapest
 // password hash. Call it before loading the config.
-func useFakeClock(t *testing.T) *storage.FakeClock {
+func useFakeClock(t *testing.T) *testtools.FakeClock {
 	t.Helper()
-	clock := storage.NewFakeClock(time.Now().UTC().Truncate(time.Second))
+	clock := testtools.NewFakeClock(time.Now().UTC().Truncate(time.Second))
 	restore := caddymodule.SetStoreOptions(storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
 	t.Cleanup(restore)
 	return clock

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
@@ -41,7 +43,7 @@ func cpuSeconds() float64 {
 func BenchmarkOpen1M(b *testing.B) {
 	forEachBackendB(b, func(b *testing.B, db *testDB) {
 		const n = 1_000_000
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(b, clock)
 		mustCreateUser(b, s, "bench", false)
 		const chunk = 10_000 // raw keys per transaction, inside Badger's limit
@@ -116,7 +118,7 @@ func BenchmarkForEachPermanentToken(b *testing.B) {
 					b.Skipf("seeds %d tokens; select it with -bench 'ForEachPermanentToken/.*/%s'", size.n, size.name)
 				}
 				db := newTestDB(b, db.Kind)
-				clock := NewFakeClock(t0)
+				clock := testtools.NewFakeClock(t0)
 				s := db.open(b, clock)
 				mustCreateUser(b, s, "bench", false)
 				createUserTokens(b, s, clock.Now(), "bench", size.n)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -14,7 +16,7 @@ import (
 
 func TestCreateTokensIsAllOrNothing(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		mustCreateUser(t, s, "ci", false)
 		ctx := context.Background()

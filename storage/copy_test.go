@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -20,7 +22,7 @@ type copyWorld struct {
 	audit                                 []AuditEntry
 }
 
-func fillForCopy(t *testing.T, s *Store, clock *FakeClock) copyWorld {
+func fillForCopy(t *testing.T, s *Store, clock *testtools.FakeClock) copyWorld {
 	t.Helper()
 	ctx := ctxAs("root")
 	mustCreateUser(t, s, "root", true)
@@ -100,7 +102,7 @@ func checkCopy(t *testing.T, s *Store, w copyWorld, when string) {
 func TestCopyRoundTripBetweenBackends(t *testing.T) {
 	for _, pair := range [][2]string{{"badger", "postgres"}, {"postgres", "badger"}} {
 		t.Run(pair[0]+"→"+pair[1]+"→"+pair[0], func(t *testing.T) {
-			clock := NewFakeClock(t0)
+			clock := testtools.NewFakeClock(t0)
 			src := newTestDB(t, pair[0])
 			s := src.open(t, clock)
 			w := fillForCopy(t, s, clock)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -55,7 +57,7 @@ func TestMutationsSurviveKill9(t *testing.T) {
 		}
 		cmd.Wait()
 
-		s := db.open(t, NewFakeClock(t0))
+		s := db.open(t, testtools.NewFakeClock(t0))
 		ctx := context.Background()
 		if _, err := s.CheckPassword(ctx, "alice", "pw-alice"); err != nil {
 			t.Fatalf("user lost after kill -9: %v", err)
@@ -83,7 +85,7 @@ func TestKill9Child(t *testing.T) {
 	if err := json.Unmarshal([]byte(where), &db); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), db.backend(t, nil), Options{Clock: NewFakeClock(t0), PasswordCost: 4, LastUsedFlushInterval: time.Hour})
+	s, err := Open(context.Background(), db.backend(t, nil), Options{Clock: testtools.NewFakeClock(t0), PasswordCost: 4, LastUsedFlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	"go.uber.org/zap"
@@ -29,7 +31,7 @@ func TestDeleteUserWithManyTokens(t *testing.T) {
 		if db.Kind != "badger" {
 			n = 3 * MaxBatch
 		}
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		mustCreateUser(t, s, "bulk", false)
@@ -181,7 +183,7 @@ func TestInterruptedUserDeleteDoesNotResurrectTokens(t *testing.T) {
 func testInterruptedUserDelete(t *testing.T, tombstone bool) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		smallBatches(db)
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		mustCreateUser(t, s, "alice", false)

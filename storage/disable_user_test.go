@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -17,7 +19,7 @@ import (
 func TestDisableUserWithManySessions(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		const n = 40_000
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		mustCreateUser(t, s, "flood", false)

@@ -99,9 +99,9 @@ func (db *testDB) openWith(t testing.TB, opts Options) *Store {
 	return s
 }
 
-func newTestStore(t testing.TB, db *testDB) (*Store, *FakeClock) {
+func newTestStore(t testing.TB, db *testDB) (*Store, *testtools.FakeClock) {
 	t.Helper()
-	clock := NewFakeClock(t0)
+	clock := testtools.NewFakeClock(t0)
 	return db.open(t, clock), clock
 }
 

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -12,7 +14,7 @@ import (
 // hotToken creates a token for a new user "alice" and uses it once, so
 // that the verifier answers it from its hot table from then on, as it does
 // every token in use (the verifier's own tests check that it does).
-func hotToken(t *testing.T, s *Store, clock *FakeClock, kind TokenKind) (sec, id string) {
+func hotToken(t *testing.T, s *Store, clock *testtools.FakeClock, kind TokenKind) (sec, id string) {
 	t.Helper()
 	mustCreateUser(t, s, "alice", false)
 	sec, meta, _ := mustToken(t, s, "alice", "ci", kind, clock.Now().Add(time.Hour))
@@ -29,26 +31,26 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 	cases := []struct {
 		name   string
 		kind   TokenKind
-		change func(t *testing.T, s *Store, clock *FakeClock, sec, id string)
+		change func(t *testing.T, s *Store, clock *testtools.FakeClock, sec, id string)
 		want   verifier.Result
 	}{
-		{"rotated without grace", Permanent, func(t *testing.T, s *Store, clock *FakeClock, _, id string) {
+		{"rotated without grace", Permanent, func(t *testing.T, s *Store, clock *testtools.FakeClock, _, id string) {
 			if _, _, err := s.RotateToken(ctx, "alice", id, 0, clock.Now().Add(time.Hour)); err != nil {
 				t.Fatal(err)
 			}
 		}, verifier.ResultRevoked},
-		{"past a rotation's grace, used a moment before", Permanent, func(t *testing.T, s *Store, clock *FakeClock, sec, id string) {
+		{"past a rotation's grace, used a moment before", Permanent, func(t *testing.T, s *Store, clock *testtools.FakeClock, sec, id string) {
 			if _, _, err := s.RotateToken(ctx, "alice", id, time.Minute, clock.Now().Add(time.Hour)); err != nil {
 				t.Fatal(err)
 			}
 			usedJustBefore(t, s, clock, sec, time.Minute)
 		}, verifier.ResultRevoked},
-		{"deleted", Permanent, func(t *testing.T, s *Store, _ *FakeClock, _, id string) {
+		{"deleted", Permanent, func(t *testing.T, s *Store, _ *testtools.FakeClock, _, id string) {
 			if err := s.DeleteToken(ctx, "alice", id); err != nil {
 				t.Fatal(err)
 			}
 		}, verifier.ResultUnknown},
-		{"deleted, and its slot reused", Permanent, func(t *testing.T, s *Store, clock *FakeClock, _, id string) {
+		{"deleted, and its slot reused", Permanent, func(t *testing.T, s *Store, clock *testtools.FakeClock, _, id string) {
 			if err := s.DeleteToken(ctx, "alice", id); err != nil {
 				t.Fatal(err)
 			}
@@ -56,25 +58,25 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 				mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
 			}
 		}, verifier.ResultUnknown},
-		{"logged out", Temporary, func(t *testing.T, s *Store, _ *FakeClock, _, id string) {
+		{"logged out", Temporary, func(t *testing.T, s *Store, _ *testtools.FakeClock, _, id string) {
 			if err := s.Logout(ctx, id); err != nil {
 				t.Fatal(err)
 			}
 		}, verifier.ResultUnknown},
-		{"expired, used a moment before", Permanent, func(t *testing.T, s *Store, clock *FakeClock, sec, _ string) {
+		{"expired, used a moment before", Permanent, func(t *testing.T, s *Store, clock *testtools.FakeClock, sec, _ string) {
 			usedJustBefore(t, s, clock, sec, time.Hour)
 		}, verifier.ResultExpired},
-		{"user disabled", Permanent, func(t *testing.T, s *Store, _ *FakeClock, _, _ string) {
+		{"user disabled", Permanent, func(t *testing.T, s *Store, _ *testtools.FakeClock, _, _ string) {
 			if _, err := s.UpdateUser(ctx, "alice", UserPatch{Disabled: ptr(true)}); err != nil {
 				t.Fatal(err)
 			}
 		}, verifier.ResultDisabled},
-		{"user deleted", Permanent, func(t *testing.T, s *Store, _ *FakeClock, _, _ string) {
+		{"user deleted", Permanent, func(t *testing.T, s *Store, _ *testtools.FakeClock, _, _ string) {
 			if err := s.DeleteUser(ctx, "alice"); err != nil {
 				t.Fatal(err)
 			}
 		}, verifier.ResultUnknown},
-		{"user deleted and created again", Permanent, func(t *testing.T, s *Store, _ *FakeClock, _, _ string) {
+		{"user deleted and created again", Permanent, func(t *testing.T, s *Store, _ *testtools.FakeClock, _, _ string) {
 			if err := s.DeleteUser(ctx, "alice"); err != nil {
 				t.Fatal(err)
 			}
@@ -99,7 +101,7 @@ func TestHotTokenSeesEveryChange(t *testing.T) {
 // usedJustBefore moves the clock to d from now, using the token, still
 // valid and hot, half a second before: within a second of a use the hot
 // table answers, so it must see the end by itself.
-func usedJustBefore(t *testing.T, s *Store, clock *FakeClock, sec string, d time.Duration) {
+func usedJustBefore(t *testing.T, s *Store, clock *testtools.FakeClock, sec string, d time.Duration) {
 	t.Helper()
 	clock.Advance(d - 500*time.Millisecond)
 	if _, r := s.Verify(sec); r != verifier.ResultOK {
@@ -147,7 +149,7 @@ func TestHotTokenLastUseStillRecorded(t *testing.T) {
 // through the change feed.
 func TestHotTokenRevokedOnAnotherNode(t *testing.T) {
 	db := newTestDB(t, "postgres")
-	clock := NewFakeClock(t0)
+	clock := testtools.NewFakeClock(t0)
 	a, b := db.open(t, clock), db.open(t, clock)
 	mustCreateUser(t, a, "alice", false)
 	sec, meta, _ := mustToken(t, a, "alice", "ci", Permanent, clock.Now().Add(time.Hour))

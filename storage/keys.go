@@ -35,24 +35,21 @@ import (
 //	m/alert_view               the last alert pass's results (the alerts package's  alertstate.go
 //	                           encoding)
 //	m/lease/<name>             a lease (JSON)                                       lease.go
-//	lt/p/<username>/<address>  login throttle: failures of one address for one      throttle.go
+//	lt/p/<username>/<address>  login throttle: failures of one address for one      storage/throttle
 //	                           user (JSON, TTL)
-//	lt/a/<address>             login throttle: failures from one address, any       throttle.go
+//	lt/a/<address>             login throttle: failures from one address, any       storage/throttle
 //	                           username (JSON, TTL)
-//	lt/u/<username>            login throttle: failures for one user from           throttle.go
+//	lt/u/<username>            login throttle: failures for one user from           storage/throttle
 //	                           untrusted addresses, and the last one's time (JSON,
 //	                           TTL)
-//	lt/t/<username>/<address>  login throttle: when this address last logged in     throttle.go
+//	lt/t/<username>/<address>  login throttle: when this address last logged in     storage/throttle
 //	                           as this user (JSON, TTL)
 //
 // Usernames cannot contain "/", so "ut/<user>/", "un/<user>/",
 // "lt/p/<user>/" and "lt/t/<user>/" never overlap between users. In cp/
 // and ct/ the user ends with a zero byte, which sorts before every
 // character a username may hold, so the keys sort by username exactly as
-// strings do ("a" before "a-b") and then by time. An address in a key is
-// the client IP as given, or a hash if it is long (see throttleAddr). The
-// login throttle's keys are written with a TTL, so a flood of random
-// usernames and addresses frees itself. Temporary tokens (t/, ut/, ct/,
+// strings do ("a" before "a-b") and then by time. Temporary tokens (t/, ut/, ct/,
 // et/, lu/) are written with a TTL so the backend may collect them; their
 // expiry is still decided by the Clock.
 //
@@ -75,11 +72,6 @@ const (
 	prefixAudit       = "a/"
 	keyAlertView      = "m/alert_view"
 	prefixLease       = "m/lease/"
-
-	prefixThrottlePair  = "lt/p/"
-	prefixThrottleAddr  = "lt/a/"
-	prefixThrottleUser  = "lt/u/"
-	prefixThrottleTrust = "lt/t/"
 )
 
 // be64 encodes v big-endian, so byte order is numeric order for v >= 0.
@@ -132,9 +124,7 @@ func keyKind(key string) string {
 		{prefixToken, "token"}, {prefixName, "token name index"}, {prefixExpiry, "expiry index"},
 		{prefixCreatedPerm, "token list index"}, {prefixCreatedTemp, "token list index"}, {prefixExpiryTemp, "expiry index"},
 		{prefixLastUsed, "last use"}, {prefixAlert, "alert state"}, {prefixSetting, "setting"},
-		{prefixAudit, "audit log"}, {prefixThrottlePair, "login throttle (user and address)"},
-		{prefixThrottleAddr, "login throttle (address)"}, {prefixThrottleUser, "login throttle (user)"},
-		{prefixThrottleTrust, "login throttle (trusted address)"}, {keyAlertView, "alert view"}, {prefixLease, "lease"},
+		{prefixAudit, "audit log"}, {keyAlertView, "alert view"}, {prefixLease, "lease"},
 	} {
 		if len(key) >= len(p.prefix) && key[:len(p.prefix)] == p.prefix {
 			return p.name

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -21,7 +23,7 @@ import (
 // by the write path.
 func TestIndexAgreesWithDisk(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		rng := rand.New(rand.NewPCG(1, 2))

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -91,7 +93,7 @@ func userTokensPager(s *Store, user string) pager[Token] {
 // temporary tokens created at different times and some in one batch (the
 // same creation time, told apart by id), with expiries spread so that a
 // 30-day filter keeps some of each kind. It returns every token.
-func orderFixture(t *testing.T, s *Store, clock *FakeClock) []Token {
+func orderFixture(t *testing.T, s *Store, clock *testtools.FakeClock) []Token {
 	t.Helper()
 	var all []Token
 	users := []string{"alice", "al-x", "al", "bob"}
@@ -532,7 +534,7 @@ func (r countingReader) Scan(prefix string, o kv.ScanOptions, fn func(key, val [
 // by expiry or kind reads an index of just those tokens, not every token.
 func TestPagesReadOnlyWhatTheyShow(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		b := &countingBackend{Backend: db.backend(t, nil)}
 		s, err := Open(context.Background(), b, Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -27,7 +29,7 @@ const raceRounds = 15
 // running one answered (nothing half-written on disk).
 func TestRacesOnOneTokenHaveOneWinner(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		mustCreateUser(t, s, "alice", false)
@@ -133,7 +135,7 @@ func TestRacesOnOneTokenHaveOneWinner(t *testing.T) {
 // names, and none of the old secrets works, now or after a reopen.
 func TestRacesOnOneUserEndConsistent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		final := map[string]verifier.Result{}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	"go.uber.org/zap"
@@ -21,7 +23,7 @@ import (
 
 func TestEverythingSurvivesReopen(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		ctx := ctxAs("root")
 		mustCreateUser(t, s, "root", true)
@@ -90,7 +92,7 @@ func TestEverythingSurvivesReopen(t *testing.T) {
 
 func TestExpiredTemporaryTokenNotLoaded(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		mustCreateUser(t, s, "alice", false)
 		sec, _, _ := mustToken(t, s, "alice", "", Temporary, clock.Now().Add(time.Hour))
@@ -108,7 +110,7 @@ func TestExpiredTemporaryTokenNotLoaded(t *testing.T) {
 
 func TestAuditSequenceSurvivesReopenWithSameTime(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0) // the clock never moves: keys differ only by sequence
+		clock := testtools.NewFakeClock(t0) // the clock never moves: keys differ only by sequence
 		s := db.open(t, clock)
 		ctx := context.Background()
 		for i := range 3 {
@@ -136,7 +138,7 @@ func TestAuditSequenceSurvivesReopenWithSameTime(t *testing.T) {
 // the key space between goroutines, misses and duplicates nothing.
 func TestReopenLoadsEveryToken(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		mustCreateUser(t, s, "alice", false)
 		secrets := map[string]string{}
@@ -207,7 +209,7 @@ func TestCloseDuringReads(t *testing.T) {
 
 func TestReopenAfterCloseAndCloseTwice(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		s := db.open(t, NewFakeClock(t0))
+		s := db.open(t, testtools.NewFakeClock(t0))
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +219,7 @@ func TestReopenAfterCloseAndCloseTwice(t *testing.T) {
 		if _, err := s.CreateUser(context.Background(), NewUser{Username: "a", Password: "x"}); !errors.Is(err, ErrClosed) {
 			t.Fatalf("write after Close = %v", err)
 		}
-		db.open(t, NewFakeClock(t0)) // the database was released
+		db.open(t, testtools.NewFakeClock(t0)) // the database was released
 	})
 }
 
@@ -226,13 +228,13 @@ func TestReopenAfterCloseAndCloseTwice(t *testing.T) {
 // stops the open with an error that says so, every time.
 func TestOpenSkipsOrphanTokensAndRefusesCorruptOnes(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		s := db.open(t, NewFakeClock(t0))
+		s := db.open(t, testtools.NewFakeClock(t0))
 		orphanKey, orphan := SyntheticRecord("ghost", 1, t0, t0.Add(time.Hour))
 		rawUpdate(t, s, func(w kv.Writer) error { return w.Set(orphanKey, orphan, 0) })
 		s.Close()
 
 		core, logs := observer.New(zapcore.WarnLevel)
-		s = db.openWith(t, Options{Clock: NewFakeClock(t0), Logger: zap.New(core)})
+		s = db.openWith(t, Options{Clock: testtools.NewFakeClock(t0), Logger: zap.New(core)})
 		if logs.FilterMessage("removed the tokens of deleted users left by an interrupted deletion").Len() != 1 {
 			t.Fatalf("no warning about the orphan: %v", logs.All())
 		}

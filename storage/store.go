@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
+	"github.com/apitokens/caddy-api-tokens/storage/throttle"
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
@@ -44,6 +45,7 @@ var (
 type Store struct {
 	clock  Clock
 	tokens *verifier.Verifier
+	logins *throttle.Throttle
 
 	db     kv.Backend
 	log    *zap.Logger
@@ -140,6 +142,7 @@ func Open(ctx context.Context, db kv.Backend, opts Options) (*Store, error) {
 	}
 	feed, _ := db.(kv.CatchUpper) // nil when this node is the only writer
 	s.tokens = verifier.New(verifier.Config{Clock: opts.Clock, Feed: feed})
+	s.logins = throttle.New(db, opts.Clock, func(u string) bool { return ValidateUsername(u) == nil })
 	s.maxStale.Store(int64(opts.MaxStaleness))
 	if err := db.Subscribe(ctx, subscriber{s}); err != nil {
 		db.Close()
@@ -380,6 +383,9 @@ func CallerFrom(ctx context.Context) Actor {
 
 // Clock returns the store's clock.
 func (s *Store) Clock() Clock { return s.clock }
+
+// Logins returns the login throttle, which shares the store's database.
+func (s *Store) Logins() *throttle.Throttle { return s.logins }
 
 // Verifier returns what decides requests from memory: the gateway's only
 // need, and the admin API's for its callers' tokens.

@@ -8,28 +8,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
+	"github.com/apitokens/caddy-api-tokens/storage/throttle"
 )
 
 // tryLogin begins an attempt and ends it with outcome at once if it was
-// let through; it returns the wait BeginLogin asked for (0: let through).
-func tryLogin(t testing.TB, s *Store, user, ip string, outcome LoginOutcome) time.Duration {
+// let through; it returns the wait Begin asked for (0: let through).
+func tryLogin(t testing.TB, s *Store, user, ip string, outcome throttle.Outcome) time.Duration {
 	t.Helper()
-	a, wait, err := s.BeginLogin(context.Background(), user, ip, LoginPolicy{})
+	a, wait, err := s.Logins().Begin(context.Background(), user, ip, throttle.Policy{})
 	if err != nil {
-		t.Fatalf("BeginLogin(%q, %q): %v", user, ip, err)
+		t.Fatalf("Begin(%q, %q): %v", user, ip, err)
 	}
 	if wait > 0 {
 		return wait
 	}
-	if err := s.EndLogin(context.Background(), a, outcome); err != nil {
-		t.Fatalf("EndLogin(%q, %q): %v", user, ip, err)
+	if err := s.Logins().End(context.Background(), a, outcome); err != nil {
+		t.Fatalf("End(%q, %q): %v", user, ip, err)
 	}
 	return 0
 }
 
-func mustPass(t testing.TB, s *Store, user, ip string, outcome LoginOutcome) {
+func mustPass(t testing.TB, s *Store, user, ip string, outcome throttle.Outcome) {
 	t.Helper()
 	if wait := tryLogin(t, s, user, ip, outcome); wait != 0 {
 		t.Fatalf("login of %s from %s refused for %v; want it let through", user, ip, wait)
@@ -38,7 +41,7 @@ func mustPass(t testing.TB, s *Store, user, ip string, outcome LoginOutcome) {
 
 func mustWait(t testing.TB, s *Store, user, ip string, want time.Duration) {
 	t.Helper()
-	if wait := tryLogin(t, s, user, ip, LoginSucceeded); wait != want {
+	if wait := tryLogin(t, s, user, ip, throttle.Succeeded); wait != want {
 		t.Fatalf("login of %s from %s: wait %v; want %v", user, ip, wait, want)
 	}
 }
@@ -49,15 +52,15 @@ func TestLoginThrottlePerPair(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s, clock := newTestStore(t, db)
 		for range 5 {
-			mustPass(t, s, "alice", "198.51.100.1", LoginFailed)
+			mustPass(t, s, "alice", "198.51.100.1", throttle.Failed)
 			clock.Advance(time.Minute)
 		}
 		mustWait(t, s, "alice", "198.51.100.1", 10*time.Minute)
 		clock.Advance(10 * time.Minute)
-		mustPass(t, s, "alice", "198.51.100.1", LoginSucceeded)
+		mustPass(t, s, "alice", "198.51.100.1", throttle.Succeeded)
 		// A success clears the pair: five more tries before the next block.
 		for range 5 {
-			mustPass(t, s, "alice", "198.51.100.1", LoginFailed)
+			mustPass(t, s, "alice", "198.51.100.1", throttle.Failed)
 		}
 		mustWait(t, s, "alice", "198.51.100.1", 15*time.Minute)
 	})
@@ -69,13 +72,13 @@ func TestLoginThrottlePerAddress(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s, clock := newTestStore(t, db)
 		for i := range 20 {
-			mustPass(t, s, fmt.Sprintf("user%d", i), "203.0.113.9", LoginFailed)
+			mustPass(t, s, fmt.Sprintf("user%d", i), "203.0.113.9", throttle.Failed)
 		}
 		clock.Advance(time.Minute)
 		mustWait(t, s, "someone-else", "203.0.113.9", 14*time.Minute)
 		// Strings that are not usernames count against the address only.
 		mustWait(t, s, "Not A Username", "203.0.113.9", 14*time.Minute)
-		mustPass(t, s, "user1", "203.0.113.10", LoginSucceeded)
+		mustPass(t, s, "user1", "203.0.113.10", throttle.Succeeded)
 	})
 }
 
@@ -86,38 +89,38 @@ func TestLoginThrottlePerUserBackoff(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s, clock := newTestStore(t, db)
 		home := "192.0.2.10"
-		mustPass(t, s, "alice", home, LoginSucceeded) // her usual address
+		mustPass(t, s, "alice", home, throttle.Succeeded) // her usual address
 		attacker := 0
 		next := func() string { attacker++; return fmt.Sprintf("10.%d.%d.1", attacker/250, attacker%250) }
 		for range 5 {
-			mustPass(t, s, "alice", next(), LoginFailed)
+			mustPass(t, s, "alice", next(), throttle.Failed)
 		}
 		for i, want := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300} {
 			want *= time.Second
 			mustWait(t, s, "alice", next(), want)
-			mustPass(t, s, "alice", home, LoginSucceeded) // never blocked at home
+			mustPass(t, s, "alice", home, throttle.Succeeded) // never blocked at home
 			clock.Advance(want - time.Millisecond)
-			if wait := tryLogin(t, s, "alice", next(), LoginFailed); wait != time.Second {
+			if wait := tryLogin(t, s, "alice", next(), throttle.Failed); wait != time.Second {
 				t.Fatalf("step %d: a millisecond early, wait %v; want the 1s minimum", i, wait)
 			}
 			clock.Advance(time.Millisecond)
-			mustPass(t, s, "alice", next(), LoginFailed)
+			mustPass(t, s, "alice", next(), throttle.Failed)
 		}
 		// The user from a new address waits like anyone else: the honest
 		// limit of the design.
 		mustWait(t, s, "alice", "192.0.2.99", 300*time.Second)
 		// 15 quiet minutes and the count is gone.
 		clock.Advance(15 * time.Minute)
-		mustPass(t, s, "alice", "192.0.2.99", LoginSucceeded)
+		mustPass(t, s, "alice", "192.0.2.99", throttle.Succeeded)
 		// The trust of an address lasts 30 days from its last success.
-		mustPass(t, s, "alice", home, LoginSucceeded)
+		mustPass(t, s, "alice", home, throttle.Succeeded)
 		clock.Advance(30*24*time.Hour - time.Minute)
 		for range 5 {
-			mustPass(t, s, "alice", next(), LoginFailed)
+			mustPass(t, s, "alice", next(), throttle.Failed)
 		}
-		mustPass(t, s, "alice", home, LoginFailed) // trusted for one more minute
+		mustPass(t, s, "alice", home, throttle.Failed) // trusted for one more minute
 		clock.Advance(2 * time.Minute)
-		mustPass(t, s, "alice", next(), LoginFailed)
+		mustPass(t, s, "alice", next(), throttle.Failed)
 		mustWait(t, s, "alice", home, 2*time.Second) // no longer trusted
 	})
 }
@@ -132,7 +135,7 @@ func TestLoginThrottleKeepsGuessingSlow(t *testing.T) {
 		guesses := map[time.Duration]int{} // per elapsed hour
 		for n := 0; clock.Now().Sub(start) < 3*time.Hour; n++ {
 			ip := fmt.Sprintf("10.%d.%d.%d", n/65536%256, n/256%256, n%256)
-			if wait := tryLogin(t, s, "alice", ip, LoginFailed); wait > 0 {
+			if wait := tryLogin(t, s, "alice", ip, throttle.Failed); wait > 0 {
 				clock.Advance(wait)
 				continue
 			}
@@ -158,17 +161,17 @@ func TestLoginThrottleCountsAttemptsInAdvance(t *testing.T) {
 		s, _ := newTestStore(t, db)
 		ctx := context.Background()
 		var mu sync.Mutex
-		var passed []LoginAttempt
+		var passed []throttle.Attempt
 		refused := 0
 		var wg sync.WaitGroup
 		for range 12 {
 			wg.Go(func() {
-				a, wait, err := s.BeginLogin(ctx, "alice", "198.51.100.7", LoginPolicy{})
+				a, wait, err := s.Logins().Begin(ctx, "alice", "198.51.100.7", throttle.Policy{})
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
 				case err != nil:
-					t.Errorf("BeginLogin: %v", err)
+					t.Errorf("Begin: %v", err)
 				case wait > 0:
 					refused++
 				default:
@@ -181,14 +184,14 @@ func TestLoginThrottleCountsAttemptsInAdvance(t *testing.T) {
 			t.Fatalf("12 parallel attempts: %d let through, %d refused; want 5 and 7", len(passed), refused)
 		}
 		for _, a := range passed {
-			if err := s.EndLogin(ctx, a, LoginUnchecked); err != nil {
+			if err := s.Logins().End(ctx, a, throttle.Unchecked); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for range 20 { // none of them counted
-			mustPass(t, s, "alice", "198.51.100.7", LoginUnchecked)
+			mustPass(t, s, "alice", "198.51.100.7", throttle.Unchecked)
 		}
-		mustPass(t, s, "alice", "198.51.100.7", LoginSucceeded)
+		mustPass(t, s, "alice", "198.51.100.7", throttle.Succeeded)
 	})
 }
 
@@ -196,14 +199,14 @@ func TestLoginThrottleCountsAttemptsInAdvance(t *testing.T) {
 // none of them.
 func TestLoginThrottleIsShared(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		a := db.open(t, clock)
 		nodes := []*Store{a}
 		if db.Kind == "postgres" {
 			nodes = append(nodes, db.open(t, clock), db.open(t, clock))
 		}
 		for i := range 5 {
-			mustPass(t, nodes[i%len(nodes)], "alice", "198.51.100.1", LoginFailed)
+			mustPass(t, nodes[i%len(nodes)], "alice", "198.51.100.1", throttle.Failed)
 		}
 		for _, n := range nodes {
 			mustWait(t, n, "alice", "198.51.100.1", 15*time.Minute)
@@ -223,10 +226,10 @@ func TestLoginThrottleKeys(t *testing.T) {
 		s, _ := newTestStore(t, db)
 		pasted := "Hunter2 my password"
 		longIP := strings.Repeat("f", 5000)
-		mustPass(t, s, pasted, "192.0.2.1", LoginFailed)
-		mustPass(t, s, "alice", longIP, LoginSucceeded)
-		mustPass(t, s, "alice", longIP, LoginFailed)
-		mustPass(t, s, pasted, "192.0.2.1", LoginFailed)
+		mustPass(t, s, pasted, "192.0.2.1", throttle.Failed)
+		mustPass(t, s, "alice", longIP, throttle.Succeeded)
+		mustPass(t, s, "alice", longIP, throttle.Failed)
+		mustPass(t, s, pasted, "192.0.2.1", throttle.Failed)
 		var keys []string
 		rawView(t, s, func(r kv.Reader) error {
 			return r.Scan("lt/", kv.ScanOptions{KeysOnly: true}, func(k, _ []byte) error {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
@@ -23,7 +25,7 @@ func TestCheckPasswordSameWorkForUnknownUsers(t *testing.T) {
 		if testing.Short() {
 			t.Skip("hashes at the production bcrypt cost")
 		}
-		s := db.openWith(t, Options{Clock: NewFakeClock(t0), PasswordCost: bcrypt.DefaultCost})
+		s := db.openWith(t, Options{Clock: testtools.NewFakeClock(t0), PasswordCost: bcrypt.DefaultCost})
 		ctx := context.Background()
 		for _, name := range []string{"alice", "dora"} {
 			if _, err := s.CreateUser(ctx, NewUser{Username: name, Password: "pw-" + name}); err != nil {

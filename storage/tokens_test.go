@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	"golang.org/x/crypto/bcrypt"
@@ -375,7 +377,7 @@ func TestForEachPermanentTokenInExpiryOrder(t *testing.T) {
 
 func TestLastUsedMergedAndFlushed(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		mustCreateUser(t, s, "alice", false)
 		sec, meta, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(24*time.Hour))
@@ -402,7 +404,7 @@ func TestLastUsedMergedAndFlushed(t *testing.T) {
 
 func TestLastUsedFlushedPeriodically(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.openWith(t, Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: 10 * time.Millisecond})
 		mustCreateUser(t, s, "alice", false)
 		sec, meta, _ := mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(24*time.Hour))
@@ -525,7 +527,7 @@ func TestExpiryIndexHoldsCopiesOfTokenRecords(t *testing.T) {
 // the expiry walk reports none.
 func TestLastUsedOfEveryTokenSurvivesReopen(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		clock := NewFakeClock(t0)
+		clock := testtools.NewFakeClock(t0)
 		s := db.open(t, clock)
 		mustCreateUser(t, s, "alice", false)
 		batch := make([]NewToken, 300)

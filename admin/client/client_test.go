@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
@@ -22,9 +24,9 @@ import (
 
 // newServer is the real admin API over a real Badger store, and a client
 // of it whose every call is checked against the OpenAPI document.
-func newServer(t *testing.T) (*client.Client, *storage.FakeClock) {
+func newServer(t *testing.T) (*client.Client, *testtools.FakeClock) {
 	t.Helper()
-	clock := storage.NewFakeClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := testtools.NewFakeClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	db, err := badgerstore.Open(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)

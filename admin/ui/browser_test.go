@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"golang.org/x/crypto/bcrypt"
@@ -44,13 +46,13 @@ const (
 type testEnv struct {
 	srv    *httptest.Server
 	store  *storage.Store
-	clock  *storage.FakeClock
+	clock  *testtools.FakeClock
 	shared *alerts.Shared
 }
 
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
-	clock := storage.NewFakeClock(start)
+	clock := testtools.NewFakeClock(start)
 	db, err := badgerstore.Open(t.TempDir(), nil)
 	if err != nil {
 		t.Fatalf("OpenBadger: %v", err)

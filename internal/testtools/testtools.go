@@ -1,6 +1,8 @@
-// Package testtools finds or installs, pinned, the outside programs that
-// tests run against for real: Go tools from the module proxy, Debian
-// packages, and a Caddy binary built with this plugin.
+// Package testtools is what the tests of every package share: it finds or
+// installs, pinned, the outside programs that tests run against for real
+// (Go tools from the module proxy, Debian packages, and a Caddy binary
+// built with this plugin), gives each test a PostgreSQL database of its
+// own, and has the fake clock that moves expiry in milliseconds.
 //
 // A tool that cannot be installed fails the test with the reason; it is
 // never skipped, so a green suite means the real program ran.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
 
@@ -16,7 +18,7 @@ import (
 // per input would allow a handful of inputs a minute). It must never panic
 // or allocate without bound; damaged input is an error.
 func FuzzRestore(f *testing.F) {
-	src, err := openStoreWith(f.TempDir(), storage.Options{Clock: storage.NewFakeClock(t0)})
+	src, err := openStoreWith(f.TempDir(), storage.Options{Clock: testtools.NewFakeClock(t0)})
 	if err != nil {
 		f.Fatal(err)
 	}

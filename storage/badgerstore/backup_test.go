@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
@@ -21,7 +23,7 @@ import (
 // finds users, passwords, tokens (which still verify), last use, settings
 // and the audit log, and a consistent cut of the concurrent writes.
 func TestBackupRestoreRoundTrip(t *testing.T) {
-	clock := storage.NewFakeClock(t0)
+	clock := testtools.NewFakeClock(t0)
 	s := openStore(t, t.TempDir(), clock)
 	ctx := storage.WithActor(context.Background(), "root", "192.0.2.1")
 	if _, err := s.CreateUser(ctx, storage.NewUser{Username: "alice", Email: "alice@example.com", Password: "pw-alice"}); err != nil {
@@ -123,7 +125,7 @@ func wantSameAudit(t *testing.T, src, restored *storage.Store) {
 }
 
 func TestRestoreRefusesNonEmptyDirectory(t *testing.T) {
-	src := openStore(t, t.TempDir(), storage.NewFakeClock(t0))
+	src := openStore(t, t.TempDir(), testtools.NewFakeClock(t0))
 	var buf bytes.Buffer
 	if err := src.Backup(context.Background(), &buf); err != nil {
 		t.Fatal(err)
@@ -148,7 +150,7 @@ func TestRestoreRefusesNonEmptyDirectory(t *testing.T) {
 // backups cut short or with a damaged frame length: each is an error that
 // says so, never a panic or a huge allocation.
 func TestRestoreRejectsDamagedBackups(t *testing.T) {
-	src := openStore(t, t.TempDir(), storage.NewFakeClock(t0))
+	src := openStore(t, t.TempDir(), testtools.NewFakeClock(t0))
 	if _, err := src.CreateUser(context.Background(), storage.NewUser{Username: "alice", Password: "pw"}); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +186,7 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 // running store holds.
 func TestBackupDirOffline(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openStoreWith(dir, storage.Options{Clock: storage.NewFakeClock(t0)})
+	s, err := openStoreWith(dir, storage.Options{Clock: testtools.NewFakeClock(t0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +208,7 @@ func TestBackupDirOffline(t *testing.T) {
 	if err := Restore(restored, &buf); err != nil {
 		t.Fatal(err)
 	}
-	r := openStore(t, restored, storage.NewFakeClock(t0))
+	r := openStore(t, restored, testtools.NewFakeClock(t0))
 	if v, err := r.GetSetting(context.Background(), storage.SettingNotificationDays); err != nil || v != "9" {
 		t.Errorf("setting after offline round trip: %q, %v", v, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -16,7 +18,7 @@ import (
 
 func TestSecondOpenFailsClearly(t *testing.T) {
 	dir := t.TempDir()
-	openStore(t, dir, storage.NewFakeClock(t0))
+	openStore(t, dir, testtools.NewFakeClock(t0))
 	_, err := Open(dir, nil)
 	if err == nil || err.Error() != "storage directory "+dir+" is in use by another process" {
 		t.Fatalf("second Open = %v; want the in-use message", err)

@@ -69,7 +69,7 @@ func eventually(t testing.TB, limit time.Duration, what string, cond func() bool
 func setup(t *testing.T) (a, b *storage.Store, sec string, tok storage.Token, dsn string) {
 	t.Helper()
 	dsn = testtools.PostgresDatabase(t)
-	clock := storage.NewFakeClock(t0)
+	clock := testtools.NewFakeClock(t0)
 	a, b = node(t, dsn, clock), node(t, dsn, clock)
 	if _, err := a.CreateUser(ctxAs("root"), storage.NewUser{Username: "alice", Password: "pw-alice"}); err != nil {
 		t.Fatal(err)
@@ -248,7 +248,7 @@ func TestNodesStartingTogetherMakeOneAdmin(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			stores[i] = node(t, dsn, storage.NewFakeClock(t0))
+			stores[i] = node(t, dsn, testtools.NewFakeClock(t0))
 			var err error
 			created[i], err = stores[i].EnsureAdmin(context.Background(), storage.NewUser{Username: fmt.Sprintf("admin%d", i), Password: "pw"})
 			if err != nil {

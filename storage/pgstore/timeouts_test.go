@@ -24,7 +24,7 @@ import (
 func nodeWith(t *testing.T, dsn string, timeout time.Duration) *storage.Store {
 	t.Helper()
 	s, err := openStore(context.Background(), dsn, pgstore.Options{Timeout: timeout},
-		storage.Options{Clock: storage.NewFakeClock(t0), PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
+		storage.Options{Clock: testtools.NewFakeClock(t0), PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,9 @@
-package storage
+// Package throttle is the login throttle of API tokens for Caddy: it slows
+// password guessing without letting anyone lock a user out. Its counters
+// are keys of the token database (the lt/ family of storage/keys.go's
+// table), so every node of a fleet counts the same failures, and they
+// survive restarts and reloads.
+package throttle
 
 import (
 	"context"
@@ -11,10 +16,6 @@ import (
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
-// The login throttle slows password guessing without letting anyone lock
-// a user out. Its counters live in the database, so every node of a fleet
-// counts the same failures, and they survive restarts and reloads.
-//
 // Three counters limit an attempt, and a fourth record exempts one:
 //
 //   - per (username, address) pair: PairFailures failures within Window
@@ -33,15 +34,15 @@ import (
 //     pair and address limits), so during an attack on an account its user
 //     gets in at once from an address they used before.
 //
-// BeginLogin counts an attempt as a failure before its password is
-// checked, in the same transaction as the check of the limits, so parallel
-// guesses on one node or several cannot all pass before the first failure
-// is recorded. EndLogin takes that failure back when the password was
-// right, or could not be checked.
+// Begin counts an attempt as a failure before its password is checked, in
+// the same transaction as the check of the limits, so parallel guesses on
+// one node or several cannot all pass before the first failure is
+// recorded. End takes that failure back when the password was right, or
+// could not be checked.
 
-// LoginPolicy sets the throttle's limits. Zero fields get the defaults of
-// DefaultLoginPolicy.
-type LoginPolicy struct {
+// Policy sets the throttle's limits. Zero fields get the defaults of
+// DefaultPolicy.
+type Policy struct {
 	PairFailures    int           // failures per (username, address) within Window; default 5
 	AddressFailures int           // failures per address within Window; default 20
 	Window          time.Duration // default 15 minutes
@@ -50,8 +51,8 @@ type LoginPolicy struct {
 	TrustedFor      time.Duration // how long a successful login exempts its address; default 30 days
 }
 
-// DefaultLoginPolicy is the throttle the admin API applies.
-var DefaultLoginPolicy = LoginPolicy{
+// DefaultPolicy is the throttle the admin API applies.
+var DefaultPolicy = Policy{
 	PairFailures:    5,
 	AddressFailures: 20,
 	Window:          15 * time.Minute,
@@ -60,8 +61,8 @@ var DefaultLoginPolicy = LoginPolicy{
 	TrustedFor:      30 * 24 * time.Hour,
 }
 
-func (p LoginPolicy) withDefaults() LoginPolicy {
-	d := DefaultLoginPolicy
+func (p Policy) withDefaults() Policy {
+	d := DefaultPolicy
 	if p.PairFailures <= 0 {
 		p.PairFailures = d.PairFailures
 	}
@@ -85,7 +86,7 @@ func (p LoginPolicy) withDefaults() LoginPolicy {
 
 // backoff is how long after the user's last failure an untrusted address
 // waits, once the user has n failures.
-func (p LoginPolicy) backoff(n int) time.Duration {
+func (p Policy) backoff(n int) time.Duration {
 	over := n - p.UserFailures
 	if over < 0 {
 		return 0
@@ -96,26 +97,25 @@ func (p LoginPolicy) backoff(n int) time.Duration {
 	return min(time.Duration(1<<over)*time.Second, p.MaxBackoff)
 }
 
-// LoginOutcome is how a login attempt ended.
-type LoginOutcome int
+// Outcome is how a login attempt ended.
+type Outcome int
 
 const (
-	// LoginFailed: the password was wrong (or the user unknown or
-	// disabled). The failure BeginLogin counted stays.
-	LoginFailed LoginOutcome = iota
-	// LoginSucceeded: the password was right. The pair's failures are
+	// Failed: the password was wrong (or the user unknown or
+	// disabled). The failure Begin counted stays.
+	Failed Outcome = iota
+	// Succeeded: the password was right. The pair's failures are
 	// cleared and the address is trusted for the user.
-	LoginSucceeded
-	// LoginUnchecked: the password could not be checked (the database was
+	Succeeded
+	// Unchecked: the password could not be checked (the database was
 	// unavailable); the attempt is taken back, it was nobody's guess.
-	LoginUnchecked
+	Unchecked
 )
 
-// LoginAttempt is an attempt BeginLogin let through, to be passed to
-// EndLogin. Its zero value is an attempt that was not counted.
-type LoginAttempt struct {
+// Attempt is an attempt Begin let through, to be passed to End. Its zero value is an attempt that was not counted.
+type Attempt struct {
 	user, addr  string
-	policy      LoginPolicy
+	policy      Policy
 	counted     bool
 	pairStart   time.Time // the windows the failure was counted in, so
 	addrStart   time.Time // a take-back never lowers a newer window
@@ -159,41 +159,81 @@ func throttleAddr(ip string) string {
 	return ip
 }
 
-func pairKey(user, addr string) string    { return prefixThrottlePair + user + "/" + addr }
-func addrKey(addr string) string          { return prefixThrottleAddr + addr }
-func userFailKey(user string) string      { return prefixThrottleUser + user }
-func trustedKey(user, addr string) string { return prefixThrottleTrust + user + "/" + addr }
+// The keys of the throttle (storage/keys.go lists them with every other
+// key). Usernames cannot contain "/", so "lt/p/<user>/" and
+// "lt/t/<user>/" never overlap between users. Every key is written with a
+// TTL, so a flood of random usernames and addresses frees itself.
+const (
+	prefixPair  = "lt/p/" // lt/p/<username>/<address>: failures of one address for one user
+	prefixAddr  = "lt/a/" // lt/a/<address>: failures from one address, any username
+	prefixUser  = "lt/u/" // lt/u/<username>: failures for one user from untrusted addresses
+	prefixTrust = "lt/t/" // lt/t/<username>/<address>: when this address last logged in as this user
+)
 
-// BeginLogin decides whether a login attempt for user from ip may check
-// its password. If so it returns wait 0 and the attempt, already counted
-// as a failure; the caller must pass it to EndLogin with the outcome. If
-// not, it returns how long to wait, and counts nothing. An empty user (a
+func pairKey(user, addr string) string    { return prefixPair + user + "/" + addr }
+func addrKey(addr string) string          { return prefixAddr + addr }
+func userFailKey(user string) string      { return prefixUser + user }
+func trustedKey(user, addr string) string { return prefixTrust + user + "/" + addr }
+
+// Clock tells the time; tests move it.
+type Clock interface {
+	Now() time.Time
+}
+
+// Throttle counts the failures of logins in the token database.
+type Throttle struct {
+	db        kv.Backend
+	clock     Clock
+	validUser func(string) bool
+}
+
+// New returns the throttle over db. validUser tells which strings are
+// usernames; no other string is ever put in a key (it may be anything,
+// even a pasted password).
+func New(db kv.Backend, clock Clock, validUser func(string) bool) *Throttle {
+	return &Throttle{db: db, clock: clock, validUser: validUser}
+}
+
+// txn is one transaction of the throttle, at one time.
+type txn struct {
+	kv.Writer
+	now time.Time
+}
+
+func (t *Throttle) update(ctx context.Context, fn func(w txn) error) error {
+	return t.db.Update(ctx, func(w kv.Writer) error { return fn(txn{w, t.clock.Now()}) })
+}
+
+// Begin decides whether a login attempt for user from ip may check its
+// password. If so it returns wait 0 and the attempt, already counted as a
+// failure; the caller must pass it to End with the outcome. If not, it
+// returns how long to wait, and counts nothing. An empty user (or a
 // string that is not even a valid username) counts against the address
 // only.
-func (s *Store) BeginLogin(ctx context.Context, user, ip string, p LoginPolicy) (LoginAttempt, time.Duration, error) {
+func (t *Throttle) Begin(ctx context.Context, user, ip string, p Policy) (Attempt, time.Duration, error) {
 	p = p.withDefaults()
-	if user != "" && ValidateUsername(user) != nil {
-		user = "" // never a key: it may be anything, even a pasted password
+	if user != "" && !t.validUser(user) {
+		user = ""
 	}
 	addr := throttleAddr(ip)
-	var a LoginAttempt
+	var a Attempt
 	var wait time.Duration
-	err := s.update(ctx, func(w *writeTxn) error {
+	err := t.update(ctx, func(w txn) error {
 		var err error
-		a, wait, err = beginLogin(w, user, addr, p)
+		a, wait, err = begin(w, user, addr, p)
 		return err
 	})
 	if err != nil {
-		return LoginAttempt{}, 0, err
+		return Attempt{}, 0, err
 	}
 	return a, wait, nil
 }
 
-func beginLogin(w *writeTxn, user, addr string, p LoginPolicy) (LoginAttempt, time.Duration, error) {
+func begin(w txn, user, addr string, p Policy) (Attempt, time.Duration, error) {
 	now := w.now
 	ac, err := readWindow(w, addrKey(addr), now, p.Window)
 	if err != nil {
-		return LoginAttempt{}, 0, err
+		return Attempt{}, 0, err
 	}
 	wait := windowWait(ac, p.AddressFailures, now, p.Window)
 	var pc windowCount
@@ -201,17 +241,17 @@ func beginLogin(w *writeTxn, user, addr string, p LoginPolicy) (LoginAttempt, ti
 	trusted := false
 	if user != "" {
 		if pc, err = readWindow(w, pairKey(user, addr), now, p.Window); err != nil {
-			return LoginAttempt{}, 0, err
+			return Attempt{}, 0, err
 		}
 		wait = max(wait, windowWait(pc, p.PairFailures, now, p.Window))
 		if trusted, err = isTrusted(w, user, addr, now, p.TrustedFor); err != nil {
-			return LoginAttempt{}, 0, err
+			return Attempt{}, 0, err
 		}
 		// A trusted address never reads the per-user counter, so the
 		// user's own logins do not even contend with an attack on it.
 		if !trusted {
 			if uf, err = readUserFailures(w, user, now, p.Window); err != nil {
-				return LoginAttempt{}, 0, err
+				return Attempt{}, 0, err
 			}
 			if b := p.backoff(uf.N); b > 0 {
 				wait = max(wait, uf.Last.Add(b).Sub(now))
@@ -219,45 +259,45 @@ func beginLogin(w *writeTxn, user, addr string, p LoginPolicy) (LoginAttempt, ti
 		}
 	}
 	if wait > 0 {
-		return LoginAttempt{}, max(wait, time.Second), nil
+		return Attempt{}, max(wait, time.Second), nil
 	}
-	a := LoginAttempt{user: user, addr: addr, policy: p, counted: true}
+	a := Attempt{user: user, addr: addr, policy: p, counted: true}
 	if a.addrStart, err = countFailure(w, addrKey(addr), ac, now, p.Window); err != nil {
-		return LoginAttempt{}, 0, err
+		return Attempt{}, 0, err
 	}
 	if user == "" {
 		return a, 0, nil
 	}
 	if a.pairStart, err = countFailure(w, pairKey(user, addr), pc, now, p.Window); err != nil {
-		return LoginAttempt{}, 0, err
+		return Attempt{}, 0, err
 	}
 	if !trusted {
 		a.userPrev, a.userAt = uf.Last, now
 		uf.N++
 		uf.Last = now
 		if err := putThrottle(w, userFailKey(user), uf, p.Window); err != nil {
-			return LoginAttempt{}, 0, err
+			return Attempt{}, 0, err
 		}
 		a.userCounted = true
 	}
 	return a, 0, nil
 }
 
-// EndLogin records how an attempt that BeginLogin let through ended. A
+// End records how an attempt that Begin let through ended. A
 // failure stays counted; a success clears the pair's failures and trusts
 // the address for the user; an unchecked attempt is taken back. The
 // per-user count is only taken back, never cleared: the real user's
 // success must not hand an attacker a fresh budget.
-func (s *Store) EndLogin(ctx context.Context, a LoginAttempt, outcome LoginOutcome) error {
-	if !a.counted || outcome == LoginFailed {
+func (t *Throttle) End(ctx context.Context, a Attempt, outcome Outcome) error {
+	if !a.counted || outcome == Failed {
 		return nil
 	}
-	return s.update(ctx, func(w *writeTxn) error {
-		return endLogin(w, a, outcome)
+	return t.update(ctx, func(w txn) error {
+		return end(w, a, outcome)
 	})
 }
 
-func endLogin(w *writeTxn, a LoginAttempt, outcome LoginOutcome) error {
+func end(w txn, a Attempt, outcome Outcome) error {
 	now, p := w.now, a.policy
 	if err := uncount(w, addrKey(a.addr), a.addrStart, now, p.Window); err != nil {
 		return err
@@ -280,10 +320,10 @@ func endLogin(w *writeTxn, a LoginAttempt, outcome LoginOutcome) error {
 			}
 		}
 	}
-	if outcome != LoginSucceeded {
+	if outcome != Succeeded {
 		return uncount(w, pairKey(a.user, a.addr), a.pairStart, now, p.Window)
 	}
-	if err := del(w, pairKey(a.user, a.addr)); err != nil {
+	if err := w.Delete(pairKey(a.user, a.addr)); err != nil {
 		return err
 	}
 	return putThrottle(w, trustedKey(a.user, a.addr), trustedPair{At: now}, p.TrustedFor)
@@ -311,7 +351,7 @@ func windowWait(c windowCount, limit int, now time.Time, window time.Duration) t
 // countFailure adds one failure to c (starting a window if c has none)
 // and writes it with a TTL that ends with the window. It returns the
 // window's start.
-func countFailure(w *writeTxn, key string, c windowCount, now time.Time, window time.Duration) (time.Time, error) {
+func countFailure(w txn, key string, c windowCount, now time.Time, window time.Duration) (time.Time, error) {
 	if c.N == 0 {
 		c.Start = now
 	}
@@ -321,7 +361,7 @@ func countFailure(w *writeTxn, key string, c windowCount, now time.Time, window 
 
 // uncount takes one failure back from the window that started at start;
 // a newer window (the old one passed meanwhile) is left alone.
-func uncount(w *writeTxn, key string, start, now time.Time, window time.Duration) error {
+func uncount(w txn, key string, start, now time.Time, window time.Duration) error {
 	c, err := readWindow(w, key, now, window)
 	if err != nil || c.N == 0 || !c.Start.Equal(start) {
 		return err
@@ -348,12 +388,15 @@ func isTrusted(r kv.Reader, user, addr string, now time.Time, trustedFor time.Du
 }
 
 func readThrottle(r kv.Reader, key string, v any) (bool, error) {
-	val, found, err := getValue(r, key)
-	if err != nil || !found {
-		return false, err
+	val, found, err := r.Get(key)
+	if err != nil {
+		return false, fmt.Errorf("throttle: read %s: %w", keyKind(key), err)
+	}
+	if !found {
+		return false, nil
 	}
 	if err := json.Unmarshal(val, v); err != nil {
-		return false, fmt.Errorf("storage: corrupt %s record: %w", keyKind(key), err)
+		return false, fmt.Errorf("throttle: corrupt %s record: %w", keyKind(key), err)
 	}
 	return true, nil
 }
@@ -361,10 +404,23 @@ func readThrottle(r kv.Reader, key string, v any) (bool, error) {
 // putThrottle writes a throttle record that matters for ttl from now.
 // The TTL lets the backend collect it (a flood of random usernames and
 // addresses costs storage that frees itself); the Clock still decides.
-func putThrottle(w *writeTxn, key string, v any, ttl time.Duration) error {
+func putThrottle(w txn, key string, v any, ttl time.Duration) error {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("storage: encode %s: %w", keyKind(key), err)
+		return fmt.Errorf("throttle: encode %s: %w", keyKind(key), err)
 	}
-	return setTTL(w, key, b, max(ttl, 0)+time.Minute)
+	return w.Set(key, b, max(ttl, 0)+time.Minute)
+}
+
+// keyKind names what a key holds for error messages, without its content.
+func keyKind(key string) string {
+	switch key[:len(prefixPair)] {
+	case prefixPair:
+		return "login throttle (user and address)"
+	case prefixAddr:
+		return "login throttle (address)"
+	case prefixUser:
+		return "login throttle (user)"
+	}
+	return "login throttle (trusted address)"
 }

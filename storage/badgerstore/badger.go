@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,9 +32,16 @@ import (
 // second process gets a clear message instead of Badger's.
 const lockFileName = "api_tokens.lock"
 
-// keySeq holds the last number NextSeq handed out, so numbers keep growing
-// across restarts.
-const keySeq = "m/audit_seq"
+// The backend's own bookkeeping lives under privatePrefix, which no key
+// of the rules starts with (they all start with a letter): Scan skips it
+// and Get never returns it, so it stays out of the rules' keyspace and a
+// copy into another database never carries it; a backup of the directory
+// does. keySeq holds the last number NextSeq handed out, so numbers keep
+// growing across restarts.
+const (
+	privatePrefix = "\x00badger/"
+	keySeq        = privatePrefix + "seq"
+)
 
 // Backend is a kv.Backend on a Badger database in one directory.
 type Backend struct {
@@ -228,6 +236,9 @@ type reader struct {
 }
 
 func (r reader) Get(key string) ([]byte, bool, error) {
+	if strings.HasPrefix(key, privatePrefix) {
+		return nil, false, nil
+	}
 	item, err := r.txn.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, false, nil
@@ -292,6 +303,9 @@ func (r reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) e
 		if !bytes.HasPrefix(key, []byte(prefix)) || to != nil && bytes.Compare(key, to) >= 0 {
 			return nil
 		}
+		if bytes.HasPrefix(key, []byte(privatePrefix)) {
+			continue
+		}
 		var err error
 		if o.KeysOnly {
 			err = fn(key, nil)
@@ -343,7 +357,10 @@ type publication struct {
 func (w *writer) Set(key string, val []byte, ttl time.Duration) error {
 	e := badger.NewEntry([]byte(key), val)
 	if ttl > 0 {
-		e = e.WithTTL(ttl)
+		// Badger keeps expiry in whole seconds and WithTTL rounds down,
+		// which could collect a key up to a second before its TTL: round
+		// up instead.
+		e.ExpiresAt = uint64(time.Now().Add(ttl).Unix()) + 1
 	}
 	return w.txn.SetEntry(e)
 }

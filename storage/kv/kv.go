@@ -86,13 +86,16 @@ var ErrStopScan = errors.New("kv: stop scan")
 type Writer interface {
 	Reader
 	// Set writes key. With a ttl > 0 the backend may delete the key once
-	// ttl has passed (the rules never rely on that: it only collects
-	// garbage); ttl 0 keeps it until deleted.
+	// ttl has passed, never before (the rules never rely on the deletion:
+	// it only collects garbage); ttl 0 keeps it until deleted.
 	Set(key string, val []byte, ttl time.Duration) error
 	// Delete removes key; deleting a missing key is not an error.
 	Delete(key string) error
-	// NextSeq returns a number greater than any it returned before, in
-	// this process or any other on the same database.
+	// NextSeq returns a number that no other call returns, in this
+	// process or any other on the same database, now or after a restart.
+	// The numbers one caller gets grow, within a transaction and from one
+	// of its transactions to its next; concurrent transactions' numbers
+	// may interleave.
 	NextSeq() (uint64, error)
 	// Publish records, in this transaction, that key changed: when the
 	// transaction commits, every subscriber of the feed (on every node)

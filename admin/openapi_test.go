@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
+	"github.com/apitokens/caddy-api-tokens/internal/apicontract"
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 )
 

@@ -46,6 +46,8 @@ type world struct {
 	smtp   *smtpServer
 	mailer *Mailer
 	log    *zap.Logger
+	// maxDigest is the loops' Config.MaxDigestTokens; 0: the default.
+	maxDigest int
 }
 
 func newWorld(t *testing.T) *world {
@@ -130,7 +132,7 @@ func (w *world) unset(key string) {
 
 // loop returns a new, not started Loop on the world's store and Shared.
 func (w *world) loop() *Loop {
-	return NewLoop(Config{Clock: w.clock, Logger: w.log, Interval: time.Hour, Mailer: w.mailer, Shared: w.shared})
+	return NewLoop(Config{Clock: w.clock, Logger: w.log, Interval: time.Hour, Mailer: w.mailer, Shared: w.shared, MaxDigestTokens: w.maxDigest})
 }
 
 // pass runs one pass of a fresh loop and fails the test on error.

@@ -89,6 +89,10 @@ type Config struct {
 	Mailer *Mailer
 	// Shared is kept by the app across config reloads (see Shared).
 	Shared *Shared
+	// MaxDigestTokens bounds one digest email, and what a pass holds in
+	// memory for it: tokens past it stay pending and go out in the next
+	// digest, which the loop sends soon after. Default 1000.
+	MaxDigestTokens int
 }
 
 // Loop runs alert passes in one goroutine between Start and Stop, while
@@ -126,6 +130,9 @@ func NewLoop(cfg Config) *Loop {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
+	}
+	if cfg.MaxDigestTokens <= 0 {
+		cfg.MaxDigestTokens = 1000
 	}
 	return &Loop{cfg: cfg, store: cfg.Shared.store, trigger: make(chan struct{}, 1)}
 }
@@ -303,7 +310,7 @@ func (l *Loop) pass(ctx context.Context, lease storage.Lease) (time.Duration, er
 	if invalid != nil {
 		l.cfg.Logger.Error("ignoring an invalid notification setting; fix it with PUT /settings/{key}", zap.Error(invalid))
 	}
-	sc, err := scanTokens(ctx, l.store, lease, now, set)
+	sc, err := scanTokens(ctx, l.store, lease, now, set, l.cfg.MaxDigestTokens)
 	if err != nil {
 		return min(l.cfg.Interval, errorWait), err
 	}

@@ -530,9 +530,8 @@ func TestTightestCrossed(t *testing.T) {
 // A digest longer than the cap goes out in parts, soon one after the
 // other, and every token is warned exactly once.
 func TestLongDigestIsSplitAcrossPasses(t *testing.T) {
-	defer func(n int) { maxDigestTokens = n }(maxDigestTokens)
-	maxDigestTokens = 2
 	w := newWorld(t)
+	w.maxDigest = 2
 	var ids []string
 	for _, name := range []string{"a", "b", "c"} {
 		ids = append(ids, w.token("ci-bot", name, 5*day).ID)

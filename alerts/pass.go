@@ -24,11 +24,6 @@ const (
 // per token.
 var expiryBuckets = [...]int{1, 7, 30, 90, 365}
 
-// maxDigestTokens bounds one digest email (and what a pass holds in memory
-// for it). Tokens past it stay pending and go out in the next digest, which
-// the loop sends soon after. A variable so tests can lower it.
-var maxDigestTokens = 1000
-
 // settings is the alert configuration read from the store at each pass.
 type settings struct {
 	thresholds []int    // days, largest first; nil when notifications are off
@@ -61,7 +56,7 @@ type scan struct {
 	faults   []storage.Fault
 	expiring []expiring
 	within   [len(expiryBuckets)]int
-	notices  []notice // at most maxDigestTokens
+	notices  []notice // at most Config.MaxDigestTokens
 	overdue  int      // tokens that need an email but did not fit in notices
 }
 
@@ -105,8 +100,8 @@ func readSettings(ctx context.Context, st Store) (s settings, invalid, err error
 // tokens whose next email is due. Memory is bounded by the tokens inside
 // the window and the horizon, not by the number of tokens. Alert states
 // are read, and new fault records written, stateBatch at a time.
-func scanTokens(ctx context.Context, st Store, lease storage.Lease, now time.Time, set settings) (*scan, error) {
-	s := &scanner{ctx: ctx, st: st, lease: lease, now: now, set: set, out: &scan{}}
+func scanTokens(ctx context.Context, st Store, lease storage.Lease, now time.Time, set settings, maxDigest int) (*scan, error) {
+	s := &scanner{ctx: ctx, st: st, lease: lease, now: now, set: set, maxDigest: maxDigest, out: &scan{}}
 	if err := st.ForEachPermanentToken(ctx, s.visit); err != nil {
 		return nil, fmt.Errorf("scanning permanent tokens: %w", err)
 	}
@@ -118,13 +113,15 @@ func scanTokens(ctx context.Context, st Store, lease storage.Lease, now time.Tim
 
 // scanner is the state of one scanTokens walk.
 type scanner struct {
-	ctx     context.Context
-	st      Store
-	lease   storage.Lease
-	now     time.Time
-	set     settings
-	pending []pendingFault // faults waiting for their alert state
-	out     *scan
+	ctx   context.Context
+	st    Store
+	lease storage.Lease
+	now   time.Time
+	set   settings
+	// maxDigest is Config.MaxDigestTokens.
+	maxDigest int
+	pending   []pendingFault // faults waiting for their alert state
+	out       *scan
 }
 
 // pendingFault is a token inside the window, before its alert state is
@@ -186,7 +183,7 @@ func (s *scanner) resolve() error {
 		f := newFault(p.token, p.status, s.now, state.RaisedAt)
 		s.out.faults = append(s.out.faults, f)
 		if s.set.recipients != nil && emailDue(state, p.threshold) {
-			if len(s.out.notices) < maxDigestTokens {
+			if len(s.out.notices) < s.maxDigest {
 				s.out.notices = append(s.out.notices, notice{f, p.threshold})
 			} else {
 				s.out.overdue++

@@ -18,14 +18,17 @@ import (
 // gateway, rotated and deleted, settings are configured, and the audit log
 // tells the story.
 func TestAdminAPIThroughCaddy(t *testing.T) {
-	clock := useFakeClock(t)
+	dataDir := t.TempDir()
+	clock := useFakeClock(dataDir)
 	t.Setenv("API_TOKENS_TEST_ADMIN", "ops-admin")
 	t.Setenv("API_TOKENS_TEST_ADMIN_PASSWORD", "from-the-environment-1")
 	port, upstream := freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin {env.API_TOKENS_TEST_ADMIN} {env.API_TOKENS_TEST_ADMIN_PASSWORD}
 		session_ttl 1h
 		permanent_token_lifetime 90d
@@ -41,7 +44,7 @@ http://localhost:%d {
 		%s
 	}
 }
-`, globalOptions, t.TempDir(), echoSite(upstream), port, proxyWithPlaceholders(upstream)))
+`, globalOptions, dataDir, echoSite(upstream), port, proxyWithPlaceholders(upstream)))
 	var (
 		base    = fmt.Sprintf("http://localhost:%d/api-tokens", port)
 		gateway = fmt.Sprintf("http://localhost:%d/deploy", port)
@@ -151,11 +154,12 @@ http://localhost:%d {
 // still names /api-tokens, so a client that follows it as is gets the
 // next page.
 func TestAdminListsPageThroughCaddy(t *testing.T) {
-	useFakeClock(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin pager pager-password-1
 	}
 }

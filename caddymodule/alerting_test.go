@@ -14,7 +14,9 @@ func alertingConfig(port int, dataDir, generation string) string {
 	return fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin root root-password-1
 		alert_interval 1h
 	}
@@ -33,8 +35,8 @@ http://localhost:%d {
 // GET /faults, the series on Caddy's /metrics, both surviving a reload,
 // and the series gone once the token is deleted.
 func TestAlertsThroughCaddy(t *testing.T) {
-	clock := useFakeClock(t)
 	dataDir := t.TempDir()
+	clock := useFakeClock(dataDir)
 	port := freePort(t)
 	loadCaddy(t, alertingConfig(port, dataDir, "A"))
 	base := fmt.Sprintf("http://localhost:%d/api-tokens", port)

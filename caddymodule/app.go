@@ -151,7 +151,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.replacePlaceholders(); err != nil {
 		return err
 	}
-	if err := a.Validate(); err != nil {
+	if err := a.validate(); err != nil {
 		return err
 	}
 	if err := a.loadDatabase(ctx); err != nil {
@@ -189,9 +189,14 @@ func (a *App) loadDatabase(ctx caddy.Context) error {
 // storeOptions are the options of the store this config opens (a reload
 // on the same database reuses the open store and its options).
 func (a *App) storeOptions() storage.Options {
-	opts := currentStoreOptions()
-	opts.Logger = a.logger.Named("storage")
-	opts.MaxStaleness = time.Duration(a.MaxStaleness)
+	opts := storage.Options{
+		Clock:        storage.SystemClock{},
+		Logger:       a.logger.Named("storage"),
+		MaxStaleness: time.Duration(a.MaxStaleness),
+	}
+	if s, ok := a.db.(storeOptionsSetter); ok {
+		s.setStoreOptions(&opts)
+	}
 	return opts
 }
 
@@ -260,8 +265,10 @@ func (a *App) warnIfLiteral(option, raw, resolved, example string) {
 		zap.String("option", option))
 }
 
-// Validate checks the config without changing anything.
-func (a *App) Validate() error {
+// validate checks the config without changing anything. Provision calls
+// it before it opens the database, so the app is not a caddy.Validator:
+// Caddy would check the same config a second time.
+func (a *App) validate() error {
 	if a.StorageRaw != nil && a.StoragePath != "" {
 		return errors.New("set storage or storage_path, not both (storage_path is short for storage badger { path <dir> })")
 	}
@@ -449,6 +456,5 @@ func getApp(ctx caddy.Context) (*App, error) {
 var (
 	_ caddy.App          = (*App)(nil)
 	_ caddy.Provisioner  = (*App)(nil)
-	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )

@@ -13,13 +13,15 @@ import (
 // moves two days on, the next config generation deletes the old entries
 // when it starts and records the deletion in the log itself.
 func TestAuditRetention(t *testing.T) {
-	clock := useFakeClock(t)
 	dataDir, port := t.TempDir(), freePort(t)
+	clock := useFakeClock(dataDir)
 	config := func(alertInterval string) string {
 		return fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin root root-password-1
 		alert_interval %s
 		audit_retention 1d

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,20 +10,20 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"golang.org/x/crypto/bcrypt"
-
-	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // TestLoginBeforeAppStart is the start-up order Caddy may choose: the HTTP
 // server answers a login before the api_tokens app's Start has run. The
 // bootstrap admin must exist for it anyway.
 func TestLoginBeforeAppStart(t *testing.T) {
-	defer SetStoreOptions(storage.Options{PasswordCost: bcrypt.MinCost})()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 
-	app := &App{StoragePath: t.TempDir(), BootstrapAdmin: &BootstrapAdmin{Username: "root", Password: "root-password-1"}}
+	storageJSON, err := json.Marshal(map[string]string{"module": "test", "path": t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &App{StorageRaw: storageJSON, BootstrapAdmin: &BootstrapAdmin{Username: "root", Password: "root-password-1"}}
 	if err := app.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}

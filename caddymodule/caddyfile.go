@@ -113,22 +113,24 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// unmarshalStorage reads `storage badger|postgres { ... }` into the
-// storage module's JSON.
+// unmarshalStorage reads `storage <kind> { ... }` into the JSON of the
+// api_tokens.storage module named kind: badger, postgres, or another
+// registered one.
 func (a *App) unmarshalStorage(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
 		return d.Err("storage needs a kind: storage postgres { dsn ... } or storage badger { path ... }")
 	}
 	kind := d.Val()
-	if kind != "badger" && kind != "postgres" {
+	info, err := caddy.GetModule("api_tokens.storage." + kind)
+	if err != nil {
 		return d.Errf("storage: unknown kind %q (known: badger, postgres)", kind)
+	}
+	mod, ok := info.New().(caddyfile.Unmarshaler)
+	if !ok {
+		return d.Errf("storage %s has no Caddyfile syntax; configure it in JSON", kind)
 	}
 	if d.NextArg() {
 		return d.Errf("storage %s takes its options in a block, got %q", kind, d.Val())
-	}
-	var mod caddyfile.Unmarshaler = new(BadgerStorage)
-	if kind == "postgres" {
-		mod = new(PostgresStorage)
 	}
 	if err := mod.UnmarshalCaddyfile(d); err != nil {
 		return err

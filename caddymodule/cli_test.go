@@ -54,14 +54,15 @@ func wantRun(t *testing.T, r cliRun, code int, stdoutHas, stderrHas string) {
 // and the audit log, delete, log out; then the bad input an operator
 // makes, each with a clear message and its exit code.
 func TestCLIThroughCaddy(t *testing.T) {
-	useFakeClock(t)
 	t.Setenv("API_TOKENS_TEST_ADMIN", "ops-admin")
 	t.Setenv("API_TOKENS_TEST_ADMIN_PASSWORD", "cli-admin-password-1")
 	port := freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin {env.API_TOKENS_TEST_ADMIN} {env.API_TOKENS_TEST_ADMIN_PASSWORD}
 	}
 }

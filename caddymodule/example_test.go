@@ -20,7 +20,6 @@ import (
 // test's own instead of 8080 and 9080, a temporary storage_path), and
 // follows the README's walk-through against it.
 func TestCaddyfileExample(t *testing.T) {
-	useFakeClock(t)
 	t.Setenv("API_TOKENS_ADMIN", "admin")
 	t.Setenv("API_TOKENS_ADMIN_PASSWORD", "choose-a-long-password")
 	src, err := os.ReadFile(filepath.Join(testtools.RepoRoot(t), "Caddyfile.example"))

@@ -1,19 +1,15 @@
 package caddymodule
 
 import (
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
-
-// SetStoreOptions makes every database opened from now on use opts, so an
-// integration test can drive expiry with a testtools.FakeClock and hash
-// passwords cheaply. It returns a function that restores the defaults.
-func SetStoreOptions(opts storage.Options) (restore func()) {
-	storeOptions.Store(&opts)
-	return func() { storeOptions.Store(nil) }
-}
 
 // NewTestProvider returns a provisioned provider over store, for the
 // benchmark and the fuzz test, with its counters on a private registry.
@@ -44,3 +40,36 @@ func NewTestHandler(store tokenVerifier, cfg AuthHandler) (*AuthHandler, error) 
 	cfg.counts = counts
 	return &cfg, nil
 }
+
+func init() {
+	caddy.RegisterModule(TestStorage{})
+}
+
+// TestStorage is Badger storage for in-process tests: the store opened on
+// it runs on the clock UseTestClock registered for its path (so expiry is
+// tested without waiting), with the cheapest password hash. Caddyfile:
+// `storage test { path <dir> }`.
+type TestStorage struct {
+	BadgerStorage
+}
+
+// CaddyModule returns the Caddy module information.
+func (TestStorage) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "api_tokens.storage.test", New: func() caddy.Module { return new(TestStorage) }}
+}
+
+func (s *TestStorage) setStoreOptions(o *storage.Options) {
+	o.PasswordCost = bcrypt.MinCost
+	if c, ok := testClocks.Load(s.Path); ok {
+		o.Clock = c.(storage.Clock)
+	}
+}
+
+// testClocks maps a TestStorage directory to its store's clock.
+var testClocks sync.Map
+
+// UseTestClock makes the store that `storage test` opens in dir run on
+// clock.
+func UseTestClock(dir string, clock storage.Clock) { testClocks.Store(dir, clock) }
+
+var _ storeOptionsSetter = (*TestStorage)(nil)

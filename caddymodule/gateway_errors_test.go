@@ -13,14 +13,15 @@ import (
 // require_admin), while the challenge header, the counters, the access log
 // and a valid token's way through are as without it.
 func TestGatewayErrorRoutes(t *testing.T) {
-	useFakeClock(t)
 	dataDir, logDir := t.TempDir(), t.TempDir()
 	accessLog := filepath.Join(logDir, "access.log")
 	adminPort, sitePort, noRoutesPort := freePort(t), freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin root root-password-1
 	}
 }

@@ -20,14 +20,16 @@ import (
 // must not see the refusals: api_token_auth answers them itself unless
 // use_handle_errors is set (TestGatewayErrorRoutes).
 func TestGatewayAuthentication(t *testing.T) {
-	clock := useFakeClock(t)
 	dataDir, logDir := t.TempDir(), t.TempDir()
+	clock := useFakeClock(dataDir)
 	accessLog := filepath.Join(logDir, "access.log")
 	upstream, gatewayPort, adminOnlyPort, keepAuthPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin root root-password-1
 	}
 }
@@ -254,12 +256,13 @@ func accessLogEntries(t *testing.T, path string, n int) []accessLogEntry {
 // sets must be its response's own, so a site that renames the realm
 // changes its own answers and no other site's (see headerSlab).
 func TestGatewayChallengeRewrittenOnOneSite(t *testing.T) {
-	useFakeClock(t)
 	renamingPort, plainPort := freePort(t), freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 	}
 }
 http://localhost:%d {

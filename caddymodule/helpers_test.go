@@ -15,13 +15,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
-	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
 	"github.com/apitokens/caddy-api-tokens/caddymodule"
+	"github.com/apitokens/caddy-api-tokens/internal/apicontract"
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 // adminEndpoint is the admin endpoint of this test binary's in-process
@@ -82,14 +80,13 @@ func proxyWithPlaceholders(upstreamPort int) string {
 		}`, upstreamPort)
 }
 
-// useFakeClock makes the databases that Caddy opens during this test use
-// a fake clock (so expiry is tested without waiting) and the cheapest
-// password hash. Call it before loading the config.
-func useFakeClock(t *testing.T) *testtools.FakeClock {
-	t.Helper()
+// useFakeClock makes the store that `storage test { path <dir> }` opens
+// run on a fake clock, so expiry is tested without waiting, and returns
+// it. Call it before loading the config. (A store opened by `storage test`
+// always hashes passwords at the cheapest cost.)
+func useFakeClock(dir string) *testtools.FakeClock {
 	clock := testtools.NewFakeClock(time.Now().UTC().Truncate(time.Second))
-	restore := caddymodule.SetStoreOptions(storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
-	t.Cleanup(restore)
+	caddymodule.UseTestClock(dir, clock)
 	return clock
 }
 

@@ -22,7 +22,9 @@ func reloadConfig(port int, dataDir, generation, bootstrapAdmin string) string {
 	return fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin %s
 		session_ttl 12h
 	}
@@ -45,7 +47,6 @@ http://localhost:%d {
 // failed-login count carry over; a changed bootstrap_admin creates nobody
 // once an admin exists.
 func TestReloadKeepsDataAndServes(t *testing.T) {
-	useFakeClock(t)
 	dataDir, port := t.TempDir(), freePort(t)
 	loadCaddy(t, reloadConfig(port, dataDir, "A", "root root-password-1"))
 	var (
@@ -149,7 +150,6 @@ func gatewayStatus(url, token string) (int, error) {
 // with no api_tokens block at all: the app comes up with its defaults and
 // its database under Caddy's data directory.
 func TestWorksWithoutGlobalOption(t *testing.T) {
-	useFakeClock(t)
 	dataHome := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", dataHome)
 	port := freePort(t)
@@ -177,7 +177,6 @@ http://localhost:%d {
 // refused with a message that names the problem, and the good one keeps
 // serving.
 func TestInvalidConfigIsRejected(t *testing.T) {
-	useFakeClock(t)
 	dataDir, port := t.TempDir(), freePort(t)
 	site := fmt.Sprintf(`
 http://localhost:%d {
@@ -185,17 +184,17 @@ http://localhost:%d {
 	respond "hello" 200
 }
 `, port)
-	loadCaddy(t, fmt.Sprintf("{\n%s\n\tapi_tokens {\n\t\tstorage_path %s\n\t}\n}\n%s", globalOptions, dataDir, site))
+	loadCaddy(t, fmt.Sprintf("{\n%s\n\tapi_tokens {\n\t\tstorage test {\n\t\t\tpath %s\n\t\t}\n\t}\n}\n%s", globalOptions, dataDir, site))
 	for _, tc := range []struct{ name, options, wantErr string }{
 		{"lifetime over a year", "permanent_token_lifetime 400d", "permanent_token_lifetime must be between 1h and 365d, got 400d"},
 		{"tiny session", "session_ttl 1s", "session_ttl must be between 1m and 365d, got 1s"},
 		{"unset env for the bootstrap username", "bootstrap_admin {env.API_TOKENS_TEST_SURELY_UNSET} secret-password", "bootstrap_admin: the username is empty"},
 		{"smtp without from", "smtp {\n\t\t\thost localhost\n\t\t}", "smtp: from is required"},
 		{"audit retention under a day", "audit_retention 12h", "audit_retention must be between 1d and 36500d, got 12h"},
-		{"bad duration", "alert_interval soon", `alert_interval: "soon" is not a duration like 90m, 12h or 30d, at Caddyfile:10`},
+		{"bad duration", "alert_interval soon", `alert_interval: "soon" is not a duration like 90m, 12h or 30d, at Caddyfile:12`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			config := fmt.Sprintf("{\n%s\n\tapi_tokens {\n\t\tstorage_path %s\n\t\t%s\n\t}\n}\n%s", globalOptions, dataDir, tc.options, site)
+			config := fmt.Sprintf("{\n%s\n\tapi_tokens {\n\t\tstorage test {\n\t\t\tpath %s\n\t\t}\n\t\t%s\n\t}\n}\n%s", globalOptions, dataDir, tc.options, site)
 			status, body := postConfig(t, "text/caddyfile", config)
 			var answer struct{ Error string }
 			_ = json.Unmarshal([]byte(body), &answer)

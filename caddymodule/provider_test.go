@@ -16,7 +16,6 @@ import (
 // adapt to, which must keep working) and next to http_basic (what the
 // provider is for), and the api_token_auth handler that replaces it.
 func TestProviderInsideAuthentication(t *testing.T) {
-	useFakeClock(t)
 	bobHash, err := bcrypt.GenerateFromPassword([]byte("bob-password"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +34,7 @@ func TestProviderInsideAuthentication(t *testing.T) {
 		"admin": map[string]any{"listen": adminEndpoint, "config": map[string]any{"persist": false}},
 		"apps": map[string]any{
 			"api_tokens": map[string]any{
-				"storage_path":    filepath.Join(t.TempDir(), "api_tokens"),
+				"storage":         map[string]any{"module": "test", "path": filepath.Join(t.TempDir(), "api_tokens")},
 				"bootstrap_admin": map[string]string{"username": "root", "password": "root-password-1"},
 			},
 			"http": map[string]any{"servers": map[string]any{"gateway": map[string]any{

@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -59,21 +58,4 @@ func loadShared(db tokenDatabase, opts storage.Options, logger *zap.Logger) (*sh
 		return nil, err
 	}
 	return val.(*sharedState), nil
-}
-
-// storeOptions lets tests give a newly opened database a fake clock and a
-// cheap password hash (see export_test.go). Production leaves it nil: the
-// system clock and the store's default hash cost. It is atomic because a
-// test sets it while Caddy's goroutines may be reading it.
-var storeOptions atomic.Pointer[storage.Options]
-
-func currentStoreOptions() storage.Options {
-	opts := storage.Options{Clock: storage.SystemClock{}}
-	if o := storeOptions.Load(); o != nil {
-		opts = *o
-	}
-	if opts.Clock == nil {
-		opts.Clock = storage.SystemClock{}
-	}
-	return opts
 }

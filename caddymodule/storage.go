@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
@@ -33,6 +34,14 @@ type tokenDatabase interface {
 	open(ctx context.Context, log *zap.Logger) (kv.Backend, error)
 	// shared reports whether several Caddy nodes may use the database.
 	shared() bool
+}
+
+// storeOptionsSetter is a storage module that also sets options of the
+// store opened on it: the tests' module (export_test.go) gives the store
+// a fake clock, so expiry is tested without waiting, and a cheap password
+// hash.
+type storeOptionsSetter interface {
+	setStoreOptions(*storage.Options)
 }
 
 // BadgerStorage keeps the tokens in an embedded Badger database in one

@@ -68,14 +68,15 @@ console.log(JSON.stringify({
 func TestGeneratedTypeScriptClient(t *testing.T) {
 	modules := testtools.NPMPackages(t, testtools.OpenAPITypeScript, testtools.OpenAPIFetch, testtools.TypeScript)
 	node := testtools.NodeProgram(t)
-	useFakeClock(t)
 	t.Setenv("API_TOKENS_TEST_ADMIN", "ts-admin")
 	t.Setenv("API_TOKENS_TEST_ADMIN_PASSWORD", "ts-admin-password-1")
 	port := freePort(t)
 	loadCaddy(t, fmt.Sprintf(`{
 %s
 	api_tokens {
-		storage_path %s
+		storage test {
+			path %s
+		}
 		bootstrap_admin {env.API_TOKENS_TEST_ADMIN} {env.API_TOKENS_TEST_ADMIN_PASSWORD}
 	}
 }

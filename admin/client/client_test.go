@@ -16,8 +16,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
-	"github.com/apitokens/caddy-api-tokens/admin/apicontract"
 	"github.com/apitokens/caddy-api-tokens/admin/client"
+	"github.com/apitokens/caddy-api-tokens/internal/apicontract"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )

@@ -1,10 +1,11 @@
 // Package storage is the rules of API tokens for Caddy: users, tokens,
-// settings, alert state, leases, the login throttle and the audit log,
-// written once over a narrow key-value contract (storage/kv) that an
-// embedded Badger database (storage/badgerstore) and PostgreSQL for a
-// fleet (storage/pgstore) each implement. It keeps the in-memory verifier
-// (storage/verifier) equal to the database through the change feed; the
-// token format is storage/secret.
+// settings, alert state, leases and the audit log, written once over a
+// narrow key-value contract (storage/kv) that an embedded Badger database
+// (storage/badgerstore) and PostgreSQL for a fleet (storage/pgstore) each
+// implement. It keeps the in-memory verifier (storage/verifier) equal to
+// the database through the change feed, and opens the login throttle
+// (storage/throttle) on the same database; the token format is
+// storage/secret.
 package storage
 
 import (

@@ -94,7 +94,7 @@ func TestParseAndHashDoNotAllocate(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
+func FuzzParseSecret(f *testing.F) {
 	f.Add(New(Permanent))
 	f.Add(New(Temporary))
 	f.Add("caddy_pat_")
@@ -118,7 +118,7 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func BenchmarkParseAndHashOf(b *testing.B) {
+func BenchmarkParseAndHashSecret(b *testing.B) {
 	s := New(Permanent)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -12,13 +12,12 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/throttle"
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"go.uber.org/zap"
 
 	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/throttle"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // Store is what the admin API needs from storage; *storage.Store has it.

@@ -7,10 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // TestBackupEndpoint downloads a backup as an admin, restores it into a

@@ -41,11 +41,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"go.uber.org/zap"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Timing of the loop.

@@ -180,7 +180,7 @@ func (a *App) loadDatabase(ctx caddy.Context) error {
 		return fmt.Errorf("loading the storage module: %v", err)
 	}
 	a.db = mod.(tokenDatabase)
-	if a.MaxStaleness != 0 && !a.db.shared() {
+	if a.MaxStaleness != 0 && !a.db.fleet() {
 		return errors.New("max_staleness applies to storage postgres only: a Badger database is never stale")
 	}
 	return nil

@@ -4,12 +4,11 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/apitokens/caddy-api-tokens/internal/bearer"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 func init() {

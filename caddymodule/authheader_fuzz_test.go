@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"

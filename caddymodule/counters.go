@@ -6,9 +6,9 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // tokenVerifier is all the gateway needs of the store: the in-memory

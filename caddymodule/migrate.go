@@ -8,12 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/spf13/cobra"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
 )
 

@@ -6,9 +6,8 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"github.com/apitokens/caddy-api-tokens/internal/bearer"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // refusal is everything the gateway answers to one kind of refused

@@ -32,8 +32,8 @@ type tokenDatabase interface {
 	describe() string
 	// open connects to the database; the store's rules are opened over it.
 	open(ctx context.Context, log *zap.Logger) (kv.Backend, error)
-	// shared reports whether several Caddy nodes may use the database.
-	shared() bool
+	// fleet reports whether several Caddy nodes may use the database.
+	fleet() bool
 }
 
 // storeOptionsSetter is a storage module that also sets options of the
@@ -74,7 +74,7 @@ func (b *BadgerStorage) Provision(caddy.Context) error {
 
 func (b *BadgerStorage) poolKey() string  { return "badger:" + b.Path }
 func (b *BadgerStorage) describe() string { return "Badger at " + b.Path }
-func (b *BadgerStorage) shared() bool     { return false }
+func (b *BadgerStorage) fleet() bool      { return false }
 
 func (b *BadgerStorage) open(_ context.Context, log *zap.Logger) (kv.Backend, error) {
 	return badgerstore.Open(b.Path, log)
@@ -148,7 +148,7 @@ func literalPassword(dsn string) bool {
 }
 
 func (p *PostgresStorage) poolKey() string { return "postgres:" + p.resolved }
-func (p *PostgresStorage) shared() bool    { return true }
+func (p *PostgresStorage) fleet() bool     { return true }
 
 func (p *PostgresStorage) describe() string {
 	cfg, err := pgstore.ParseDSN(p.resolved)

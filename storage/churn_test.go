@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // TestSlotReuseUnderConcurrentVerify churns tokens (create, delete, so

@@ -7,10 +7,8 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // copyWorld is what a migration must carry over: users with passwords,

@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // TestIndexAgreesWithDisk applies a random mix of mutations and clock moves

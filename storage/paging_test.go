@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )

@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // raceRounds is how many times each race is run; each round starts every

@@ -9,16 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 func TestEverythingSurvivesReopen(t *testing.T) {

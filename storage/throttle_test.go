@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/throttle"

@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"golang.org/x/crypto/bcrypt"
 
 	. "github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 func TestCreateAndGetUser(t *testing.T) {

@@ -11,13 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/admin/client"
 	"github.com/apitokens/caddy-api-tokens/internal/apicontract"
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"golang.org/x/crypto/bcrypt"
@@ -27,6 +25,7 @@ import (
 	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/admin/ui"
 	"github.com/apitokens/caddy-api-tokens/alerts"
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"

@@ -4,9 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"github.com/apitokens/caddy-api-tokens/internal/bearer"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 func TestParse(t *testing.T) {

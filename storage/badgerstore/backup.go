@@ -9,10 +9,10 @@ import (
 	"io"
 	"os"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Backup writes a consistent snapshot of the whole database to w while the

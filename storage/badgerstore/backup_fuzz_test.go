@@ -5,11 +5,10 @@ import (
 	"context"
 	"testing"
 
-	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 

@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // TestBackupRestoreRoundTrip backs up a live store while another goroutine

@@ -21,11 +21,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // lockFileName is our own advisory lock, taken before Badger opens, so a

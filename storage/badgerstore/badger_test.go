@@ -6,13 +6,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apitokens/caddy-api-tokens/internal/testtools"
-
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 )
 

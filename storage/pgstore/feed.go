@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // notifyChannel is the LISTEN/NOTIFY channel that wakes the nodes.

@@ -6,13 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // recorder is a subscriber that notes what the feed hands it, so a test

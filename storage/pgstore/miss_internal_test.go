@@ -6,13 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // A flood of forged tokens, well-formed with a valid checksum but of no

@@ -22,12 +22,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // Options tune the backend. Zero values get defaults.

@@ -10,17 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
-
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 	"github.com/apitokens/caddy-api-tokens/storage/pgstore"
 	"github.com/apitokens/caddy-api-tokens/storage/secret"
+	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // What only a shared database has: several nodes, a change feed between

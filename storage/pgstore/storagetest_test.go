@@ -48,7 +48,7 @@ func TestContract(t *testing.T) {
 				},
 			}
 		},
-		Shared:       true,
+		Fleet:        true,
 		ExpiryWithin: 2 * time.Second,
 	})
 }

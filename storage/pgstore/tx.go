@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/apitokens/caddy-api-tokens/storage/kv"
-
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
 // maxAttempts bounds how often Update runs a transaction that keeps

@@ -72,13 +72,13 @@ func testPublishDeliveredOnceInOrder(t *testing.T, h Harness) {
 
 // A handle subscribed while another keeps writing misses nothing: its
 // snapshot and the changes after it add up to what the database holds.
-// On a backend that is not Shared, a handle opened again starts from a
+// On a backend that is not a Fleet, a handle opened again starts from a
 // snapshot of everything written before.
 func testSubscribeThenCatchUp(t *testing.T, h Harness) {
 	db := h.NewDatabase(t)
 	writer := db.Open(t, new(Recorder))
 	set(t, writer, "c/before", "x")
-	if !h.Shared {
+	if !h.Fleet {
 		if err := writer.Close(); err != nil {
 			t.Fatal(err)
 		}

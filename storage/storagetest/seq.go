@@ -11,12 +11,12 @@ import (
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
 )
 
-// handles opens n handles on db, one per node if the backend is Shared,
+// handles opens n handles on db, one per node if the backend is a Fleet,
 // else one shared by all.
 func handles(t *testing.T, h Harness, db Database, n int) []kv.Backend {
 	out := make([]kv.Backend, n)
 	for i := range out {
-		if i == 0 || h.Shared {
+		if i == 0 || h.Fleet {
 			out[i] = db.Open(t, new(Recorder))
 		} else {
 			out[i] = out[0]
@@ -93,7 +93,7 @@ func testNextSeqAfterReopen(t *testing.T, h Harness) {
 }
 
 // Concurrent read-modify-write transactions on one key, from several
-// handles on a shared backend, lose no update: each is serializable, and
+// handles on a Fleet backend, lose no update: each is serializable, and
 // a backend that runs one again after a conflict (as it may) commits only
 // its last attempt.
 func testSerializableUpdates(t *testing.T, h Harness) {

@@ -19,9 +19,9 @@ import (
 type Harness struct {
 	// NewDatabase makes a new, empty database for one test.
 	NewDatabase func(t *testing.T) Database
-	// Shared says that several handles may be open on one database at
+	// Fleet says that several handles may be open on one database at
 	// once, as the nodes of a fleet are, each with its own change feed.
-	Shared bool
+	Fleet bool
 	// ExpiryWithin is how long after its TTL a key is gone at the latest.
 	ExpiryWithin time.Duration
 }
@@ -29,10 +29,10 @@ type Harness struct {
 // Database is one database of the backend under test.
 type Database struct {
 	// Open opens a handle on the database, subscribes sub to its change
-	// feed, and closes the handle when the test ends. With a backend that
-	// is not Shared, a handle is opened only once the last one is closed.
+	// feed, and closes the handle when the test ends. Without Fleet, a
+	// handle is opened only once the last one is closed.
 	Open func(t *testing.T, sub kv.Subscriber) kv.Backend
-	// PruneChanges, for a Shared backend, makes every change committed
+	// PruneChanges, for a Fleet backend, makes every change committed
 	// so far unreadable by the feeds, as a backend's maintenance does with
 	// old ones: a handle whose feed has not read them must reload
 	// everything (Subscriber.Reset).
@@ -56,7 +56,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("PublishDeliveredOnceInOrder", func(t *testing.T) { testPublishDeliveredOnceInOrder(t, h) })
 	t.Run("SubscribeThenCatchUp", func(t *testing.T) { testSubscribeThenCatchUp(t, h) })
 	t.Run("ClosedHandle", func(t *testing.T) { testClosedHandle(t, h) })
-	if h.Shared {
+	if h.Fleet {
 		t.Run("FeedReachesEveryHandle", func(t *testing.T) { testFeedReachesEveryHandle(t, h) })
 		t.Run("FeedKeepsCommitOrderAcrossHandles", func(t *testing.T) { testFeedKeepsCommitOrderAcrossHandles(t, h) })
 		t.Run("ResetAfterPrunedChanges", func(t *testing.T) { testResetAfterPrunedChanges(t, h) })

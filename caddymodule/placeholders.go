@@ -61,21 +61,30 @@ type identityValues struct {
 	identity        verifier.Identity
 	values          [4]any // username, token ID, kind, admin; boxed once
 	user, candidate caddy.ReplacerFunc
-	// metadata is what the api_token provider gives caddyauth for a
-	// refused candidate, which sets the candidate placeholders from it.
-	metadata map[string]string
+
+	metadataOnce sync.Once
+	metadata     map[string]string
 }
 
 func newIdentityValues(id verifier.Identity) *identityValues {
-	admin := strconv.FormatBool(id.Admin)
 	v := &identityValues{
 		identity: id,
-		values:   [4]any{id.Username, id.TokenID, string(id.Kind), admin},
-		metadata: map[string]string{"token_id": id.TokenID, "token_kind": string(id.Kind), "admin": admin},
+		values:   [4]any{id.Username, id.TokenID, string(id.Kind), strconv.FormatBool(id.Admin)},
 	}
 	v.user = func(key string) (any, bool) { return userPlaceholders.lookup(key, &v.values) }
 	v.candidate = func(key string) (any, bool) { return candidatePlaceholders.lookup(key, &v.values) }
 	return v
+}
+
+// candidateMetadata is what the api_token provider gives caddyauth for a
+// refused candidate, which sets the candidate placeholders from it; made
+// at the token's first such refusal.
+func (v *identityValues) candidateMetadata() map[string]string {
+	v.metadataOnce.Do(func() {
+		id := v.identity
+		v.metadata = map[string]string{"token_id": id.TokenID, "token_kind": string(id.Kind), "admin": strconv.FormatBool(id.Admin)}
+	})
+	return v.metadata
 }
 
 // identityCache keeps the identityValues of the tokens in use, by token
@@ -86,8 +95,8 @@ func newIdentityValues(id verifier.Identity) *identityValues {
 // atomic load; a token missing there (its slot holds another token) is
 // found in all, which holds every entry, and takes the slot. So two tokens
 // in use that share a slot cost a map lookup each, never an allocation.
-// all is bounded: past maxCachedIdentities it starts again empty, which
-// costs each token in use one allocation.
+// all is bounded: past maxCachedIdentities (about 300 bytes each) it
+// starts again empty, which costs each token in use one allocation.
 type identityCache struct {
 	seed  maphash.Seed
 	front [frontSlots]atomic.Pointer[identityValues]

@@ -118,7 +118,7 @@ func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddya
 		writeRefusal(w, &refusals[res])
 		// The user goes back as a candidate, so {http.auth.candidate.*}
 		// tell the logs who was refused.
-		return caddyauth.User{ID: id.Username, Metadata: identities.of(id).metadata}, false, nil
+		return caddyauth.User{ID: id.Username, Metadata: identities.of(id).candidateMetadata()}, false, nil
 	default:
 		rf := &refusals[res]
 		p.counts.count(rf.result)

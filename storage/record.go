@@ -124,13 +124,6 @@ func kindByte(k TokenKind) byte {
 	return kindBytePermanent
 }
 
-func kindOf(b byte) TokenKind {
-	if b == kindByteTemporary {
-		return Temporary
-	}
-	return Permanent
-}
-
 // short cuts user input echoed in an error message to a readable length.
 func short(s string) string {
 	const limit = 64

@@ -186,6 +186,28 @@ func (l *Load) Install() (droppedUses int) {
 		}
 	}
 	t.ends.init()
+	t.rememberRemoved(l.v.cur.Load())
 	old := l.v.cur.Swap(t)
 	return len(old.takeDirty())
+}
+
+// rememberRemoved carries over what old remembers of removed tokens,
+// oldest first, but for the tokens t holds.
+func (t *table) rememberRemoved(old *table) {
+	for s := range old.shards {
+		from, to := &old.shards[s], &t.shards[s]
+		from.mu.RLock()
+		to.mu.Lock()
+		for k := range removedPerShard {
+			h := from.removedRing[(from.removedNext+k)%removedPerShard]
+			if _, remembered := from.removed[h]; !remembered {
+				continue // never set, or forgotten already
+			}
+			if _, held := to.m[h]; !held {
+				to.remember(h)
+			}
+		}
+		to.mu.Unlock()
+		from.mu.RUnlock()
+	}
 }

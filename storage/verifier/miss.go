@@ -113,7 +113,7 @@ func (v *Verifier) verifyMiss(h secret.Hash, p *Policy) (Identity, Result) {
 	if err != nil {
 		return Identity{}, ResultUnknown
 	}
-	id, r := v.cur.Load().verify(h, v.clock.Now().UnixNano(), "", p)
+	id, r, _ := v.cur.Load().verify(h, v.clock.Now().UnixNano(), "", p)
 	if r == ResultUnknown {
 		v.misses.remember(h, time.Now())
 	}

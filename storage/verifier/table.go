@@ -68,8 +68,22 @@ type shard struct {
 	// for idleAfter are pruned, so only tokens in use cost pointers the
 	// GC scans.
 	ids map[uint32]string
-	_   [64 - 40]byte // keep shards on separate cache lines
+	// removed remembers the tokens of this shard that left the table
+	// lately (deleted, logged out, expired sessions), so that a request
+	// with one is refused at once, not taken for a token created on
+	// another node a moment ago (verifyMiss). At most removedPerShard,
+	// the oldest forgotten first (removedRing, which also keeps shards'
+	// locks on separate cache lines).
+	removed     map[secret.Hash]struct{}
+	removedNext int
+	removedRing [removedPerShard]secret.Hash
 }
+
+// removedPerShard bounds what a shard remembers of removed tokens: 256
+// shards of 256, so the last 65,536 removals, about 5 MB, none of it
+// scanned by the GC. Only an authenticated change removes a token, so no
+// request can make the verifier forget one.
+const removedPerShard = 256
 
 // idleAfter is how long an unused token's id string and hot entry are
 // kept.
@@ -133,6 +147,7 @@ func newTable(sizeHint int) *table {
 	for i := range t.shards {
 		t.shards[i].m = make(map[secret.Hash]uint32, sizeHint/numShards)
 		t.shards[i].ids = map[uint32]string{}
+		t.shards[i].removed = map[secret.Hash]struct{}{}
 	}
 	return t
 }
@@ -170,6 +185,7 @@ func (t *table) place(f entry) uint32 {
 	sh := t.shardFor(f.hash)
 	sh.mu.Lock()
 	sh.m[f.hash] = i
+	delete(sh.removed, f.hash)
 	sh.mu.Unlock()
 	return i
 }
@@ -213,6 +229,7 @@ func (t *table) removeSlot(h secret.Hash, slot *uint32) {
 	if ok && (slot == nil || *slot == i) {
 		delete(sh.m, h)
 		delete(sh.ids, i)
+		sh.remember(h)
 	} else {
 		ok = false
 	}
@@ -226,6 +243,17 @@ func (t *table) removeSlot(h secret.Hash, slot *uint32) {
 	e.gen.Add(1)
 	t.countMu.Unlock()
 	t.slots.release(i)
+}
+
+// remember notes that the token with hash h was removed; the caller holds
+// the shard's write lock.
+func (sh *shard) remember(h secret.Hash) {
+	if old := sh.removedRing[sh.removedNext]; old != (secret.Hash{}) {
+		delete(sh.removed, old)
+	}
+	sh.removedRing[sh.removedNext] = h
+	sh.removedNext = (sh.removedNext + 1) % removedPerShard
+	sh.removed[h] = struct{}{}
 }
 
 // revoke sets the revocation time of the token with hash h and re-files it
@@ -319,38 +347,40 @@ func (t *table) counts(now time.Time) map[secret.Kind]int {
 
 // verify decides the token with hash h at now, taking its shard's lock.
 // A token found valid (or refused only by p) is put in the hot table under
-// its secret, when one is given.
-func (t *table) verify(h secret.Hash, now int64, presented string, p *Policy) (Identity, Result) {
+// its secret, when one is given. unseen reports a token the table neither
+// holds nor removed lately: one that another node may have just created.
+func (t *table) verify(h secret.Hash, now int64, presented string, p *Policy) (id Identity, r Result, unseen bool) {
 	sh := t.shardFor(h)
 	sh.mu.RLock()
 	i, ok := sh.m[h]
 	if !ok {
+		_, removed := sh.removed[h]
 		sh.mu.RUnlock()
-		return Identity{}, ResultUnknown
+		return Identity{}, ResultUnknown, !removed
 	}
 	e := t.slots.at(i)
 	user := t.users.at(e.user)
 	flags := user.flags.Load()
-	r := decide(e.expires, e.revoked.Load(), flags, p, now)
+	r = decide(e.expires, e.revoked.Load(), flags, p, now)
 	if r != ResultOK && r != ResultForbidden {
 		sh.mu.RUnlock()
-		return Identity{}, r
+		return Identity{}, r, false
 	}
 	t.markUsed(i, e, now)
 	// The slot cannot change occupant while the lock is held: these are
 	// this token's.
 	gen, kind, expires := e.gen.Load(), e.kind, e.expires
-	id := sh.ids[i]
+	tokenID := sh.ids[i]
 	sh.mu.RUnlock()
-	if id == "" {
-		if id = t.cacheID(sh, h, i); id == "" {
-			return Identity{}, ResultUnknown // removed since the read lock
+	if tokenID == "" {
+		if tokenID = t.cacheID(sh, h, i); tokenID == "" {
+			return Identity{}, ResultUnknown, false // removed since the read lock
 		}
 	}
 	if presented != "" {
-		t.hot.put(presented, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, tokenID: id}, now)
+		t.hot.put(presented, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, tokenID: tokenID}, now)
 	}
-	return Identity{Username: user.name, TokenID: id, Kind: kindOf(kind), Admin: flags&flagAdmin != 0}, r
+	return Identity{Username: user.name, TokenID: tokenID, Kind: kindOf(kind), Admin: flags&flagAdmin != 0}, r, false
 }
 
 // cacheID makes and caches the id string of slot i (hash h); it returns

@@ -1,12 +1,14 @@
 package verifier
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"reflect"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -391,5 +393,75 @@ func BenchmarkVerify(b *testing.B) {
 				})
 			})
 		})
+	}
+}
+
+// countingFeed is a Feed that counts the catch-ups the verifier asks for.
+type countingFeed struct{ catchUps, waits atomic.Int32 }
+
+func (f *countingFeed) CatchUp(context.Context) error   { f.catchUps.Add(1); return nil }
+func (f *countingFeed) AwaitFeed(context.Context) error { f.waits.Add(1); return nil }
+
+// A token the verifier removed (deleted, logged out, a session that
+// expired) is refused at once, as unknown: on a fleet it is not taken for
+// a token another node created a moment ago, which would cost a catch-up
+// with the database, or a wait for the feed's next read. A token never
+// seen still is.
+func TestRemovedTokensAreRefusedWithoutACatchUp(t *testing.T) {
+	clock := &fakeClock{now: t0}
+	feed := new(countingFeed)
+	v := New(Config{Clock: clock, Feed: feed})
+	v.PutUser(User{Name: "alice"})
+	deleted := put(t, v, "alice", secret.Permanent, t0.Add(time.Hour))
+	session := put(t, v, "alice", secret.Temporary, t0.Add(time.Minute))
+	v.Verify(deleted.secret, nil) // in use: in the hot table too
+	v.RemoveToken(deleted.Hash)
+	clock.Advance(time.Minute)
+	v.Prune() // the session expired and leaves memory
+	for _, tok := range []testToken{deleted, session} {
+		if _, r := v.Verify(tok.secret, nil); r != ResultUnknown {
+			t.Fatalf("a removed token: %v", r)
+		}
+	}
+	if n := feed.catchUps.Load() + feed.waits.Load(); n != 0 {
+		t.Fatalf("removed tokens cost %d catch-ups", n)
+	}
+	if _, r := v.Verify(secret.New(secret.Permanent), nil); r != ResultUnknown || feed.catchUps.Load() != 1 {
+		t.Fatalf("a token never seen: %v after %d catch-ups; want unknown after one", r, feed.catchUps.Load())
+	}
+
+	// A reload keeps what was removed, and forgets what it loads again.
+	load := v.NewLoad(0)
+	load.AddUser(User{Name: "alice"})
+	if err := load.Part().AddToken(session.Token); err != nil { // a session record the reload still found
+		t.Fatal(err)
+	}
+	load.Install()
+	if _, r := v.Verify(deleted.secret, nil); r != ResultUnknown || feed.catchUps.Load() != 1 {
+		t.Fatalf("after a reload, a removed token: %v after %d catch-ups", r, feed.catchUps.Load())
+	}
+}
+
+// What a shard remembers is bounded: past removedPerShard removals the
+// oldest is forgotten, and is then a token never seen.
+func TestRemovedTokensAreRememberedBounded(t *testing.T) {
+	v, _ := newTestVerifier()
+	hashes := make([]secret.Hash, removedPerShard+1)
+	for i := range hashes {
+		hashes[i][0] = 7 // all in one shard
+		binary.BigEndian.PutUint32(hashes[i][1:], uint32(i+1))
+		tok := Token{Hash: hashes[i], ID: []byte(newID()), User: []byte("alice"), Kind: secret.Permanent, ExpiresAt: t0.Add(time.Hour).UnixNano()}
+		if err := v.PutToken(tok); err != nil {
+			t.Fatal(err)
+		}
+		v.RemoveToken(hashes[i])
+	}
+	unseen := func(h secret.Hash) bool {
+		_, _, u := v.cur.Load().verify(h, t0.UnixNano(), "", nil)
+		return u
+	}
+	if !unseen(hashes[0]) || unseen(hashes[1]) || unseen(hashes[removedPerShard]) {
+		t.Fatalf("after %d removals in one shard: the first unseen %v, the second %v, the last %v; want true, false, false",
+			removedPerShard+1, unseen(hashes[0]), unseen(hashes[1]), unseen(hashes[removedPerShard]))
 	}
 }

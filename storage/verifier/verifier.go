@@ -179,8 +179,8 @@ func (v *Verifier) Verify(presented string, p *Policy) (Identity, Result) {
 		return Identity{}, ResultUnavailable
 	}
 	h := secret.HashOf(presented)
-	id, r := v.cur.Load().verify(h, v.clock.Now().UnixNano(), presented, p)
-	if r == ResultUnknown && v.feed != nil {
+	id, r, unseen := v.cur.Load().verify(h, v.clock.Now().UnixNano(), presented, p)
+	if unseen && v.feed != nil {
 		return v.verifyMiss(h, p)
 	}
 	return id, r

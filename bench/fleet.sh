@@ -2,8 +2,11 @@
 # Fleet benchmark: three Caddy nodes on one PostgreSQL database, on
 # loopback. It measures
 #   - from the 2xx of a DELETE on one node to the first 401 on each other
-#     node, over DELETIONS deletions (p50, p99, max), steady and with every
-#     connection of the fleet terminated every 200ms;
+#     node, over DELETIONS deletions (p50, p99, max): round robin over the
+#     nodes, steady and with every connection of the fleet terminated every
+#     200ms; then every deletion on node A, timed on B and C apart, with B
+#     and C idle and with B and C each serving a valid token at saturation
+#     (wrk -t1 -c32), as a busy fleet does;
 #   - the start-up of a node with TOKENS tokens stored in PostgreSQL;
 #   - token creation over the admin API of one node.
 #
@@ -57,6 +60,12 @@ new_database
 "$work/fleet" -caddy "$work/caddy" -dsn "$dsn" -deletions "$DELETIONS"
 new_database
 "$work/fleet" -caddy "$work/caddy" -dsn "$dsn" -deletions "$DELETIONS" -kill -admin-dsn "$ADMIN_URL"
+echo
+echo "# revocations made on node A, timed on B and C: idle, then B and C busy"
+new_database
+"$work/fleet" -caddy "$work/caddy" -dsn "$dsn" -deletions "$DELETIONS" -from-a
+new_database
+"$work/fleet" -caddy "$work/caddy" -dsn "$dsn" -deletions "$DELETIONS" -from-a -load
 
 echo
 echo "# one node with $TOKENS tokens in PostgreSQL"

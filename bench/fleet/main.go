@@ -5,9 +5,13 @@
 // node, from the 2xx of the DELETE to the first 401 for the deleted token,
 // with every other node asked as fast as it answers. With -kill it also
 // terminates every database connection of the fleet every 200ms during
-// the run. bench/fleet.sh runs it; see docs/performance.md.
+// the run. With -from-a every deletion is made on node A and timed on B
+// and C, node by node; with -load too, B and C each serve a valid token
+// at saturation (wrk -t1 -c32) meanwhile, as a busy fleet does.
+// bench/fleet.sh runs it; see docs/performance.md.
 //
 //	go run ./bench/fleet -caddy ./caddy -dsn postgres://... -deletions 1000
+//	go run ./bench/fleet -caddy ./caddy -dsn postgres://... -deletions 1000 -from-a -load
 package main
 
 import (
@@ -43,6 +47,8 @@ func main() {
 	adminDSN := flag.String("admin-dsn", "", "a connection that may terminate the fleet's connections (with -kill)")
 	deletions := flag.Int("deletions", 1000, "deletions to time")
 	kill := flag.Bool("kill", false, "terminate every connection of the fleet every 200ms during the run")
+	fromA := flag.Bool("from-a", false, "make every deletion on node A, and report B and C apart")
+	load := flag.Bool("load", false, "with -from-a: B and C serve a valid token at saturation meanwhile (needs wrk)")
 	flag.Parse()
 	if *dsn == "" || (*kill && *adminDSN == "") {
 		flag.Usage()
@@ -70,7 +76,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	tokens, err := createTokens(nodes, root, *deletions)
+	tokens, err := createTokens(nodes, root, *deletions, "t")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -78,12 +84,56 @@ func main() {
 	if *kill {
 		stopKill = killConnections(*adminDSN, *dsn)
 	}
-	delays, retries, err := timeDeletions(nodes, root, tokens)
+	mode := "steady"
+	switch {
+	case *kill:
+		mode = "connections killed every 200ms"
+	case *load:
+		mode = "B and C busy"
+	case *fromA:
+		mode = "idle"
+	}
+	if *load {
+		busy, err := createTokens(nodes[:1], root, 1, "busy")
+		if err != nil {
+			log.Fatal(err)
+		}
+		stopLoad := saturate(nodes[1:], busy[0].Token)
+		defer stopLoad()
+	}
+	delays, retries, err := timeDeletions(nodes, root, tokens, *fromA)
 	stopKill()
 	if err != nil {
 		log.Fatal(err)
 	}
-	report(delays, retries, *kill)
+	if *fromA {
+		for i, name := range []string{"B", "C"} {
+			report(mode+", node "+name, delays[i], retries)
+		}
+		return
+	}
+	report(mode, slices.Concat(delays...), retries)
+}
+
+// saturate runs wrk -t1 -c32 with token against each node until the
+// returned function is called.
+func saturate(nodes []*node, token string) (stop func()) {
+	var cmds []*exec.Cmd
+	for _, n := range nodes {
+		cmd := exec.Command("wrk", "-t1", "-c32", "-d1h", "-H", "Authorization: Bearer "+token, n.gateway())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			log.Fatalf("starting wrk: %v", err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	time.Sleep(2 * time.Second) // at full speed before the first deletion
+	return func() {
+		for _, cmd := range cmds {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}
 }
 
 // node is one Caddy of the fleet.
@@ -210,17 +260,17 @@ func (n *node) login() (string, error) {
 
 type token struct{ Token, ID string }
 
-// createTokens creates n permanent tokens of user bench, round robin over
-// the nodes.
-func createTokens(nodes []*node, root string, n int) ([]token, error) {
+// createTokens creates n permanent tokens of user bench (created with the
+// first), named prefix0, prefix1, …, round robin over the nodes.
+func createTokens(nodes []*node, root string, n int, prefix string) ([]token, error) {
 	status, b, err := call(http.MethodPost, nodes[0].base()+"/users", root, map[string]any{"username": "bench", "email": "bench@example.com", "password": "bench-password-1"})
-	if err != nil || status != http.StatusCreated {
+	if err != nil || status != http.StatusCreated && status != http.StatusConflict {
 		return nil, fmt.Errorf("creating the user: %d %s %v", status, b, err)
 	}
 	tokens := make([]token, n)
 	for i := range tokens {
 		at := nodes[i%len(nodes)]
-		status, b, err := call(http.MethodPost, at.base()+"/users/bench/tokens", root, map[string]string{"name": fmt.Sprintf("t%d", i)})
+		status, b, err := call(http.MethodPost, at.base()+"/users/bench/tokens", root, map[string]string{"name": fmt.Sprintf("%s%d", prefix, i)})
 		if err != nil || status != http.StatusCreated {
 			return nil, fmt.Errorf("creating token %d: %d %s %v", i, status, b, err)
 		}
@@ -231,14 +281,18 @@ func createTokens(nodes []*node, root string, n int) ([]token, error) {
 	return tokens, nil
 }
 
-// timeDeletions deletes each token through node i%3 and returns, for
-// every other node, the time from the DELETE's 2xx to its first 401, and
-// how many DELETEs had to be retried after a 503.
-func timeDeletions(nodes []*node, root string, tokens []token) ([]time.Duration, int, error) {
-	var delays []time.Duration
+// timeDeletions deletes each token through node i%3 (or node A, with
+// fromA) and returns, for each other node, the times from the DELETE's
+// 2xx to its first 401, in the order the other nodes come, and how many
+// DELETEs had to be retried after a 503.
+func timeDeletions(nodes []*node, root string, tokens []token, fromA bool) ([][]time.Duration, int, error) {
+	delays := make([][]time.Duration, len(nodes)-1)
 	retries := 0
 	for i, tok := range tokens {
 		at := nodes[i%len(nodes)]
+		if fromA {
+			at = nodes[0]
+		}
 		var watch []*node
 		for _, n := range nodes {
 			if n != at {
@@ -276,8 +330,7 @@ func timeDeletions(nodes []*node, root string, tokens []token) ([]time.Duration,
 			if at.IsZero() {
 				return nil, retries, fmt.Errorf("token %d is still accepted by a node 30s after its deletion", i)
 			}
-			delays = append(delays, max(at.Sub(acked), 0))
-			_ = j
+			delays[j] = append(delays[j], max(at.Sub(acked), 0))
 		}
 	}
 	return delays, retries, nil
@@ -312,7 +365,7 @@ func killConnections(adminDSN, dsn string) func() {
 	return func() { close(done); <-stopped }
 }
 
-func report(delays []time.Duration, retries int, killed bool) {
+func report(mode string, delays []time.Duration, retries int) {
 	slices.Sort(delays)
 	pct := func(p float64) time.Duration { return delays[int(float64(len(delays)-1)*p/100)] }
 	over := 0
@@ -321,12 +374,8 @@ func report(delays []time.Duration, retries int, killed bool) {
 			over++
 		}
 	}
-	mode := "steady"
-	if killed {
-		mode = "connections killed every 200ms"
-	}
-	fmt.Printf("%s: %d refusals on other nodes after %d deletions: p50 %s, p99 %s, max %s, over 1s %d, DELETEs retried after 503: %d\n",
-		mode, len(delays), len(delays)/2, round(pct(50)), round(pct(99)), round(delays[len(delays)-1]), over, retries)
+	fmt.Printf("%s: %d refusals: p50 %s, p99 %s, max %s, over 1s %d, DELETEs retried after 503: %d\n",
+		mode, len(delays), round(pct(50)), round(pct(99)), round(delays[len(delays)-1]), over, retries)
 	if over > 0 {
 		fmt.Println(strings.Repeat("!", 3), "some refusals took a second or more")
 		os.Exit(1)

@@ -244,45 +244,59 @@ var migrations = []string{
 // migrateLock is the advisory lock key under which migrations run.
 const migrateLock = 0x61706974 // "apit"
 
-// migrate brings the schema to the newest version this code knows, on a
-// connection of its own holding a session advisory lock for the duration,
-// which it releases by closing the connection.
+// migrate brings the schema to the newest version this code knows, in one
+// transaction that holds a transaction-level advisory lock, so nodes
+// starting together apply each migration once. A session-level lock
+// would not do: behind a pooler in transaction mode (PgBouncer) it stays
+// held by whichever server connection ran it, and the next node to start
+// waits for it forever.
 func (b *Backend) migrate(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, b.cfg.ConnConfig.Copy())
-	if err != nil {
-		return b.unreachable(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLock); err != nil {
-		return b.failed("taking the migration lock", err)
-	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS api_tokens_schema (version int NOT NULL)`); err != nil {
-		return b.failed("creating the schema version table", err)
-	}
-	var version int
-	err = conn.QueryRow(ctx, `SELECT version FROM api_tokens_schema`).Scan(&version)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if _, err = conn.Exec(ctx, `INSERT INTO api_tokens_schema VALUES (0)`); err != nil {
-			return b.failed("creating the schema version table", err)
+	var applied []int
+	var newer error
+	step := "starting the migration"
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		applied, newer = applied[:0], nil
+		step = "taking the migration lock"
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock); err != nil {
+			return err
 		}
-	} else if err != nil {
-		return b.failed("reading the schema version", err)
-	}
-	if version > len(migrations) {
-		return fmt.Errorf("the database schema of %s is version %d, newer than this Caddy knows (%d): upgrade Caddy on this node, or point it at another database", b.where, version, len(migrations))
-	}
-	for v := version; v < len(migrations); v++ {
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		step = "reading the schema version"
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS api_tokens_schema (version int NOT NULL)`); err != nil {
+			return err
+		}
+		var version int
+		err := tx.QueryRow(ctx, `SELECT version FROM api_tokens_schema`).Scan(&version)
+		if errors.Is(err, pgx.ErrNoRows) {
+			_, err = tx.Exec(ctx, `INSERT INTO api_tokens_schema VALUES (0)`)
+		}
+		if err != nil {
+			return err
+		}
+		if version > len(migrations) {
+			newer = fmt.Errorf("the database schema of %s is version %d, newer than this Caddy knows (%d): upgrade Caddy on this node, or point it at another database", b.where, version, len(migrations))
+			return newer
+		}
+		for v := version; v < len(migrations); v++ {
+			step = fmt.Sprintf("applying schema migration %d", v+1)
 			if _, err := tx.Exec(ctx, migrations[v]); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `UPDATE api_tokens_schema SET version = $1`, v+1)
-			return err
-		})
-		if err != nil {
-			return b.failed(fmt.Sprintf("applying schema migration %d", v+1), err)
+			if _, err := tx.Exec(ctx, `UPDATE api_tokens_schema SET version = $1`, v+1); err != nil {
+				return err
+			}
+			applied = append(applied, v+1)
 		}
-		b.log.Info("applied a schema migration", zap.Int("version", v+1), zap.String("database", b.where))
+		step = "committing the schema migrations"
+		return nil
+	})
+	switch {
+	case newer != nil:
+		return newer
+	case err != nil:
+		return b.failed(step, err)
+	}
+	for _, v := range applied {
+		b.log.Info("applied a schema migration", zap.Int("version", v), zap.String("database", b.where))
 	}
 	return nil
 }

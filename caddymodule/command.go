@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/apitokens/caddy-api-tokens/admin/cli"
+	"github.com/apitokens/caddy-api-tokens/admin/client"
 	"github.com/apitokens/caddy-api-tokens/storage"
 	"github.com/apitokens/caddy-api-tokens/storage/badgerstore"
 )
@@ -220,11 +221,15 @@ func resetPassword(dir, user, password string) error {
 
 // backupClient bounds connecting and waiting for the first byte, not the
 // whole transfer: a large database may take longer than any fixed timeout.
-var backupClient = &http.Client{Transport: &http.Transport{
-	Proxy:                 http.ProxyFromEnvironment,
-	ResponseHeaderTimeout: time.Minute,
-	TLSHandshakeTimeout:   10 * time.Second,
-}}
+// Like every command, it follows no redirect: the token goes to --url only.
+var backupClient = &http.Client{
+	Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		ResponseHeaderTimeout: time.Minute,
+		TLSHandshakeTimeout:   10 * time.Second,
+	},
+	CheckRedirect: client.RefuseRedirect,
+}
 
 // backupOnline downloads GET <url>/backup with the token in tokenFile.
 func backupOnline(url, tokenFile string, w io.Writer) error {
@@ -234,7 +239,7 @@ func backupOnline(url, tokenFile string, w io.Writer) error {
 	}
 	req, err := http.NewRequest(http.MethodGet, strings.TrimSuffix(url, "/")+"/backup", nil)
 	if err != nil {
-		return fmt.Errorf("--url %q: %v", url, err)
+		return fmt.Errorf("--url %q is not a URL", client.Redact(url))
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := backupClient.Do(req)
@@ -245,17 +250,21 @@ func backupOnline(url, tokenFile string, w io.Writer) error {
 		time.Sleep(100 * time.Millisecond)
 		resp, err = backupClient.Do(req)
 	}
+	if re, ok := errors.AsType[*client.RedirectError](err); ok {
+		return fmt.Errorf("online backup: %v", re)
+	}
 	if err != nil {
-		return fmt.Errorf("online backup: %v", err)
+		return fmt.Errorf("online backup: %v", err) // a *url.Error, which has the password taken out
 	}
 	defer resp.Body.Close()
+	where := client.Redact(req.URL.String())
 	if resp.StatusCode != http.StatusOK {
 		var msg [512]byte
 		n, _ := io.ReadFull(resp.Body, msg[:])
-		return fmt.Errorf("online backup: %s answered %s: %s", req.URL, resp.Status, strings.TrimSpace(string(msg[:n])))
+		return fmt.Errorf("online backup: %s answered %s: %s", where, resp.Status, strings.TrimSpace(string(msg[:n])))
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/octet-stream" {
-		return fmt.Errorf("online backup: %s answered %q, not a backup; is --url the api_token_admin handler's base?", req.URL, ct)
+		return fmt.Errorf("online backup: %s answered %q, not a backup; is --url the api_token_admin handler's base?", where, ct)
 	}
 	// A stream the server aborted ends in an error here, never in a short
 	// file that looks complete.

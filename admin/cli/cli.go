@@ -216,7 +216,7 @@ func (c *conn) client(env *Env, needsToken bool) (*client.Client, error) {
 		return nil, usageError("no server: give --url (e.g. http://localhost:8080/api-tokens) or set %s", EnvURL)
 	}
 	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usageError("--url %q is not an http:// or https:// URL like http://localhost:8080/api-tokens", base)
+		return nil, usageError("--url %q is not an http:// or https:// URL like http://localhost:8080/api-tokens", client.Redact(base))
 	}
 	cl := &client.Client{BaseURL: base, UserAgent: "caddy-api-tokens-cli"}
 	if env.HTTPClient != nil {

@@ -40,6 +40,49 @@ type Client struct {
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
 
+// noRedirects is hc (or the default client) refusing every redirect. Go's
+// client would send the token again to the same host on another port or
+// scheme, and the body of a 307 or 308 (a login's password) anywhere.
+func noRedirects(hc *http.Client) *http.Client {
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	c := *hc
+	c.CheckRedirect = RefuseRedirect
+	return &c
+}
+
+// RefuseRedirect is an http.Client's CheckRedirect that follows no
+// redirect: it fails the request with a *RedirectError.
+func RefuseRedirect(req *http.Request, via []*http.Request) error {
+	return &RedirectError{From: Redact(via[len(via)-1].URL.String()), To: Redact(req.URL.String())}
+}
+
+// RedirectError is an answer that redirected the request elsewhere, which
+// the client does not follow: its credentials are meant for the URL it
+// was given only.
+type RedirectError struct {
+	From, To string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("%s redirected to %s, which was not followed: a token or password goes only to the URL given; "+
+		"if the API has moved, give its new URL", e.From, e.To)
+}
+
+// Redact is rawURL without the user and password it may hold, for messages.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		if strings.Contains(rawURL, "@") {
+			return "(a URL that does not parse)"
+		}
+		return rawURL
+	}
+	u.User = nil
+	return u.String()
+}
+
 // Error is an answer of the API that is not a success: its status and the
 // message of its {"error": "..."} body.
 type Error struct {
@@ -330,7 +373,7 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 func (c *Client) url(path string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimRight(c.BaseURL, "/") + path)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("the URL %q is not an http:// or https:// URL of the admin API", c.BaseURL)
+		return nil, fmt.Errorf("the URL %q is not an http:// or https:// URL of the admin API", Redact(c.BaseURL))
 	}
 	return u, nil
 }
@@ -338,7 +381,7 @@ func (c *Client) url(path string) (*url.URL, error) {
 // send sends one request to u and decodes a JSON answer into out (if not
 // nil); path names the call in errors. It returns the answer's headers.
 func (c *Client) send(ctx context.Context, method string, u *url.URL, path string, body, out any, auth bool) (http.Header, error) {
-	base := strings.TrimRight(c.BaseURL, "/")
+	base := Redact(strings.TrimRight(c.BaseURL, "/"))
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -364,10 +407,7 @@ func (c *Client) send(ctx context.Context, method string, u *url.URL, path strin
 		}
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = defaultHTTP
-	}
+	hc := noRedirects(c.HTTP)
 	resp, err := hc.Do(req)
 	if err != nil && idempotent(method) && droppedUnanswered(err) {
 		// A `caddy reload` can close a new connection before any handler
@@ -382,6 +422,9 @@ func (c *Client) send(ctx context.Context, method string, u *url.URL, path strin
 				resp, err = hc.Do(again)
 			}
 		}
+	}
+	if re, ok := errors.AsType[*RedirectError](err); ok {
+		return nil, re
 	}
 	if err != nil {
 		return nil, &UnreachableError{URL: base, Err: unwrapURLError(err)}

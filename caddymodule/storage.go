@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -137,15 +138,21 @@ func (p *PostgresStorage) Provision(ctx caddy.Context) error {
 }
 
 // literalPassword reports whether the DSN as written in the config (before
-// placeholders are replaced) carries a password that is not a placeholder.
+// placeholders are replaced) carries a password, or part of one, that is
+// not a placeholder. Each placeholder is read as a number that parses in
+// any part of a DSN (a port too), so the literal parts are checked even
+// when placeholders make the DSN unparseable as written.
 func literalPassword(dsn string) bool {
-	cfg, err := pgstore.ParseDSN(dsn)
+	const stand = "65431" // stands for a placeholder; a valid port too
+	cfg, err := pgstore.ParseDSN(placeholder.ReplaceAllString(dsn, stand))
 	if err != nil {
 		return false
 	}
-	pw := cfg.ConnConfig.Password
-	return pw != "" && !strings.Contains(pw, "{")
+	return strings.ReplaceAll(cfg.ConnConfig.Password, stand, "") != ""
 }
+
+// placeholder matches a Caddy placeholder such as {env.PGPASSWORD}.
+var placeholder = regexp.MustCompile(`\{[^{}]*\}`)
 
 func (p *PostgresStorage) poolKey() string { return "postgres:" + p.resolved }
 func (p *PostgresStorage) fleet() bool     { return true }

@@ -27,9 +27,9 @@ var ErrNotEmpty = errors.New("storage: the destination database is not empty")
 // to be issued again), settings, alert state and notification records,
 // the last alert pass's results and the audit log. Both backends store the
 // same keys, so it is a copy of every key, from one consistent snapshot of
-// src, in transactions of copyChunk keys. The keys of temporary tokens
-// keep their TTL, and expired temporary tokens are left behind. now is
-// the time by which "expired" is judged.
+// src, in transactions of copyChunk keys. Every key keeps its TTL (the
+// login throttle's and the login sessions'), and expired temporary tokens
+// are left behind. now is the time by which "expired" is judged.
 //
 // Nothing reads dst while it runs (open the Store on it afterwards). If
 // it fails half-way, dst holds part of the data: empty it before trying
@@ -60,14 +60,17 @@ func Copy(ctx context.Context, dst, src kv.Backend, now time.Time) (CopyCounts, 
 			chunk = chunk[:0]
 			return err
 		}
-		err = r.Scan("", kv.ScanOptions{}, func(key, val []byte) error {
+		err = scanExpiry(r, func(key, val []byte, collectAt time.Time) error {
 			k := string(key)
 			expires, session := sessionOf(k, sessions)
 			if session && !expires.After(now) {
 				return nil // an expired login session: gone already
 			}
 			c := copiedKey{key: k, val: append([]byte(nil), val...)}
-			if session {
+			switch {
+			case !collectAt.IsZero():
+				c.ttl = max(time.Until(collectAt), time.Second) // backends' TTLs run on the real clock
+			case session:
 				c.ttl = expires.Sub(now) + time.Minute
 			}
 			chunk = append(chunk, c)
@@ -89,6 +92,15 @@ func Copy(ctx context.Context, dst, src kv.Backend, now time.Time) (CopyCounts, 
 		return flush()
 	})
 	return counts, err
+}
+
+// scanExpiry scans every key of r with when the backend may collect it
+// (zero: never, or r cannot tell).
+func scanExpiry(r kv.Reader, fn func(key, val []byte, collectAt time.Time) error) error {
+	if es, ok := r.(kv.ExpiryScanner); ok {
+		return es.ScanExpiry("", kv.ScanOptions{}, fn)
+	}
+	return r.Scan("", kv.ScanOptions{}, func(key, val []byte) error { return fn(key, val, time.Time{}) })
 }
 
 type copiedKey struct {

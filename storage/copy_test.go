@@ -8,6 +8,8 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/internal/testtools"
 	. "github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/kv"
+	"github.com/apitokens/caddy-api-tokens/storage/throttle"
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
@@ -46,6 +48,7 @@ func fillForCopy(t *testing.T, s *Store, clock *testtools.FakeClock) copyWorld {
 	if err := s.Alerting().PutAlertStates(context.Background(), alertLease(t, s), map[string]AlertState{tk.ID: {NotifiedDays: 30, RaisedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
+	tryLogin(t, s, "alice", "198.51.100.1", throttle.Failed) // throttle keys, with their TTLs
 	clock.Advance(time.Minute)
 	s.Verify(w.perm) // a last use, flushed at Close
 	if w.audit, err = s.ListAudit(context.Background(), 1000); err != nil {
@@ -58,6 +61,19 @@ func fillForCopy(t *testing.T, s *Store, clock *testtools.FakeClock) copyWorld {
 // every password, setting, alert state and audit entry is there.
 func checkCopy(t *testing.T, s *Store, w copyWorld, when string) {
 	t.Helper()
+	throttleKeys := 0
+	rawView(t, s, func(r kv.Reader) error {
+		return r.(kv.ExpiryScanner).ScanExpiry("lt/", kv.ScanOptions{KeysOnly: true}, func(key, _ []byte, at time.Time) error {
+			throttleKeys++
+			if at.IsZero() {
+				t.Errorf("%s: the throttle key %q lost its TTL", when, key)
+			}
+			return nil
+		})
+	})
+	if throttleKeys == 0 {
+		t.Errorf("%s: no login throttle key", when)
+	}
 	ctx := context.Background()
 	for _, c := range []struct {
 		secret string

@@ -72,6 +72,9 @@ func Restore(dir string, r io.Reader) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("cannot create storage directory %s: %w", dir, err)
 	}
+	if err := makePrivate(dir); err != nil {
+		return err
+	}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return err
@@ -88,7 +91,7 @@ func Restore(dir string, r io.Reader) error {
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("restoring into %s: %w", dir, err)
 	}
-	return nil
+	return makePrivate(dir)
 }
 
 // loadFrames loads Badger's backup stream (what follows the header) into

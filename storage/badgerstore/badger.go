@@ -71,6 +71,9 @@ func Open(dir string, log *zap.Logger) (*Backend, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create storage directory %s: %w", dir, err)
 	}
+	if err := makePrivate(dir); err != nil {
+		return nil, err
+	}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
@@ -81,6 +84,10 @@ func Open(dir string, log *zap.Logger) (*Backend, error) {
 		return nil, fmt.Errorf("cannot open storage directory %s: %w", dir, err)
 	}
 	b := &Backend{db: db, lock: lock, dir: dir}
+	if err := makePrivate(dir); err != nil { // the files badger.Open created
+		b.Close()
+		return nil, err
+	}
 	if err := b.loadSeq(); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("cannot load storage directory %s: %w", dir, err)
@@ -164,6 +171,9 @@ func (b *Backend) Close() error {
 	b.life.Lock() // waits for reads in flight; new ones fail fast
 	defer b.life.Unlock()
 	err := b.db.Close()
+	if perr := makePrivate(b.dir); err == nil { // the tables Close flushed
+		err = perr
+	}
 	if lerr := b.lock.Close(); err == nil {
 		err = lerr
 	}
@@ -272,6 +282,12 @@ func (r reader) GetMany(keys []string, fn func(int, []byte) error) error {
 // Scan iterates the prefix. Several goroutines may scan one read-only
 // transaction at once (Subscribe's load does).
 func (r reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) error) error {
+	return r.ScanExpiry(prefix, o, func(key, val []byte, _ time.Time) error { return fn(key, val) })
+}
+
+// ScanExpiry is Scan telling each key's expiry too (kv.ExpiryScanner), to
+// the second Badger keeps.
+func (r reader) ScanExpiry(prefix string, o kv.ScanOptions, fn func(key, val []byte, expiresAt time.Time) error) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Reverse = o.Reverse
 	opts.PrefetchValues = !o.KeysOnly
@@ -306,11 +322,15 @@ func (r reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) e
 		if bytes.HasPrefix(key, []byte(privatePrefix)) {
 			continue
 		}
+		var expiresAt time.Time
+		if e := item.ExpiresAt(); e != 0 {
+			expiresAt = time.Unix(int64(e), 0)
+		}
 		var err error
 		if o.KeysOnly {
-			err = fn(key, nil)
+			err = fn(key, nil, expiresAt)
 		} else {
-			err = item.Value(func(val []byte) error { return fn(key, val) })
+			err = item.Value(func(val []byte) error { return fn(key, val, expiresAt) })
 		}
 		if errors.Is(err, kv.ErrStopScan) {
 			return nil

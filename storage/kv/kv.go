@@ -63,6 +63,13 @@ type Reader interface {
 	Scan(prefix string, o ScanOptions, fn func(key, val []byte) error) error
 }
 
+// ExpiryScanner is a Reader that also tells when each key it scans
+// expires (the zero time: never), so a copy keeps the keys' TTLs. The
+// Readers of both backends have it.
+type ExpiryScanner interface {
+	ScanExpiry(prefix string, o ScanOptions, fn func(key, val []byte, expiresAt time.Time) error) error
+}
+
 // ScanOptions narrow a scan. Zero values mean the whole prefix in
 // ascending order, with values.
 type ScanOptions struct {

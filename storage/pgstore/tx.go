@@ -270,6 +270,11 @@ const (
 // Scan reads the range a page at a time, and calls fn for a page's rows
 // once the page is read, so fn may read from the transaction.
 func (r *reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) error) error {
+	return r.ScanExpiry(prefix, o, func(key, val []byte, _ time.Time) error { return fn(key, val) })
+}
+
+// ScanExpiry is Scan telling each key's expiry too (kv.ExpiryScanner).
+func (r *reader) ScanExpiry(prefix string, o kv.ScanOptions, fn func(key, val []byte, expiresAt time.Time) error) error {
 	if err := r.flush(); err != nil {
 		return err
 	}
@@ -283,9 +288,9 @@ func (r *reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) 
 	if !o.Reverse && o.To != "" && (len(hi) == 0 || o.To < string(hi)) {
 		hi = []byte(o.To)
 	}
-	cols := "key, value"
+	cols := "key, value, expires_at"
 	if o.KeysOnly {
-		cols = "key, NULL::bytea"
+		cols = "key, NULL::bytea, expires_at"
 	}
 	page := firstPage
 	for {
@@ -305,7 +310,10 @@ func (r *reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) 
 			query = `SELECT ` + cols + ` FROM api_tokens_kv WHERE key >= $1 ORDER BY key LIMIT $2`
 			args = []any{lo, page}
 		}
-		type row struct{ key, val []byte }
+		type row struct {
+			key, val []byte
+			expires  *time.Time
+		}
 		ctx, cancel := r.stmt()
 		rows, err := r.tx.Query(ctx, query, args...)
 		if err != nil {
@@ -314,7 +322,7 @@ func (r *reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) 
 		}
 		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 			var e row
-			err := r.Scan(&e.key, &e.val)
+			err := r.Scan(&e.key, &e.val, &e.expires)
 			return e, err
 		})
 		cancel()
@@ -322,7 +330,11 @@ func (r *reader) Scan(prefix string, o kv.ScanOptions, fn func(key, val []byte) 
 			return dbErr(err)
 		}
 		for _, e := range got {
-			if err := fn(e.key, e.val); err != nil {
+			var expiresAt time.Time
+			if e.expires != nil {
+				expiresAt = *e.expires
+			}
+			if err := fn(e.key, e.val, expiresAt); err != nil {
 				if errors.Is(err, kv.ErrStopScan) {
 					return nil
 				}

@@ -297,3 +297,39 @@ func testTTL(t *testing.T, h Harness) {
 		}
 	}
 }
+
+// A backend whose readers tell expiries (kv.ExpiryScanner, which a copy
+// between databases needs to keep TTLs) tells the time a key may be
+// collected, to the second, and none for a key without a TTL.
+func testScanExpiry(t *testing.T, h Harness) {
+	b := h.NewDatabase(t).Open(t, new(Recorder))
+	before := time.Now()
+	update(t, b, func(w kv.Writer) error {
+		if err := w.Set("x/hour", []byte("1"), time.Hour); err != nil {
+			return err
+		}
+		return w.Set("x/kept", []byte("2"), 0)
+	})
+	after := time.Now()
+	got := map[string]time.Time{}
+	tells := false
+	view(t, b, func(r kv.Reader) error {
+		es, ok := r.(kv.ExpiryScanner)
+		if tells = ok; !ok {
+			return nil
+		}
+		return es.ScanExpiry("x/", kv.ScanOptions{}, func(key, _ []byte, at time.Time) error {
+			got[string(key)] = at
+			return nil
+		})
+	})
+	if !tells {
+		t.Skip("this backend's readers do not tell expiries; a copy from it drops TTLs")
+	}
+	if at := got["x/hour"]; at.Before(before.Add(time.Hour-time.Second)) || at.After(after.Add(time.Hour+2*time.Second)) {
+		t.Errorf("x/hour, written with a TTL of 1h between %v and %v, expires at %v", before, after, at)
+	}
+	if at, found := got["x/kept"]; !found || !at.IsZero() {
+		t.Errorf("x/kept, written without a TTL: expiry %v (scanned: %v); want the zero time", at, found)
+	}
+}

@@ -49,6 +49,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ScanManyKeys", func(t *testing.T) { testScanManyKeys(t, h) })
 	t.Run("ScanStopsEarly", func(t *testing.T) { testScanStopsEarly(t, h) })
 	t.Run("TTL", func(t *testing.T) { testTTL(t, h) })
+	t.Run("ScanExpiry", func(t *testing.T) { testScanExpiry(t, h) })
 	t.Run("NextSeq", func(t *testing.T) { testNextSeq(t, h) })
 	t.Run("NextSeqAfterReopen", func(t *testing.T) { testNextSeqAfterReopen(t, h) })
 	t.Run("SerializableUpdates", func(t *testing.T) { testSerializableUpdates(t, h) })

@@ -45,6 +45,7 @@ type Store interface {
 	DeleteSetting(ctx context.Context, key string) error
 
 	AppendAudit(ctx context.Context, e storage.AuditEntry) error
+	RecordLoginFailure(ctx context.Context, e storage.AuditEntry, window time.Duration) (known bool, err error)
 	ListAuditPage(ctx context.Context, cursor string, limit int) (entries []storage.AuditEntry, next string, err error)
 
 	CanBackup() bool
@@ -64,6 +65,16 @@ type Config struct {
 	// PermanentTokenLifetime is the default and the maximum lifetime of a
 	// permanent token. Default 365 days.
 	PermanentTokenLifetime time.Duration
+	// MaxSessionsPerUser caps a user's login sessions: a login beyond it
+	// ends the oldest. Default 50.
+	MaxSessionsPerUser int
+	// LoginThrottle limits failed logins. Zero fields get
+	// throttle.DefaultPolicy's.
+	LoginThrottle throttle.Policy
+	// CountLoginRefusal, if set, is called for every refused password
+	// check with why: LoginUnknownUser, LoginWrongPassword or
+	// LoginThrottled.
+	CountLoginRefusal func(reason string)
 	// Faults returns the active faults for GET /faults; nil lists none.
 	Faults func() []storage.Fault
 	// ClientIP tells the caller's address for throttling and audit. Default:
@@ -84,13 +95,15 @@ type Config struct {
 const (
 	DefaultSessionTTL             = 12 * time.Hour
 	DefaultPermanentTokenLifetime = 365 * 24 * time.Hour
+	DefaultMaxSessionsPerUser     = 50
 	// maxRotateGrace bounds how long a rotated token keeps working.
 	maxRotateGrace = 7 * 24 * time.Hour
 )
 
 type handler struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg           Config
+	unknownLogins unknownLoginLog
+	mux           *http.ServeMux
 	// patterns lists the API's routes, which openapi.json must document.
 	patterns []string
 }
@@ -112,6 +125,13 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL
+	}
+	cfg.LoginThrottle = cfg.LoginThrottle.WithDefaults()
+	if cfg.CountLoginRefusal == nil {
+		cfg.CountLoginRefusal = func(string) {}
+	}
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = DefaultMaxSessionsPerUser
 	}
 	if cfg.PermanentTokenLifetime <= 0 {
 		cfg.PermanentTokenLifetime = DefaultPermanentTokenLifetime
@@ -185,12 +205,35 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	defer h.recoverPanic(w, r)
-
+	if crossSite(r) {
+		h.writeError(w, r, "-", errCrossSite)
+		return
+	}
 	if _, pattern := h.mux.Handler(r); pattern == "" {
 		w = &muxErrorWriter{ResponseWriter: w}
 	}
 	h.mux.ServeHTTP(w, r)
 }
+
+// crossSite tells a request with side effects that a browser made for a
+// page of another site (Sec-Fetch-Site: cross-site or same-site). Nothing
+// of this API is meant for such pages: it answers no CORS preflight, so
+// they could only send requests whose answer they cannot read, for their
+// side effects, such as counting failed logins against their visitor's
+// address. A GET stays open (a link to the web page from elsewhere), as
+// does every client that is not a browser: they send no Sec-Fetch-Site.
+func crossSite(r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return false
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return true
+	}
+	return false
+}
+
+var errCrossSite = newError(http.StatusForbidden, "this API does not answer pages of other sites (Sec-Fetch-Site)")
 
 func (h *handler) recoverPanic(w http.ResponseWriter, r *http.Request) {
 	v := recover()
@@ -326,6 +369,14 @@ func unauthorized(challenge, msg string) *apiError {
 // client's doing are logged with context and answered with a generic 500;
 // an unreachable database is logged too and answered 503.
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, actor string, err error) {
+	if after, ok := errors.AsType[*afterAnswer](err); ok {
+		h.writeError(w, r, actor, after.error)
+		// The client has its whole answer (it has a Content-Length)
+		// before the work after it starts.
+		_ = http.NewResponseController(w).Flush()
+		after.then()
+		return
+	}
 	ae := clientError(err)
 	if ae != nil && ae.status == http.StatusServiceUnavailable && errors.Is(err, storage.ErrUnavailable) {
 		h.cfg.Logger.Warn("admin API request failed: the token database is unavailable",

@@ -77,3 +77,12 @@ func storageMessage(err, sentinel error) string {
 	}
 	return msg
 }
+
+// afterAnswer is an error answered at once, with work (then) done once the
+// answer is sent, which the client does not wait for.
+type afterAnswer struct {
+	error
+	then func()
+}
+
+func (a *afterAnswer) Unwrap() error { return a.error }

@@ -51,22 +51,26 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	return nil
 }
 
-// checkContentType refuses form posts: a body sent as a form is never what
-// this API means. Any other type (or none) is read as JSON, so curl users
-// need not remember the header.
+// checkContentType accepts only JSON bodies (415 for anything else, or
+// none): a page on another origin can send text/plain or a form to this
+// API without asking the browser's leave, but application/json needs a
+// CORS preflight, which this API never answers. An empty body may come
+// without a type, for endpoints whose body is optional.
 func checkContentType(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")
-	if ct == "" {
+	if ct == "" && r.ContentLength == 0 {
 		return nil
 	}
 	media, _, err := mime.ParseMediaType(ct)
-	if err == nil && (media == "application/x-www-form-urlencoded" || strings.HasPrefix(media, "multipart/")) {
-		return badRequest("request body must be JSON (Content-Type: application/json), not a form")
+	if err != nil || media != "application/json" {
+		return errNotJSON
 	}
 	return nil
 }
 
-// decodeError turns a json.Decoder error into the message a client sees.
+var errNotJSON = newError(http.StatusUnsupportedMediaType,
+	"request body must be JSON, sent with Content-Type: application/json")
+
 func decodeError(err error) error {
 	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		return newError(http.StatusRequestEntityTooLarge, "request body is larger than 1 MiB")

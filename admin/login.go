@@ -48,11 +48,8 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 	if storage.ValidateUsername(req.Username) == nil {
 		username = req.Username
 	}
-	actor, detail := username, "wrong username or password, or disabled user"
-	if username == "" {
-		actor, detail = "-", "not a valid username"
-	}
-	failure := storage.AuditEntry{Actor: actor, Action: storage.ActionLoginFailed, Target: username, Detail: detail, ClientIP: ip}
+	failure := storage.AuditEntry{Actor: username, Action: storage.ActionLoginFailed, Target: username,
+		Detail: "wrong password, or disabled user", ClientIP: ip}
 	user, err := h.checkPassword(r, username, req.Password, ip, failure)
 	if err != nil {
 		return err
@@ -63,15 +60,16 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 // checkPassword checks a password under the login throttle, for a login
 // or for the current_password of a credential change: it returns the
 // user if the password is right; 429 if the throttle refuses the attempt
-// (before any hashing); errBadLogin, and the failure's audit entry, if
-// the password is wrong. The audit entry's actor, if empty, is the one
-// r's context carries.
+// (before any hashing); errBadLogin if the password is wrong, as an
+// *afterAnswer that records the failure once the client has its answer,
+// so how long the answer takes never tells whether the user exists.
 func (h *handler) checkPassword(r *http.Request, username, password, ip string, failure storage.AuditEntry) (storage.User, error) {
-	attempt, wait, err := h.cfg.Store.Logins().Begin(r.Context(), username, ip, throttle.DefaultPolicy)
+	attempt, wait, err := h.cfg.Store.Logins().Begin(r.Context(), username, ip, h.cfg.LoginThrottle)
 	if err != nil {
 		return storage.User{}, err
 	}
 	if wait > 0 {
+		h.cfg.CountLoginRefusal(LoginThrottled)
 		return storage.User{}, tooManyLogins(wait)
 	}
 	// Deferred, so a panic (recovered by ServeHTTP) still ends the
@@ -83,14 +81,31 @@ func (h *handler) checkPassword(r *http.Request, username, password, ip string, 
 	switch {
 	case err == errBadLogin:
 		outcome = throttle.Failed
-		if aerr := h.cfg.Store.AppendAudit(r.Context(), failure); aerr != nil {
-			// Refused either way; a lost audit entry is worth a log line.
-			h.cfg.Logger.Error("recording a failed password check", zap.String("username", username), zap.Error(aerr))
-		}
+		return storage.User{}, &afterAnswer{errBadLogin, func() { h.recordFailure(r, failure) }}
 	case err == nil:
 		outcome = throttle.Succeeded
 	}
 	return user, err
+}
+
+// recordFailure audits a wrong password of an existing user (one entry
+// per user, address and throttle window, with a count) and counts every
+// failure in api_tokens_login_refusals_total. Usernames that do not
+// exist are only counted and logged, at most every unknownLogEvery: they
+// cost no storage, whoever makes them up.
+func (h *handler) recordFailure(r *http.Request, failure storage.AuditEntry) {
+	ctx := context.WithoutCancel(r.Context())
+	known, err := h.cfg.Store.RecordLoginFailure(ctx, failure, h.cfg.LoginThrottle.Window)
+	if err != nil {
+		// Refused either way; a lost audit entry is worth a log line.
+		h.cfg.Logger.Error("recording a failed password check", zap.String("username", failure.Target), zap.Error(err))
+	}
+	if known || err != nil {
+		h.cfg.CountLoginRefusal(LoginWrongPassword)
+		return
+	}
+	h.cfg.CountLoginRefusal(LoginUnknownUser)
+	h.unknownLogins.note(h.cfg.Logger, h.cfg.Clock.Now(), failure.ClientIP)
 }
 
 // passwordMatches returns the user if the password is right, errBadLogin
@@ -120,10 +135,11 @@ func (h *handler) endLogin(r *http.Request, a throttle.Attempt, outcome throttle
 func (h *handler) startSession(w http.ResponseWriter, r *http.Request, user storage.User, ip string) error {
 	ctx := storage.WithActor(r.Context(), user.Username, ip)
 	secret, tok, err := h.cfg.Store.CreateToken(ctx, storage.NewToken{
-		User:      user.Username,
-		Kind:      storage.Temporary,
-		ExpiresAt: h.cfg.Clock.Now().Add(h.cfg.SessionTTL),
-		CreatedBy: user.Username,
+		User:        user.Username,
+		Kind:        storage.Temporary,
+		ExpiresAt:   h.cfg.Clock.Now().Add(h.cfg.SessionTTL),
+		CreatedBy:   user.Username,
+		MaxSessions: h.cfg.MaxSessionsPerUser,
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -146,8 +147,8 @@ func (h *handler) checkCredentialChange(r *http.Request, c caller, req patchUser
 		Action: storage.ActionLoginFailed, Target: c.Username, Detail: "wrong current_password when changing own password or email",
 	}
 	_, err := h.checkPassword(r, c.Username, *req.CurrentPassword, c.ip, failure)
-	if err == errBadLogin {
-		return errWrongCurrentPassword
+	if wrong, ok := errors.AsType[*afterAnswer](err); ok && wrong.error == errBadLogin {
+		wrong.error = errWrongCurrentPassword
 	}
 	return err
 }

@@ -53,12 +53,18 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 // provisionWith builds the admin API over app's shared state.
 func (h *AdminHandler) provisionWith(ctx caddy.Context, app *App) error {
 	h.app = app
+	if err := registerCollector(ctx.GetMetricsRegistry(), loginRefusalCollector{}); err != nil {
+		return fmt.Errorf("api_token_admin: registering login metrics: %v", err)
+	}
 	h.api = admin.New(admin.Config{
 		Store:                  app.Store(),
 		Clock:                  app.Clock(),
 		Logger:                 ctx.Logger(),
 		SessionTTL:             time.Duration(app.SessionTTL),
 		PermanentTokenLifetime: time.Duration(app.PermanentTokenLifetime),
+		LoginThrottle:          app.loginThrottle(),
+		MaxSessionsPerUser:     app.MaxSessionsPerUser,
+		CountLoginRefusal:      countLoginRefusal,
 		Faults:                 app.shared.alerts.Faults,
 		ClientIP:               clientIP,
 		RequestPath:            originalPath,

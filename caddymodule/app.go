@@ -14,8 +14,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/alerts"
 	"github.com/apitokens/caddy-api-tokens/storage"
+	"github.com/apitokens/caddy-api-tokens/storage/throttle"
 )
 
 func init() {
@@ -25,6 +27,7 @@ func init() {
 // Defaults and limits of the api_tokens app.
 const (
 	defaultSessionTTL             = 12 * time.Hour
+	maxSessionsPerUser            = 10000 // a login reads them all
 	maxTokenLifetime              = 365 * 24 * time.Hour
 	defaultPermanentTokenLifetime = maxTokenLifetime
 	defaultAlertInterval          = time.Hour
@@ -88,6 +91,18 @@ type App struct {
 	// every hour, and the deletion is itself recorded in the audit log.
 	// Default: kept forever. At least 1d.
 	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
+
+	// How many login sessions a user may hold at once; a login beyond it
+	// ends the user's oldest session, on every node (audited as
+	// session_ended). Default: 50.
+	MaxSessionsPerUser int `json:"max_sessions_per_user,omitempty"`
+
+	// Failed logins are counted per client network: this many leading bits
+	// of an IPv4 address, and of an IPv6 address, make one network.
+	// Default: 32 and 64 (one IPv4 address; one IPv6 /64, which whoever
+	// holds one address of it usually holds whole).
+	LoginIPv4Prefix int `json:"login_ipv4_prefix,omitempty"`
+	LoginIPv6Prefix int `json:"login_ipv6_prefix,omitempty"`
 
 	// The mail server for expiry notification emails. Without it, faults
 	// and metrics still work but no email is sent.
@@ -210,6 +225,9 @@ func (a *App) setDefaults() {
 	if a.AlertInterval == 0 {
 		a.AlertInterval = caddy.Duration(defaultAlertInterval)
 	}
+	if a.MaxSessionsPerUser == 0 {
+		a.MaxSessionsPerUser = admin.DefaultMaxSessionsPerUser
+	}
 	if a.SMTP != nil {
 		if a.SMTP.Encryption == "" {
 			a.SMTP.Encryption = alerts.EncryptionSTARTTLS
@@ -291,10 +309,31 @@ func (a *App) validate() error {
 			return err
 		}
 	}
+	if a.MaxSessionsPerUser < 1 || a.MaxSessionsPerUser > maxSessionsPerUser {
+		return fmt.Errorf("max_sessions_per_user must be 1-%d, got %d", maxSessionsPerUser, a.MaxSessionsPerUser)
+	}
+	if a.LoginIPv4Prefix < 0 || a.LoginIPv4Prefix > 32 {
+		return fmt.Errorf("login_ipv4_prefix must be 1-32 bits, got %d", a.LoginIPv4Prefix)
+	}
+	if a.LoginIPv6Prefix < 0 || a.LoginIPv6Prefix > 128 {
+		return fmt.Errorf("login_ipv6_prefix must be 1-128 bits, got %d", a.LoginIPv6Prefix)
+	}
 	if a.SMTP != nil {
 		return a.SMTP.validate()
 	}
 	return nil
+}
+
+// loginThrottle is the login throttle's policy under this config.
+func (a *App) loginThrottle() throttle.Policy {
+	p := throttle.DefaultPolicy
+	if a.LoginIPv4Prefix != 0 {
+		p.IPv4Prefix = a.LoginIPv4Prefix
+	}
+	if a.LoginIPv6Prefix != 0 {
+		p.IPv6Prefix = a.LoginIPv6Prefix
+	}
+	return p
 }
 
 func checkDuration(name string, d caddy.Duration, lo, hi time.Duration) error {

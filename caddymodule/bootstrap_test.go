@@ -34,6 +34,7 @@ func TestLoginBeforeAppStart(t *testing.T) {
 	}
 
 	req := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader(`{"username":"root","password":"root-password-1"}`))
+	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	if err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })); err != nil {
 		t.Fatal(err)

@@ -36,10 +36,12 @@ func init() {
 //		storage_path <dir>        # shorthand for storage badger { path <dir> }
 //		max_staleness <duration>  # postgres only
 //		session_ttl <duration>
+//		max_sessions_per_user <n>
 //		permanent_token_lifetime <duration>
 //		bootstrap_admin <username> <password>
 //		alert_interval <duration>
 //		audit_retention <duration>
+//		login_address_prefixes <ipv4 bits> <ipv6 bits>
 //		smtp {
 //			host <host>
 //			port <port>
@@ -85,6 +87,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.StoragePath, err = oneArg(d)
 		case "session_ttl":
 			a.SessionTTL, err = durationArg(d)
+		case "max_sessions_per_user":
+			a.MaxSessionsPerUser, err = intArg(d)
 		case "permanent_token_lifetime":
 			a.PermanentTokenLifetime, err = durationArg(d)
 		case "alert_interval":
@@ -97,11 +101,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("bootstrap_admin needs exactly two arguments: <username> <password>")
 			}
 			a.BootstrapAdmin = &BootstrapAdmin{Username: args[0], Password: args[1]}
+		case "login_address_prefixes":
+			a.LoginIPv4Prefix, a.LoginIPv6Prefix, err = prefixArgs(d)
 		case "smtp":
 			a.SMTP = new(SMTPConfig)
 			err = a.SMTP.unmarshalCaddyfile(d)
 		default:
-			return d.Errf("api_tokens: unrecognized option %q (known: storage, storage_path, max_staleness, session_ttl, permanent_token_lifetime, bootstrap_admin, alert_interval, audit_retention, smtp)", name)
+			return d.Errf("api_tokens: unrecognized option %q (known: storage, storage_path, max_staleness, session_ttl, max_sessions_per_user, permanent_token_lifetime, bootstrap_admin, alert_interval, audit_retention, login_address_prefixes, smtp)", name)
 		}
 		if err != nil {
 			return err
@@ -246,6 +252,33 @@ func oneArg(d *caddyfile.Dispenser) (string, error) {
 		return "", d.Errf("%s takes one value, got an extra %q", name, d.Val())
 	}
 	return val, nil
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	name := d.Val()
+	val, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(val)
+	if err != nil || n < 1 {
+		return 0, d.Errf("%s must be a positive whole number, got %q", name, val)
+	}
+	return n, nil
+}
+
+// prefixArgs reads `login_address_prefixes <ipv4 bits> <ipv6 bits>`.
+func prefixArgs(d *caddyfile.Dispenser) (v4, v6 int, err error) {
+	var args [2]string
+	if !d.Args(&args[0], &args[1]) || d.NextArg() {
+		return 0, 0, d.Err("login_address_prefixes needs two prefix lengths: <ipv4 bits> <ipv6 bits>, such as 32 64")
+	}
+	v4, err4 := strconv.Atoi(args[0])
+	v6, err6 := strconv.Atoi(args[1])
+	if err4 != nil || err6 != nil || v4 < 1 || v4 > 32 || v6 < 1 || v6 > 128 {
+		return 0, 0, d.Errf("login_address_prefixes: want 1-32 bits for IPv4 and 1-128 for IPv6, got %q %q", args[0], args[1])
+	}
+	return v4, v6, nil
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {

@@ -32,6 +32,8 @@ func TestCaddyfileGlobalOption(t *testing.T) {
 		bootstrap_admin {env.API_TOKENS_ADMIN} {env.API_TOKENS_ADMIN_PASSWORD}
 		alert_interval 1h
 		audit_retention 400d
+		max_sessions_per_user 20
+		login_address_prefixes 24 56
 		smtp {
 			host smtp.example.com
 			port 587
@@ -65,6 +67,9 @@ http://localhost {
 		BootstrapAdmin:         &caddymodule.BootstrapAdmin{Username: "{env.API_TOKENS_ADMIN}", Password: "{env.API_TOKENS_ADMIN_PASSWORD}"},
 		AlertInterval:          caddy.Duration(time.Hour),
 		AuditRetention:         caddy.Duration(400 * 24 * time.Hour),
+		MaxSessionsPerUser:     20,
+		LoginIPv4Prefix:        24,
+		LoginIPv6Prefix:        56,
 		SMTP: &caddymodule.SMTPConfig{
 			Host: "smtp.example.com", Port: 587, Username: "{env.SMTP_USER}", Password: "{env.SMTP_PASSWORD}",
 			Encryption: "starttls", From: "API tokens <noreply@example.com>",
@@ -158,6 +163,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"negative duration", "{\n\tapi_tokens {\n\t\talert_interval -1h\n\t}\n}", `alert_interval must be positive, got "-1h", at Caddyfile:3`},
 		{"repeated option", "{\n\tapi_tokens {\n\t\tsession_ttl 1h\n\t\tsession_ttl 2h\n\t}\n}", "session_ttl is given more than once, at Caddyfile:4"},
 		{"arguments on the option", "{\n\tapi_tokens /data {\n\t}\n}", `api_tokens takes no arguments on its first line, got "/data"; put its options in a block, at Caddyfile:2`},
+		{"prefix out of range", "{\n\tapi_tokens {\n\t\tlogin_address_prefixes 33 64\n\t}\n}", `login_address_prefixes: want 1-32 bits for IPv4 and 1-128 for IPv6, got "33" "64", at Caddyfile:3`},
+		{"one prefix", "{\n\tapi_tokens {\n\t\tlogin_address_prefixes 32\n\t}\n}", `login_address_prefixes needs two prefix lengths`},
+		{"no sessions", "{\n\tapi_tokens {\n\t\tmax_sessions_per_user 0\n\t}\n}", `max_sessions_per_user must be a positive whole number, got "0", at Caddyfile:3`},
 		{"bootstrap_admin with one value", "{\n\tapi_tokens {\n\t\tbootstrap_admin root\n\t}\n}", "bootstrap_admin needs exactly two arguments: <username> <password>, at Caddyfile:3"},
 		{"bad smtp port", "{\n\tapi_tokens {\n\t\tsmtp {\n\t\t\tport 70000\n\t\t}\n\t}\n}", `smtp: port must be a number from 1 to 65535, got "70000", at Caddyfile:4`},
 		{"bad smtp encryption", "{\n\tapi_tokens {\n\t\tsmtp {\n\t\t\tencryption ssl\n\t\t}\n\t}\n}", `smtp: encryption must be none, starttls or tls, got "ssl", at Caddyfile:4`},

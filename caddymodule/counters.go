@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
@@ -84,4 +85,40 @@ func authCounters(reg *prometheus.Registry) (*decisionCounters, error) {
 		}
 	}
 	return decisions, nil
+}
+
+// loginRefusals are the process's refused password checks by reason
+// (admin.LoginUnknownUser and the others), kept across config reloads.
+var loginRefusals = struct {
+	unknownUser, wrongPassword, throttled atomic.Uint64
+}{}
+
+func countLoginRefusal(reason string) {
+	switch reason {
+	case admin.LoginUnknownUser:
+		loginRefusals.unknownUser.Add(1)
+	case admin.LoginWrongPassword:
+		loginRefusals.wrongPassword.Add(1)
+	case admin.LoginThrottled:
+		loginRefusals.throttled.Add(1)
+	}
+}
+
+var loginRefusalsDesc = prometheus.NewDesc("api_tokens_login_refusals_total",
+	"Refused logins and current_password checks of this node, by reason: unknown_user, wrong_password, throttled.",
+	[]string{"reason"}, nil)
+
+// loginRefusalCollector exports loginRefusals as api_tokens_login_refusals_total.
+type loginRefusalCollector struct{}
+
+func (loginRefusalCollector) Describe(ch chan<- *prometheus.Desc) { ch <- loginRefusalsDesc }
+
+func (loginRefusalCollector) Collect(ch chan<- prometheus.Metric) {
+	for reason, n := range map[string]*atomic.Uint64{
+		admin.LoginUnknownUser:   &loginRefusals.unknownUser,
+		admin.LoginWrongPassword: &loginRefusals.wrongPassword,
+		admin.LoginThrottled:     &loginRefusals.throttled,
+	} {
+		ch <- prometheus.MustNewConstMetric(loginRefusalsDesc, prometheus.CounterValue, float64(n.Load()), reason)
+	}
 }

@@ -32,6 +32,8 @@ import (
 //	as/<token id>              alert state (JSON)                                   alertstate.go
 //	s/<key>                    setting value, normalized                            settings.go
 //	a/<time ns BE><seq BE>     audit entry (JSON); a reverse scan is newest first   audit.go
+//	lf/<username>/<address>    where the audit entry of this window's failed        loginfailures.go
+//	                           logins of this user from this address is (JSON, TTL)
 //	m/alert_view               the last alert pass's results (the alerts package's  alertstate.go
 //	                           encoding)
 //	m/lease/<name>             a lease (JSON)                                       lease.go
@@ -45,7 +47,7 @@ import (
 //	lt/t/<username>/<address>  login throttle: when this address last logged in     storage/throttle
 //	                           as this user (JSON, TTL)
 //
-// Usernames cannot contain "/", so "ut/<user>/", "un/<user>/",
+// Usernames cannot contain "/", so "ut/<user>/", "un/<user>/", "lf/<user>/",
 // "lt/p/<user>/" and "lt/t/<user>/" never overlap between users. In cp/
 // and ct/ the user ends with a zero byte, which sorts before every
 // character a username may hold, so the keys sort by username exactly as
@@ -57,21 +59,22 @@ import (
 // feed, which is how every node's verifier, settings watchers and alert
 // view learn of them (subscriber.go).
 const (
-	prefixUser        = "u/"
-	prefixDeletedUser = "ud/"
-	prefixToken       = "t/"
-	prefixUserToken   = "ut/"
-	prefixName        = "un/"
-	prefixExpiry      = "e/"
-	prefixCreatedPerm = "cp/"
-	prefixCreatedTemp = "ct/"
-	prefixExpiryTemp  = "et/"
-	prefixLastUsed    = "lu/"
-	prefixAlert       = "as/"
-	prefixSetting     = "s/"
-	prefixAudit       = "a/"
-	keyAlertView      = "m/alert_view"
-	prefixLease       = "m/lease/"
+	prefixUser         = "u/"
+	prefixDeletedUser  = "ud/"
+	prefixToken        = "t/"
+	prefixUserToken    = "ut/"
+	prefixName         = "un/"
+	prefixExpiry       = "e/"
+	prefixCreatedPerm  = "cp/"
+	prefixCreatedTemp  = "ct/"
+	prefixExpiryTemp   = "et/"
+	prefixLastUsed     = "lu/"
+	prefixAlert        = "as/"
+	prefixSetting      = "s/"
+	prefixAudit        = "a/"
+	prefixLoginFailure = "lf/"
+	keyAlertView       = "m/alert_view"
+	prefixLease        = "m/lease/"
 )
 
 // be64 encodes v big-endian, so byte order is numeric order for v >= 0.
@@ -124,7 +127,7 @@ func keyKind(key string) string {
 		{prefixToken, "token"}, {prefixName, "token name index"}, {prefixExpiry, "expiry index"},
 		{prefixCreatedPerm, "token list index"}, {prefixCreatedTemp, "token list index"}, {prefixExpiryTemp, "expiry index"},
 		{prefixLastUsed, "last use"}, {prefixAlert, "alert state"}, {prefixSetting, "setting"},
-		{prefixAudit, "audit log"}, {keyAlertView, "alert view"}, {prefixLease, "lease"},
+		{prefixAudit, "audit log"}, {prefixLoginFailure, "failed login index"}, {keyAlertView, "alert view"}, {prefixLease, "lease"},
 	} {
 		if len(key) >= len(p.prefix) && key[:len(p.prefix)] == p.prefix {
 			return p.name

@@ -248,3 +248,87 @@ func TestLoginThrottleKeys(t *testing.T) {
 		}
 	})
 }
+
+// A node refuses what it has already been refused by the database without
+// asking it again: once an address is blocked, its attempts are refused
+// even with the database closed, for exactly the wait it read, and then
+// the database decides again.
+func TestLoginThrottleRemembersRefusals(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		clock := testtools.NewFakeClock(t0)
+		s := db.open(t, clock)
+		for i := range 20 {
+			mustPass(t, s, fmt.Sprintf("user%d", i), "203.0.113.9", throttle.Failed)
+		}
+		mustWait(t, s, "user0", "203.0.113.9", 15*time.Minute) // read from the database
+		logins := s.Logins()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(5 * time.Minute)
+		for _, user := range []string{"user0", "someone-else", ""} {
+			_, wait, err := logins.Begin(context.Background(), user, "203.0.113.9", throttle.Policy{})
+			if err != nil || wait != 10*time.Minute {
+				t.Errorf("Begin(%q) from the blocked address with the database closed: wait %v, %v; want 10m from memory", user, wait, err)
+			}
+		}
+		clock.Advance(10 * time.Minute)
+		if _, _, err := logins.Begin(context.Background(), "user0", "203.0.113.9", throttle.Policy{}); err == nil {
+			t.Error("Begin after the remembered wait ran out did not ask the (closed) database")
+		}
+		if _, _, err := logins.Begin(context.Background(), "user0", "203.0.113.10", throttle.Policy{}); err == nil {
+			t.Error("Begin from another address was answered without the (closed) database")
+		}
+	})
+}
+
+// IPv6 addresses count per /64 by default, since whoever holds one address
+// of a /64 usually holds all of it; the prefix lengths are the operator's.
+func TestLoginThrottleGroupsAddressesByPrefix(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s, _ := newTestStore(t, db)
+		ctx := context.Background()
+		try := func(user, ip string, p throttle.Policy) time.Duration {
+			t.Helper()
+			a, wait, err := s.Logins().Begin(ctx, user, ip, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wait == 0 {
+				if err := s.Logins().End(ctx, a, throttle.Failed); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return wait
+		}
+		for i := range 20 {
+			if wait := try(fmt.Sprintf("user%d", i), fmt.Sprintf("2001:db8:1:2::%x", i+1), throttle.Policy{}); wait != 0 {
+				t.Fatalf("failure %d from its own address of the /64: wait %v", i+1, wait)
+			}
+		}
+		if try("user0", "2001:db8:1:2:ffff::1", throttle.Policy{}) == 0 {
+			t.Error("a 21st address of the same /64 was let through")
+		}
+		if wait := try("user0", "2001:db8:1:3::1", throttle.Policy{}); wait != 0 {
+			t.Errorf("the next /64 was refused for %v", wait)
+		}
+		// Per address, as the operator may set: each /128 counts alone.
+		if wait := try("user1", "2001:db8:1:2:ffff::2", throttle.Policy{IPv6Prefix: 128}); wait != 0 {
+			t.Errorf("with IPv6Prefix 128, a new address of the /64 was refused for %v", wait)
+		}
+		// IPv4 by /24 when asked; by default each address alone.
+		for i := range 20 {
+			try(fmt.Sprintf("user%d", i), fmt.Sprintf("198.51.100.%d", i+1), throttle.Policy{IPv4Prefix: 24})
+		}
+		if try("user0", "198.51.100.200", throttle.Policy{IPv4Prefix: 24}) == 0 {
+			t.Error("with IPv4Prefix 24, a 21st address of the /24 was let through")
+		}
+		if wait := try("user0", "198.51.100.200", throttle.Policy{}); wait != 0 {
+			t.Errorf("with the default policy, an address of a blocked /24 was refused for %v", wait)
+		}
+		// An IPv4 address written as IPv6 is the same address.
+		if try("user0", "::ffff:198.51.100.200", throttle.Policy{IPv4Prefix: 24}) == 0 {
+			t.Error("an IPv4-mapped IPv6 address escaped its /24")
+		}
+	})
+}

@@ -59,6 +59,11 @@ func (s *Store) CreateToken(ctx context.Context, t NewToken) (string, Token, err
 		if err := checkTokenOwner(w, t.User); err != nil {
 			return err
 		}
+		if t.Kind == Temporary && t.MaxSessions > 0 {
+			if err := endOldestSessions(ctx, w, t.User, t.MaxSessions-1); err != nil {
+				return err
+			}
+		}
 		var err error
 		sec, meta, err = s.mint(ctx, w, t, false)
 		return err
@@ -67,6 +72,40 @@ func (s *Store) CreateToken(ctx context.Context, t NewToken) (string, Token, err
 		return "", Token{}, err
 	}
 	return sec, meta, nil
+}
+
+// endOldestSessions ends the user's oldest live sessions (temporary
+// tokens) until at most keep are left, each audited. The ct/ index holds
+// them in creation order; expired ones not yet collected are skipped.
+func endOldestSessions(ctx context.Context, w *writeTxn, user string, keep int) error {
+	var ids []string
+	err := w.Scan(prefixCreatedTemp+user+"\x00", kv.ScanOptions{KeysOnly: true}, func(k, _ []byte) error {
+		if id, ok := createdPosID(string(k[len(prefixCreatedTemp):])); ok {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil || len(ids) <= keep {
+		return err
+	}
+	live := newLiveTokens(w, w.now)
+	var sessions []tokenRecord
+	for _, id := range ids {
+		rec, found, err := live.get(id)
+		if err != nil {
+			return err
+		}
+		if found {
+			sessions = append(sessions, rec)
+		}
+	}
+	for _, rec := range sessions[:max(len(sessions)-keep, 0)] {
+		if err := deleteToken(w, rec); err != nil {
+			return err
+		}
+		w.record(ctx, ActionSessionEnded, rec.ID, fmt.Sprintf("user=%s reason=max_sessions_per_user limit=%d", rec.User, keep+1))
+	}
+	return nil
 }
 
 // checkNewToken validates a token request and fills in its defaults: an

@@ -100,6 +100,10 @@ type NewToken struct {
 	Kind      TokenKind
 	ExpiresAt time.Time
 	CreatedBy string
+	// MaxSessions, for a temporary token (a login session), caps the
+	// user's live sessions: if the user has this many already, the oldest
+	// are ended, audited as session_ended, to make room. 0: no cap.
+	MaxSessions int
 }
 
 // TokenFilter narrows ListTokensPage and ListTokens. Zero values mean
@@ -129,6 +133,10 @@ type AuditEntry struct {
 	Target         string    `json:"target,omitempty"`
 	Detail         string    `json:"detail,omitempty"`
 	ClientIP       string    `json:"client_ip,omitempty"`
+	// Count, on a login_failed entry, is how many failures it stands for:
+	// one user's from one address within the login throttle's window
+	// (Time is the first). Absent: one.
+	Count int `json:"count,omitempty"`
 }
 
 // Audit actions. They are stable strings: operators grep for them.
@@ -136,6 +144,7 @@ const (
 	ActionLogin         = "login"
 	ActionLoginFailed   = "login_failed"
 	ActionLogout        = "logout"
+	ActionSessionEnded  = "session_ended"
 	ActionUserCreate    = "user_create"
 	ActionUserUpdate    = "user_update"
 	ActionUserDelete    = "user_delete"

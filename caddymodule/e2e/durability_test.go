@@ -155,6 +155,7 @@ func TestDiskFullWhileRunningLosesNoAcknowledgedWrite(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, s.base()+"/users",
 			strings.NewReader(`{"username":"`+name+`","password":"password-of-`+name+`"}`))
 		req.Header.Set("Authorization", "Bearer "+root)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
 			failed++ // Caddy died: nothing was acknowledged

@@ -2,7 +2,9 @@
 // password guessing without letting anyone lock a user out. Its counters
 // are keys of the token database (the lt/ family of storage/keys.go's
 // table), so every node of a fleet counts the same failures, and they
-// survive restarts and reloads.
+// survive restarts and reloads. Each node also remembers the refusals it
+// read there until they run out, so a flood of refused attempts costs the
+// database nothing.
 package throttle
 
 import (
@@ -11,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/storage/kv"
@@ -34,6 +37,10 @@ import (
 //     pair and address limits), so during an attack on an account its user
 //     gets in at once from an address they used before.
 //
+// An "address" is the client's network of IPv4Prefix or IPv6Prefix bits
+// (by default one IPv4 address, one IPv6 /64: whoever holds one address
+// of a /64 usually holds all of it).
+//
 // Begin counts an attempt as a failure before its password is checked, in
 // the same transaction as the check of the limits, so parallel guesses on
 // one node or several cannot all pass before the first failure is
@@ -49,6 +56,8 @@ type Policy struct {
 	UserFailures    int           // failures per username before the backoff starts; default 5
 	MaxBackoff      time.Duration // the per-username backoff's cap; default 5 minutes
 	TrustedFor      time.Duration // how long a successful login exempts its address; default 30 days
+	IPv4Prefix      int           // the bits of an IPv4 address that make one address; default 32
+	IPv6Prefix      int           // the bits of an IPv6 address that make one address; default 64
 }
 
 // DefaultPolicy is the throttle the admin API applies.
@@ -59,9 +68,13 @@ var DefaultPolicy = Policy{
 	UserFailures:    5,
 	MaxBackoff:      5 * time.Minute,
 	TrustedFor:      30 * 24 * time.Hour,
+	IPv4Prefix:      32,
+	IPv6Prefix:      64,
 }
 
-func (p Policy) withDefaults() Policy {
+// WithDefaults is p with DefaultPolicy's value in each zero (or, for a
+// prefix length, impossible) field.
+func (p Policy) WithDefaults() Policy {
 	d := DefaultPolicy
 	if p.PairFailures <= 0 {
 		p.PairFailures = d.PairFailures
@@ -80,6 +93,12 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.TrustedFor <= 0 {
 		p.TrustedFor = d.TrustedFor
+	}
+	if p.IPv4Prefix <= 0 || p.IPv4Prefix > 32 {
+		p.IPv4Prefix = d.IPv4Prefix
+	}
+	if p.IPv6Prefix <= 0 || p.IPv6Prefix > 128 {
+		p.IPv6Prefix = d.IPv6Prefix
 	}
 	return p
 }
@@ -147,12 +166,26 @@ type trustedPair struct {
 // is) is hashed, so odd input cannot make long keys.
 const maxAddrKeyLen = 64
 
-// throttleAddr is ip as it appears in throttle keys.
-func throttleAddr(ip string) string {
-	switch {
-	case ip == "":
+// throttleAddr is ip as it appears in throttle keys: its network of the
+// policy's prefix length ("2001:db8:1:2::/64"), or the address itself
+// for a full-length prefix.
+func throttleAddr(ip string, p Policy) string {
+	if ip == "" {
 		return "-"
-	case len(ip) > maxAddrKeyLen:
+	}
+	if a, err := netip.ParseAddr(ip); err == nil {
+		a = a.Unmap().WithZone("")
+		bits := p.IPv6Prefix
+		if a.Is4() {
+			bits = p.IPv4Prefix
+		}
+		if bits < a.BitLen() {
+			network, _ := a.Prefix(bits)
+			return network.String()
+		}
+		return a.String()
+	}
+	if len(ip) > maxAddrKeyLen {
 		sum := sha256.Sum256([]byte(ip))
 		return "#" + hex.EncodeToString(sum[:16])
 	}
@@ -185,13 +218,14 @@ type Throttle struct {
 	db        kv.Backend
 	clock     Clock
 	validUser func(string) bool
+	refused   refusals
 }
 
 // New returns the throttle over db. validUser tells which strings are
 // usernames; no other string is ever put in a key (it may be anything,
 // even a pasted password).
 func New(db kv.Backend, clock Clock, validUser func(string) bool) *Throttle {
-	return &Throttle{db: db, clock: clock, validUser: validUser}
+	return &Throttle{db: db, clock: clock, validUser: validUser, refused: refusals{until: map[string]time.Time{}}}
 }
 
 // txn is one transaction of the throttle, at one time.
@@ -211,76 +245,96 @@ func (t *Throttle) update(ctx context.Context, fn func(w txn) error) error {
 // string that is not even a valid username) counts against the address
 // only.
 func (t *Throttle) Begin(ctx context.Context, user, ip string, p Policy) (Attempt, time.Duration, error) {
-	p = p.withDefaults()
+	p = p.WithDefaults()
 	if user != "" && !t.validUser(user) {
 		user = ""
 	}
-	addr := throttleAddr(ip)
+	addr := throttleAddr(ip, p)
+	addrK, pairK := addrKey(addr), ""
+	if user != "" {
+		pairK = pairKey(user, addr)
+	}
+	if wait := t.refused.wait(t.clock.Now(), addrK, pairK); wait > 0 {
+		return Attempt{}, max(wait, time.Second), nil
+	}
 	var a Attempt
-	var wait time.Duration
+	var r refusal
+	var at time.Time // the time the limits were read at
 	err := t.update(ctx, func(w txn) error {
 		var err error
-		a, wait, err = begin(w, user, addr, p)
+		at = w.now
+		a, r, err = begin(w, user, addr, p)
 		return err
 	})
 	if err != nil {
 		return Attempt{}, 0, err
 	}
-	return a, wait, nil
+	if wait := max(r.addrWait, r.pairWait); wait > 0 {
+		t.refused.remember(at, addrK, r.addrWait)
+		t.refused.remember(at, pairK, r.pairWait)
+		return Attempt{}, max(wait, time.Second), nil
+	}
+	return a, 0, nil
 }
 
-func begin(w txn, user, addr string, p Policy) (Attempt, time.Duration, error) {
+// refusal is why begin refused an attempt: how long its address, and its
+// (username, address) pair, must wait.
+type refusal struct {
+	addrWait, pairWait time.Duration
+}
+
+func begin(w txn, user, addr string, p Policy) (Attempt, refusal, error) {
 	now := w.now
 	ac, err := readWindow(w, addrKey(addr), now, p.Window)
 	if err != nil {
-		return Attempt{}, 0, err
+		return Attempt{}, refusal{}, err
 	}
-	wait := windowWait(ac, p.AddressFailures, now, p.Window)
+	r := refusal{addrWait: windowWait(ac, p.AddressFailures, now, p.Window)}
 	var pc windowCount
 	var uf userFailures
 	trusted := false
 	if user != "" {
 		if pc, err = readWindow(w, pairKey(user, addr), now, p.Window); err != nil {
-			return Attempt{}, 0, err
+			return Attempt{}, refusal{}, err
 		}
-		wait = max(wait, windowWait(pc, p.PairFailures, now, p.Window))
+		r.pairWait = windowWait(pc, p.PairFailures, now, p.Window)
 		if trusted, err = isTrusted(w, user, addr, now, p.TrustedFor); err != nil {
-			return Attempt{}, 0, err
+			return Attempt{}, refusal{}, err
 		}
 		// A trusted address never reads the per-user counter, so the
 		// user's own logins do not even contend with an attack on it.
 		if !trusted {
 			if uf, err = readUserFailures(w, user, now, p.Window); err != nil {
-				return Attempt{}, 0, err
+				return Attempt{}, refusal{}, err
 			}
 			if b := p.backoff(uf.N); b > 0 {
-				wait = max(wait, uf.Last.Add(b).Sub(now))
+				r.pairWait = max(r.pairWait, uf.Last.Add(b).Sub(now))
 			}
 		}
 	}
-	if wait > 0 {
-		return Attempt{}, max(wait, time.Second), nil
+	if r.addrWait > 0 || r.pairWait > 0 {
+		return Attempt{}, r, nil
 	}
 	a := Attempt{user: user, addr: addr, policy: p, counted: true}
 	if a.addrStart, err = countFailure(w, addrKey(addr), ac, now, p.Window); err != nil {
-		return Attempt{}, 0, err
+		return Attempt{}, refusal{}, err
 	}
 	if user == "" {
-		return a, 0, nil
+		return a, refusal{}, nil
 	}
 	if a.pairStart, err = countFailure(w, pairKey(user, addr), pc, now, p.Window); err != nil {
-		return Attempt{}, 0, err
+		return Attempt{}, refusal{}, err
 	}
 	if !trusted {
 		a.userPrev, a.userAt = uf.Last, now
 		uf.N++
 		uf.Last = now
 		if err := putThrottle(w, userFailKey(user), uf, p.Window); err != nil {
-			return Attempt{}, 0, err
+			return Attempt{}, refusal{}, err
 		}
 		a.userCounted = true
 	}
-	return a, 0, nil
+	return a, refusal{}, nil
 }
 
 // End records how an attempt that Begin let through ended. A
@@ -291,6 +345,12 @@ func begin(w txn, user, addr string, p Policy) (Attempt, time.Duration, error) {
 func (t *Throttle) End(ctx context.Context, a Attempt, outcome Outcome) error {
 	if !a.counted || outcome == Failed {
 		return nil
+	}
+	// A refusal remembered meanwhile may have counted this attempt's
+	// failure, which is now taken back: the database decides again.
+	t.refused.forget(addrKey(a.addr))
+	if a.user != "" {
+		t.refused.forget(pairKey(a.user, a.addr))
 	}
 	return t.update(ctx, func(w txn) error {
 		return end(w, a, outcome)

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -130,6 +131,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		buf.WriteString(`{"error":"internal error"}` + "\n")
 	}
 	setJSONHeaders(w.Header())
+	// A client has the whole answer once it has this many bytes, even if
+	// the handler goes on working after it (see afterAnswer).
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -261,4 +262,47 @@ func TestAuthentication(t *testing.T) {
 			t.Errorf("message %q does not say the token expired", msg)
 		}
 	})
+}
+
+// gatedStore holds every RecordLoginFailure until the test opens its gate.
+type gatedStore struct {
+	Store
+	gate chan struct{}
+}
+
+func (g gatedStore) RecordLoginFailure(ctx context.Context, e storage.AuditEntry, window time.Duration) (bool, error) {
+	<-g.gate
+	return g.Store.RecordLoginFailure(ctx, e, window)
+}
+
+// A failed login is recorded after the client has its whole 401: how long
+// the answer takes cannot tell a user who exists (whose failure is
+// written to the audit log) from one who does not (whose failure is not).
+func TestLoginFailureIsRecordedAfterTheAnswer(t *testing.T) {
+	gate := make(chan struct{})
+	e := newEnv(t, func(c *Config) { c.Store = gatedStore{c.Store, gate} })
+	e.addUser("alice")
+	for _, user := range []string{"alice", "nobody"} {
+		done := make(chan resp, 1)
+		go func() { done <- e.do("POST", "/login", "", `{"username":"`+user+`","password":"wrong"}`) }()
+		select {
+		case r := <-done:
+			if r.status != http.StatusUnauthorized {
+				t.Fatalf("%s: %d %s", user, r.status, r.body)
+			}
+		case <-time.After(10 * time.Second):
+			close(gate) // let the handler finish, so the server can close
+			t.Fatalf("%s: the 401 waited for the failure to be recorded", user)
+		}
+		gate <- struct{}{}
+	}
+	// The handler writes it once the gate lets it: wait for that.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := findAudit(e.audit(), storage.ActionLoginFailed, "alice"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("alice's failure was not audited once the gate opened")
+		}
+	}
 }

@@ -90,13 +90,25 @@ func TestFleetLoginFloods(t *testing.T) {
 	})
 
 	t.Run("one user's failures are a row per address", func(t *testing.T) {
-		// bob, whom nobody has attacked yet: the per-user backoff lets
-		// about 15 failures through in the first minutes.
+		// bob, whom nobody has attacked yet: the per-user backoff lets a
+		// few failures through from new addresses, and up to 5 from each
+		// address he logged in from (which skip the backoff): those make
+		// one row each, with a count.
+		homes := []string{"127.2.0.1", "127.2.0.2"}
+		for _, home := range homes {
+			if ans := loginFrom(t, a, home, "bob", "bob-password-1"); ans.status != http.StatusCreated {
+				t.Fatalf("bob from %s: %s", home, ans)
+			}
+		}
 		before := len(failedLoginRows(t, a, root))
 		var mu sync.Mutex
 		failedFrom := map[string]int{}
 		flood(t, 5*time.Second, func(i int) (*site, string, string, string) {
-			return nodes[i%2], loopback(2000 + i%2000), "bob", fmt.Sprintf("guess-%d", i)
+			ip := loopback(2000 + i%2000)
+			if i%4 == 0 {
+				ip = homes[i/4%2]
+			}
+			return nodes[i%2], ip, "bob", fmt.Sprintf("guess-%d", i)
 		}, func(ip string, status int) {
 			if status == http.StatusUnauthorized {
 				mu.Lock()
@@ -119,6 +131,17 @@ func TestFleetLoginFloods(t *testing.T) {
 		if failures < 5 || len(rows) > len(failedFrom) || counted != failures {
 			t.Errorf("%d rows counting %d for %d failures from %d addresses; want at most a row per address, counting every failure",
 				len(rows), counted, failures, len(failedFrom))
+		}
+		for _, home := range homes {
+			var mine []auditRow
+			for _, r := range rows {
+				if r.ClientIP == home {
+					mine = append(mine, r)
+				}
+			}
+			if failedFrom[home] < 2 || len(mine) != 1 || mine[0].Count != failedFrom[home] {
+				t.Errorf("%d failures from bob's address %s: rows %+v; want one row counting them all", failedFrom[home], home, mine)
+			}
 		}
 	})
 

@@ -61,3 +61,20 @@ func conflict(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
+
+// deadConnection reports whether err says the connection was closed under
+// the transaction by the server (an administrator's pg_terminate_backend,
+// a shutdown or a crash) or broke: not a timeout, which a new attempt
+// would only repeat, and not a refusal of the statement.
+func deadConnection(err error) bool {
+	var de *dbError
+	if !errors.As(err, &de) || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02" || strings.HasPrefix(pe.Code, "08")
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || strings.Contains(err.Error(), "conn closed")
+}

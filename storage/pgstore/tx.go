@@ -98,12 +98,19 @@ func (b *Backend) Update(ctx context.Context, fn func(kv.Writer) error) error {
 		return kv.ErrClosed
 	}
 	for attempt := 1; ; attempt++ {
-		xid, w, err := b.tryUpdate(ctx, fn)
+		xid, w, committing, err := b.tryUpdate(ctx, fn)
 		if err == nil {
 			if len(w.published) > 0 {
 				b.feed.applyOwn(ctx, xid, w.ownChanges)
 			}
 			return nil
+		}
+		if !committing && deadConnection(err) && attempt < maxAttempts {
+			// The pool handed out a connection the server had already
+			// closed (a restart, pg_terminate_backend, a pooler): nothing
+			// was committed on it, and the pool has dropped it. Run again
+			// on another, at once.
+			continue
 		}
 		if !conflict(err) {
 			return b.classify(ctx, "writing", err)
@@ -122,27 +129,27 @@ func (b *Backend) Update(ctx context.Context, fn func(kv.Writer) error) error {
 
 // tryUpdate runs one attempt. It returns the transaction's id and its
 // writer, which holds what it published for the feed to apply before
-// Update returns.
-func (b *Backend) tryUpdate(ctx context.Context, fn func(kv.Writer) error) (xid int64, w *writer, err error) {
+// Update returns, and whether it got as far as sending the COMMIT.
+func (b *Backend) tryUpdate(ctx context.Context, fn func(kv.Writer) error) (xid int64, w *writer, committing bool, err error) {
 	tx, err := b.begin(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	if err != nil {
-		return 0, nil, dbErr(err)
+		return 0, nil, false, dbErr(err)
 	}
 	defer b.rollback(tx)
 	w = &writer{reader: reader{ctx: ctx, tx: tx, b: b}}
 	w.reader.w = w
 	if err := fn(w); err != nil {
-		return 0, nil, err
+		return 0, nil, false, err
 	}
 	if xid, err = w.finish(); err != nil {
-		return 0, nil, err
+		return 0, nil, false, err
 	}
 	if err := b.commit(ctx, tx); err != nil {
 		if err := b.commitOutcome(xid, err); err != nil {
-			return 0, nil, err
+			return 0, nil, true, err
 		}
 	}
-	return xid, w, nil
+	return xid, w, true, nil
 }
 
 // commitOutcome decides what a failed COMMIT means: nil if the change

@@ -34,6 +34,7 @@ type Store interface {
 
 	CreateToken(ctx context.Context, t storage.NewToken) (secret string, meta storage.Token, err error)
 	ListUserTokensPage(ctx context.Context, username, cursor string, limit int) (tokens []storage.Token, next string, err error)
+	GetUserToken(ctx context.Context, username, id string) (storage.Token, error)
 	ListTokensPage(ctx context.Context, f storage.TokenFilter, cursor string, limit int) (tokens []storage.Token, next string, err error)
 	DeleteToken(ctx context.Context, username, id string) error
 	Logout(ctx context.Context, id string) error
@@ -162,6 +163,7 @@ func (h *handler) routes() {
 
 	h.handle("GET /users/{username}/tokens", h.authed(h.listUserTokens))
 	h.handle("POST /users/{username}/tokens", h.admin(h.createToken))
+	h.handle("GET /users/{username}/tokens/{id}", h.authed(h.getToken))
 	h.handle("DELETE /users/{username}/tokens/{id}", h.authed(h.deleteToken))
 	h.handle("POST /users/{username}/tokens/{id}/rotate", h.admin(h.rotateToken))
 	h.handle("GET /tokens", h.admin(h.listTokens))

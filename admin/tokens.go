@@ -41,6 +41,19 @@ func (h *handler) listUserTokens(w http.ResponseWriter, r *http.Request, c calle
 	return nil
 }
 
+// getToken answers one token's metadata, as the lists show it.
+func (h *handler) getToken(w http.ResponseWriter, r *http.Request, c caller) error {
+	if !c.Admin && !c.isSelf(r) {
+		return errOnlyAdminOrSelf
+	}
+	tok, err := h.cfg.Store.GetUserToken(r.Context(), r.PathValue("username"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, utcToken(tok))
+	return nil
+}
+
 // createToken creates a permanent token for a user, expiring after the
 // configured lifetime unless an earlier expires_at is asked for.
 func (h *handler) createToken(w http.ResponseWriter, r *http.Request, c caller) error {

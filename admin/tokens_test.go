@@ -95,6 +95,11 @@ func TestListAndDeleteTokens(t *testing.T) {
 		{"list as admin", "GET", "/users/bob/tokens", "root", "", 200, ""},
 		{"list missing user's", "GET", "/users/nobody/tokens", "root", "", 404, "nobody"},
 		{"all tokens as non-admin", "GET", "/tokens", "alice", "", 403, ""},
+		{"get own", "GET", aliceURL, "alice", "", 200, ""},
+		{"get other's", "GET", bobURL, "alice", "", 403, ""},
+		{"get as admin", "GET", bobURL, "root", "", 200, ""},
+		{"get other's under own name", "GET", "/users/alice/tokens/" + bobTok.ID, "alice", "", 404, ""},
+		{"get missing", "GET", "/users/alice/tokens/tok_0000", "alice", "", 404, ""},
 		{"delete other's", "DELETE", bobURL, "alice", "", 403, "owner"},
 		{"delete other's under own name", "DELETE", "/users/alice/tokens/" + bobTok.ID, "alice", "", 404, ""},
 		{"delete missing", "DELETE", "/users/alice/tokens/tok_0000", "alice", "", 404, ""},
@@ -104,8 +109,31 @@ func TestListAndDeleteTokens(t *testing.T) {
 	})
 	e.must(http.StatusUnauthorized, "GET", "/me", aliceSecret, "")
 	e.must(http.StatusUnauthorized, "GET", "/me", bobSecret, "")
+	e.must(http.StatusNotFound, "GET", aliceURL, e.root, "")
 	if a, ok := findAudit(e.audit(), storage.ActionTokenDelete, aliceTok.ID); !ok || a.Actor != "alice" {
 		t.Errorf("token_delete audit = %+v; want actor alice", a)
+	}
+}
+
+// GET on one token answers what the list shows of it, never its secret.
+func TestGetOneToken(t *testing.T) {
+	e := newEnv(t)
+	alice := e.addUser("alice")
+	secret, tok := e.addToken("alice", "ci")
+	e.must(http.StatusOK, "GET", "/me", secret, "") // a last use
+	var listed []storage.Token
+	e.must(http.StatusOK, "GET", "/users/alice/tokens", alice, "").decode(t, &listed)
+	r := e.must(http.StatusOK, "GET", "/users/alice/tokens/"+tok.ID, alice, "")
+	var got storage.Token
+	r.decode(t, &got)
+	var want storage.Token
+	for _, l := range listed {
+		if l.ID == tok.ID {
+			want = l
+		}
+	}
+	if jsonBody(got) != jsonBody(want) || strings.Contains(string(r.body), secret) {
+		t.Errorf("GET one token = %s; want what the list shows, %s", r.body, jsonBody(want))
 	}
 }
 

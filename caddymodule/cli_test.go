@@ -137,6 +137,13 @@ http://localhost:%d {
 	if toks[0].Name != "github-actions" {
 		id = toks[1].ID
 	}
+	wantRun(t, runCLI(t, "", as, "tokens", "get", "ci-bot", id), 0, "github-actions", "")
+	r = runCLI(t, "", as, "tokens", "get", "ci-bot", id, "--json")
+	var one client.Token
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &one) != nil || one.ID != id || strings.Contains(r.stdout, "caddy_pat_") {
+		t.Fatalf("tokens get --json: %s", r)
+	}
+	wantRun(t, runCLI(t, "", as, "tokens", "get", "ci-bot", "tok_0000"), 2, "", "404")
 	r = runCLI(t, "", as, "tokens", "list", "--expiring-within", "400d", "--kind", "permanent")
 	wantRun(t, r, 0, "github-actions", "")
 	if !strings.Contains(r.stdout, "LAST USED") || strings.Contains(r.stdout, "caddy_") {

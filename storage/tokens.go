@@ -108,6 +108,30 @@ func endOldestSessions(ctx context.Context, w *writeTxn, user string, keep int) 
 	return nil
 }
 
+// GetUserToken returns one of user's tokens, as the lists show it:
+// ErrNotFound if the user has no token with this id (deleted, a session
+// that has ended, or another user's).
+func (s *Store) GetUserToken(ctx context.Context, user, id string) (Token, error) {
+	var t Token
+	err := s.view(ctx, func(r kv.Reader) error {
+		now := s.clock.Now()
+		rec, found, err := newLiveTokens(r, now).get(id)
+		if err != nil {
+			return err
+		}
+		if !found || rec.User != user {
+			return notUsersToken(user, id)
+		}
+		views, err := s.tokenViews(r, []tokenRecord{rec}, now)
+		if err != nil {
+			return err
+		}
+		t = views[0]
+		return nil
+	})
+	return t, err
+}
+
 // checkNewToken validates a token request and fills in its defaults: an
 // unnamed temporary token is a login token, and the creator defaults to
 // the context's actor.

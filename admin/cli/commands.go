@@ -126,8 +126,8 @@ func whoamiCommand(env *Env) *cobra.Command {
 }
 
 func tokensCommand(env *Env) *cobra.Command {
-	return group("tokens", "Lists, creates, rotates and deletes API tokens",
-		tokensList(env), tokensCreate(env), tokensRotate(env), tokensDelete(env))
+	return group("tokens", "Lists, shows, creates, rotates and deletes API tokens",
+		tokensList(env), tokensGet(env), tokensCreate(env), tokensRotate(env), tokensDelete(env))
 }
 
 func tokensList(env *Env) *cobra.Command {
@@ -167,14 +167,39 @@ is read from the server a page at a time; --limit stops after N tokens.`,
 		if err != nil {
 			return err
 		}
+		return c.printTokens(toks, env)
+	})
+	return cmd
+}
+
+func (c *conn) printTokens(toks []client.Token, env *Env) error {
+	if c.json {
+		return printJSON(env.stdout(), toks)
+	}
+	rows := make([][]string, len(toks))
+	for i, t := range toks {
+		rows[i] = []string{t.ID, t.User, t.Name, t.Kind, t.Status, when(t.ExpiresAt), whenPtr(t.LastUsedAt), t.CreatedBy}
+	}
+	return table(env.stdout(), []string{"ID", "USER", "NAME", "KIND", "STATUS", "EXPIRES", "LAST USED", "CREATED BY"}, rows)
+}
+
+func tokensGet(env *Env) *cobra.Command {
+	var c conn
+	cmd := &cobra.Command{Use: "get USER ID", Short: "Shows one token (never its secret)", Args: cobra.ExactArgs(2)}
+	c.flags(cmd, true)
+	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, args []string) error {
+		cl, err := c.client(env, true)
+		if err != nil {
+			return err
+		}
+		t, err := cl.GetToken(ctxOr(ctx), args[0], args[1])
+		if err != nil {
+			return err
+		}
 		if c.json {
-			return printJSON(env.stdout(), toks)
+			return printJSON(env.stdout(), t)
 		}
-		rows := make([][]string, len(toks))
-		for i, t := range toks {
-			rows[i] = []string{t.ID, t.User, t.Name, t.Kind, t.Status, when(t.ExpiresAt), whenPtr(t.LastUsedAt), t.CreatedBy}
-		}
-		return table(env.stdout(), []string{"ID", "USER", "NAME", "KIND", "STATUS", "EXPIRES", "LAST USED", "CREATED BY"}, rows)
+		return c.printTokens([]client.Token{t}, env)
 	})
 	return cmd
 }

@@ -264,6 +264,12 @@ func (c *Client) ListUserTokens(ctx context.Context, username string) ([]Token, 
 	return collect(c.UserTokens(ctx, username), 0)
 }
 
+// GetToken returns one of a user's tokens (its metadata, never its secret).
+func (c *Client) GetToken(ctx context.Context, username, id string) (Token, error) {
+	var out Token
+	return out, c.call(ctx, http.MethodGet, "/users/"+url.PathEscape(username)+"/tokens/"+url.PathEscape(id), nil, nil, &out, true)
+}
+
 // CreateToken creates a permanent token for a user. A zero expiresAt means
 // the server's default lifetime.
 func (c *Client) CreateToken(ctx context.Context, username, name string, expiresAt time.Time) (NewToken, error) {

@@ -111,6 +111,11 @@ func TestEveryCall(t *testing.T) {
 			t.Errorf("ListTokens kind filter let %+v through", tk)
 		}
 	}
+	one, err := c.GetToken(ctx, "ci-bot", rot.ID)
+	must("GetToken", err)
+	if one.ID != rot.ID || one.Name != "github-actions" {
+		t.Errorf("GetToken = %+v", one)
+	}
 	must("DeleteToken", c.DeleteToken(ctx, "ci-bot", rot.ID))
 
 	set, err := c.PutSetting(ctx, "EnableUserTokenNotification", "7;30")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,6 +40,8 @@ type Store interface {
 	DeleteToken(ctx context.Context, username, id string) error
 	Logout(ctx context.Context, id string) error
 	RotateToken(ctx context.Context, username, id string, grace time.Duration, expiresAt time.Time) (secret string, meta storage.Token, err error)
+	UpdateToken(ctx context.Context, username, id string, p storage.TokenPatch) (storage.Token, error)
+	Scopes() []storage.Scope
 
 	ListSettings(ctx context.Context) ([]storage.Setting, error)
 	GetSetting(ctx context.Context, key string) (string, error)
@@ -165,7 +168,9 @@ func (h *handler) routes() {
 	h.handle("POST /users/{username}/tokens", h.admin(h.createToken))
 	h.handle("GET /users/{username}/tokens/{id}", h.authed(h.getToken))
 	h.handle("DELETE /users/{username}/tokens/{id}", h.authed(h.deleteToken))
+	h.handle("PATCH /users/{username}/tokens/{id}", h.admin(h.patchToken))
 	h.handle("POST /users/{username}/tokens/{id}/rotate", h.admin(h.rotateToken))
+	h.handle("GET /scopes", h.authed(h.listScopes))
 	h.handle("GET /tokens", h.admin(h.listTokens))
 
 	h.handle("GET /settings", h.admin(h.listSettings))
@@ -349,16 +354,20 @@ func (h *handler) authenticate(r *http.Request) (caller, error) {
 	case bearer.Multiple:
 		return caller{}, unauthorized(bearer.ChallengeInvalidToken, bearer.MessageMultiple)
 	}
-	id, res := h.cfg.Store.Verifier().Verify(secret, nil)
-	if res == verifier.ResultUnavailable {
+	ip := h.cfg.ClientIP(r)
+	client, _ := netip.ParseAddr(ip) // not an address: in no allowed network
+	id, res := h.cfg.Store.Verifier().VerifyFrom(secret, nil, client)
+	switch res {
+	case verifier.ResultOK:
+		return caller{Identity: id, ip: ip}, nil
+	case verifier.ResultUnavailable:
 		e := newError(http.StatusServiceUnavailable, bearer.Message(res))
 		e.header = http.Header{"Retry-After": {bearer.RetryAfter}}
 		return caller{}, e
+	case verifier.ResultNetworkNotAllowed:
+		return caller{}, newError(http.StatusForbidden, bearer.Message(res))
 	}
-	if res != verifier.ResultOK {
-		return caller{}, unauthorized(bearer.Challenge(res), bearer.Message(res))
-	}
-	return caller{Identity: id, ip: h.cfg.ClientIP(r)}, nil
+	return caller{}, unauthorized(bearer.Challenge(res), bearer.Message(res))
 }
 
 func unauthorized(challenge, msg string) *apiError {

@@ -18,6 +18,9 @@ import (
 type loginRequest struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
+	// Scopes asks for a session with fewer scopes than the user holds;
+	// absent: all of them.
+	Scopes *[]string `json:"scopes"`
 }
 
 type loginResponse struct {
@@ -25,6 +28,7 @@ type loginResponse struct {
 	ID        string            `json:"id"`
 	Kind      storage.TokenKind `json:"kind"`
 	ExpiresAt time.Time         `json:"expires_at"`
+	Scopes    []string          `json:"scopes"`
 	User      storage.User      `json:"user"`
 }
 
@@ -54,7 +58,7 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return h.startSession(w, r, user, ip)
+	return h.startSession(w, r, user, ip, req.Scopes)
 }
 
 // checkPassword checks a password under the login throttle, for a login
@@ -132,7 +136,7 @@ func (h *handler) endLogin(r *http.Request, a throttle.Attempt, outcome throttle
 	}
 }
 
-func (h *handler) startSession(w http.ResponseWriter, r *http.Request, user storage.User, ip string) error {
+func (h *handler) startSession(w http.ResponseWriter, r *http.Request, user storage.User, ip string, scopes *[]string) error {
 	ctx := storage.WithActor(r.Context(), user.Username, ip)
 	secret, tok, err := h.cfg.Store.CreateToken(ctx, storage.NewToken{
 		User:        user.Username,
@@ -140,12 +144,13 @@ func (h *handler) startSession(w http.ResponseWriter, r *http.Request, user stor
 		ExpiresAt:   h.cfg.Clock.Now().Add(h.cfg.SessionTTL),
 		CreatedBy:   user.Username,
 		MaxSessions: h.cfg.MaxSessionsPerUser,
+		Scopes:      asked(scopes),
 	})
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, loginResponse{
-		Token: secret, ID: tok.ID, Kind: tok.Kind, ExpiresAt: tok.ExpiresAt.UTC(), User: utcUser(user),
+		Token: secret, ID: tok.ID, Kind: tok.Kind, ExpiresAt: tok.ExpiresAt.UTC(), Scopes: tok.Scopes, User: utcUser(user),
 	})
 	return nil
 }

@@ -13,6 +13,28 @@ type createTokenRequest struct {
 	// ExpiresAt is RFC 3339; a string rather than time.Time so a bad value
 	// gets a message that says which format is expected.
 	ExpiresAt *string `json:"expires_at"`
+	// Scopes absent: the user's scopes; [] : none.
+	Scopes *[]string `json:"scopes"`
+	// AllowedCIDRs absent or []: any network.
+	AllowedCIDRs []string `json:"allowed_cidrs"`
+}
+
+// patchTokenRequest narrows a token: fields absent are left as they are.
+type patchTokenRequest struct {
+	Scopes       *[]string `json:"scopes"`
+	AllowedCIDRs *[]string `json:"allowed_cidrs"`
+}
+
+// asked turns an optional list from a request into storage's: nil when
+// absent, never nil when present (even empty).
+func asked(list *[]string) []string {
+	if list == nil {
+		return nil
+	}
+	if *list == nil {
+		return []string{}
+	}
+	return *list
 }
 
 type rotateTokenRequest struct {
@@ -70,16 +92,49 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request, c caller) 
 		return err
 	}
 	secret, tok, err := h.cfg.Store.CreateToken(c.ctx(r), storage.NewToken{
-		User:      r.PathValue("username"),
-		Name:      req.Name,
-		Kind:      storage.Permanent,
-		ExpiresAt: expires,
-		CreatedBy: c.Username,
+		User:         r.PathValue("username"),
+		Name:         req.Name,
+		Kind:         storage.Permanent,
+		ExpiresAt:    expires,
+		CreatedBy:    c.Username,
+		Scopes:       asked(req.Scopes),
+		AllowedCIDRs: req.AllowedCIDRs,
 	})
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, newTokenResponse{Secret: secret, Token: utcToken(tok)})
+	return nil
+}
+
+// patchToken narrows one token: an administrator may take scopes away
+// from it and replace its allowed networks.
+func (h *handler) patchToken(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req patchTokenRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if req.Scopes == nil && req.AllowedCIDRs == nil {
+		return badRequest("nothing to change: send scopes, allowed_cidrs or both")
+	}
+	patch := storage.TokenPatch{Scopes: req.Scopes, AllowedCIDRs: req.AllowedCIDRs}
+	if patch.Scopes != nil && *patch.Scopes == nil {
+		patch.Scopes = &[]string{} // "scopes": null is read as none
+	}
+	if patch.AllowedCIDRs != nil && *patch.AllowedCIDRs == nil {
+		patch.AllowedCIDRs = &[]string{}
+	}
+	tok, err := h.cfg.Store.UpdateToken(c.ctx(r), r.PathValue("username"), r.PathValue("id"), patch)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, utcToken(tok))
+	return nil
+}
+
+// listScopes answers the gateway's scope catalogue.
+func (h *handler) listScopes(w http.ResponseWriter, _ *http.Request, _ caller) error {
+	writeJSON(w, http.StatusOK, h.cfg.Store.Scopes())
 	return nil
 }
 

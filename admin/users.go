@@ -9,18 +9,20 @@ import (
 )
 
 type createUserRequest struct {
-	Username string `json:"username"`
-	Email    string `json:"email"`
-	Password string `json:"password"`
-	Admin    bool   `json:"admin"`
+	Username string   `json:"username"`
+	Email    string   `json:"email"`
+	Password string   `json:"password"`
+	Admin    bool     `json:"admin"`
+	Scopes   []string `json:"scopes"`
 }
 
 // patchUserRequest has pointer fields so that "absent" and "zero" differ.
 type patchUserRequest struct {
-	Email    *string `json:"email"`
-	Password *string `json:"password"`
-	Admin    *bool   `json:"admin"`
-	Disabled *bool   `json:"disabled"`
+	Email    *string   `json:"email"`
+	Password *string   `json:"password"`
+	Admin    *bool     `json:"admin"`
+	Disabled *bool     `json:"disabled"`
+	Scopes   *[]string `json:"scopes"`
 	// CurrentPassword proves, when users change their own password or
 	// email, that they know the password and not only hold a token.
 	CurrentPassword *string `json:"current_password"`
@@ -64,7 +66,7 @@ func (h *handler) createUser(w http.ResponseWriter, r *http.Request, c caller) e
 		return badRequest("username and password are required")
 	}
 	u, err := h.cfg.Store.CreateUser(c.ctx(r), storage.NewUser{
-		Username: req.Username, Email: req.Email, Password: req.Password, Admin: req.Admin,
+		Username: req.Username, Email: req.Email, Password: req.Password, Admin: req.Admin, Scopes: req.Scopes,
 	})
 	if err != nil {
 		return err
@@ -96,16 +98,19 @@ func (h *handler) patchUser(w http.ResponseWriter, r *http.Request, c caller) er
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	if req.Email == nil && req.Password == nil && req.Admin == nil && req.Disabled == nil {
-		return badRequest("nothing to change: send at least one of email, password, admin, disabled")
+	if req.Email == nil && req.Password == nil && req.Admin == nil && req.Disabled == nil && req.Scopes == nil {
+		return badRequest("nothing to change: send at least one of email, password, admin, disabled, scopes")
 	}
-	if !c.Admin && (req.Admin != nil || req.Disabled != nil) {
-		return newError(http.StatusForbidden, "you may change only your own email and password; admin and disabled need an administrator")
+	if !c.Admin && (req.Admin != nil || req.Disabled != nil || req.Scopes != nil) {
+		return newError(http.StatusForbidden, "you may change only your own email and password; admin, disabled and scopes need an administrator")
+	}
+	if req.Scopes != nil && *req.Scopes == nil {
+		req.Scopes = &[]string{} // "scopes": null is read as none
 	}
 	if err := h.checkCredentialChange(r, c, req); err != nil {
 		return err
 	}
-	patch := storage.UserPatch{Email: req.Email, Password: req.Password, Admin: req.Admin, Disabled: req.Disabled}
+	patch := storage.UserPatch{Email: req.Email, Password: req.Password, Admin: req.Admin, Disabled: req.Disabled, Scopes: req.Scopes}
 	if c.isSelf(r) && c.Kind == storage.Temporary {
 		// A new password ends the user's other login sessions, not the
 		// one that changed it.

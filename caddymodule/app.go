@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,14 @@ type App struct {
 	// and metrics still work but no email is sent.
 	SMTP *SMTPConfig `json:"smtp,omitempty"`
 
+	// The scope catalogue: the scopes users and tokens may carry and
+	// routes may require (require_scope), each a name of 1-64 characters
+	// of a-z, 0-9, '.', '_', ':' and '-', with a description for the
+	// people who hand them out. At most 63. In a fleet each node declares
+	// its own; a token carrying a scope a node does not declare is
+	// refused on that node's scoped routes.
+	Scopes []storage.Scope `json:"scopes,omitempty"`
+
 	db          tokenDatabase
 	shared      *sharedState
 	poolKey     string
@@ -178,8 +187,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.shared, a.poolKey = shared, a.db.poolKey()
 	// A reload on the same database keeps the store open: the new
-	// config's max_staleness applies to it from now on.
+	// config's max_staleness and scope catalogue apply to it from now on.
 	shared.store.SetMaxStaleness(time.Duration(a.MaxStaleness))
+	shared.store.SetScopes(a.Scopes)
 	return a.alerting.provision(a)
 }
 
@@ -318,10 +328,41 @@ func (a *App) validate() error {
 	if a.LoginIPv6Prefix < 0 || a.LoginIPv6Prefix > 128 {
 		return fmt.Errorf("login_ipv6_prefix must be 1-128 bits, got %d", a.LoginIPv6Prefix)
 	}
+	if err := validateCatalogue(a.Scopes); err != nil {
+		return err
+	}
 	if a.SMTP != nil {
 		return a.SMTP.validate()
 	}
 	return nil
+}
+
+// validateCatalogue checks the scope catalogue: well-formed names, none
+// twice, at most storage.MaxScopes.
+func validateCatalogue(scopes []storage.Scope) error {
+	if len(scopes) > storage.MaxScopes {
+		return fmt.Errorf("scopes: at most %d scopes may be declared, got %d", storage.MaxScopes, len(scopes))
+	}
+	seen := map[string]bool{}
+	for _, sc := range scopes {
+		if err := storage.ValidateScopeName(sc.Name); err != nil {
+			return fmt.Errorf("scope %q: %s", sc.Name, strings.TrimPrefix(err.Error(), storage.ErrInvalid.Error()+": "))
+		}
+		if seen[sc.Name] {
+			return fmt.Errorf("scope %q is declared twice", sc.Name)
+		}
+		seen[sc.Name] = true
+	}
+	return nil
+}
+
+// scopeNames are the names of the declared scopes.
+func (a *App) scopeNames() []string {
+	names := make([]string, len(a.Scopes))
+	for i, sc := range a.Scopes {
+		names[i] = sc.Name
+	}
+	return names
 }
 
 // loginThrottle is the login throttle's policy under this config.

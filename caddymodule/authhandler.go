@@ -6,9 +6,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/apitokens/caddy-api-tokens/internal/bearer"
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 func init() {
@@ -56,6 +53,8 @@ type AuthHandler struct {
 	// Only tokens of administrators pass; other valid tokens get 403.
 	RequireAdmin bool `json:"require_admin,omitempty"`
 
+	RouteScopes
+
 	// Keep the Authorization header on the request after authentication
 	// instead of removing it.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
@@ -69,9 +68,7 @@ type AuthHandler struct {
 	// on) and the error routes themselves.
 	UseHandleErrors bool `json:"use_handle_errors,omitempty"`
 
-	verifier tokenVerifier
-	policy   verifier.Policy
-	counts   *decisionCounters
+	gate *gate
 }
 
 // CaddyModule returns the Caddy module information.
@@ -93,9 +90,10 @@ func (h *AuthHandler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("api_token_auth: registering metrics: %v", err)
 	}
-	h.verifier = app.verifier()
-	h.policy = verifier.Policy{Admin: h.RequireAdmin}
-	h.counts = counts
+	h.gate, err = gateOf(app, h.RequireAdmin, h.RouteScopes, counts, ctx.Logger())
+	if err != nil {
+		return fmt.Errorf("api_token_auth: %v", err)
+	}
 	return nil
 }
 
@@ -106,33 +104,27 @@ func (h *AuthHandler) Provision(ctx caddy.Context) error {
 func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	// Indexed rather than Header.Get: the key is canonical already, and
 	// Parse must see every value to refuse a second header.
-	secret, found := bearer.Parse(r.Header[headerAuthorization])
-	if found != bearer.Found {
-		return h.refuse(w, refusalFor(found))
-	}
-	id, res := h.verifier.Verify(secret, &h.policy)
+	id, rf := h.gate.verify(r)
 	// Caddy's server always puts a replacer in the context.
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if res == verifier.ResultForbidden && repl != nil {
-		giveIdentity(repl, id, true)
+	if rf != nil {
+		if rf.result.RefusedByRoute() && repl != nil {
+			giveIdentity(r, repl, id, true, h.gate.verifier)
+		}
+		return h.refuse(w, rf)
 	}
-	if res != verifier.ResultOK {
-		return h.refuse(w, &refusals[res])
-	}
-	h.counts.count(verifier.ResultOK)
 	if !h.KeepAuthorization {
 		delete(r.Header, headerAuthorization)
 	}
 	if repl != nil {
-		giveIdentity(repl, id, false)
+		giveIdentity(r, repl, id, false, h.gate.verifier)
 	}
 	return next.ServeHTTP(w, r)
 }
 
-// refuse counts the refusal and answers it: directly, or as a Caddy error
-// for the error routes with use_handle_errors.
+// refuse answers a counted refusal: directly, or as a Caddy error for the
+// error routes with use_handle_errors.
 func (h *AuthHandler) refuse(w http.ResponseWriter, rf *refusal) error {
-	h.counts.count(rf.result)
 	if h.UseHandleErrors {
 		setChallenge(w.Header(), rf)
 		return caddyhttp.Error(rf.status, rf.err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/apitokens/caddy-api-tokens/admin"
 	"github.com/apitokens/caddy-api-tokens/alerts"
+	"github.com/apitokens/caddy-api-tokens/storage"
 )
 
 func init() {
@@ -42,6 +43,7 @@ func init() {
 //		alert_interval <duration>
 //		audit_retention <duration>
 //		login_address_prefixes <ipv4 bits> <ipv6 bits>
+//		scope <name> "<description>"   # once per scope: the catalogue
 //		smtp {
 //			host <host>
 //			port <port>
@@ -73,7 +75,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] {
+		if seen[name] && name != "scope" { // the catalogue is a scope line per scope
 			return d.Errf("api_tokens: %s is given more than once", name)
 		}
 		seen[name] = true
@@ -106,8 +108,18 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "smtp":
 			a.SMTP = new(SMTPConfig)
 			err = a.SMTP.unmarshalCaddyfile(d)
+		case "scope":
+			var sc storage.Scope
+			if !d.Args(&sc.Name) {
+				return d.Errf(`scope needs a name and a description: scope <name> "<description>"`)
+			}
+			d.Args(&sc.Description)
+			if d.NextArg() {
+				return d.Errf(`scope takes a name and one description; quote a description of several words: scope %s "<description>"`, sc.Name)
+			}
+			a.Scopes = append(a.Scopes, sc)
 		default:
-			return d.Errf("api_tokens: unrecognized option %q (known: storage, storage_path, max_staleness, session_ttl, max_sessions_per_user, permanent_token_lifetime, bootstrap_admin, alert_interval, audit_retention, login_address_prefixes, smtp)", name)
+			return d.Errf("api_tokens: unrecognized option %q (known: storage, storage_path, max_staleness, session_ttl, max_sessions_per_user, permanent_token_lifetime, bootstrap_admin, alert_interval, audit_retention, login_address_prefixes, scope, smtp)", name)
 		}
 		if err != nil {
 			return err
@@ -187,6 +199,8 @@ func (s *SMTPConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //
 //	api_token_auth [<matcher>] {
 //		require_admin
+//		require_scope <scope...>       # every listed scope is required
+//		scope_mode enforce|shadow
 //		keep_authorization
 //		use_handle_errors
 //	}
@@ -205,11 +219,23 @@ func parseTokenAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 func (a *AuthHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
-		return d.Errf("api_token_auth takes no arguments, got %q; put require_admin, keep_authorization or use_handle_errors in a block", d.Val())
+		return d.Errf("api_token_auth takes no arguments, got %q; put require_admin, require_scope, scope_mode, keep_authorization or use_handle_errors in a block", d.Val())
 	}
 	for d.NextBlock(0) {
 		name := d.Val()
 		switch name {
+		case "require_scope":
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return d.Errf("require_scope needs at least one scope name")
+			}
+			a.RequireScope = append(a.RequireScope, scopes...)
+			continue
+		case "scope_mode":
+			if !d.Args(&a.ScopeMode) || d.NextArg() {
+				return d.Errf("scope_mode takes one argument: enforce or shadow")
+			}
+			continue
 		case "require_admin":
 			a.RequireAdmin = true
 		case "keep_authorization":
@@ -217,7 +243,7 @@ func (a *AuthHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "use_handle_errors":
 			a.UseHandleErrors = true
 		default:
-			return d.Errf("api_token_auth: unrecognized option %q (known: require_admin, keep_authorization, use_handle_errors)", name)
+			return d.Errf("api_token_auth: unrecognized option %q (known: require_admin, require_scope, scope_mode, keep_authorization, use_handle_errors)", name)
 		}
 		if d.NextArg() {
 			return d.Errf("api_token_auth: %s takes no arguments, got %q", name, d.Val())

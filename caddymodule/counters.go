@@ -4,18 +4,24 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/apitokens/caddy-api-tokens/admin"
+	"github.com/apitokens/caddy-api-tokens/storage/secret"
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // tokenVerifier is all the gateway needs of the store: the in-memory
 // check of a secret (storage/verifier). It never touches the disk.
 type tokenVerifier interface {
-	Verify(presented string, p *verifier.Policy) (verifier.Identity, verifier.Result)
+	VerifyFrom(presented string, p *verifier.Policy, client netip.Addr) (verifier.Identity, verifier.Result)
+	VerifyHashFrom(h secret.Hash, p *verifier.Policy, client netip.Addr) (verifier.Identity, verifier.Result)
+	// Policy compiles a route's scopes; ScopeNames names a scope mask.
+	Policy(required, declared []string, shadow, admin bool) (verifier.Policy, error)
+	ScopeNames(mask uint64) string
 }
 
 // decisionCounters counts authentication decisions by result. Every
@@ -83,6 +89,9 @@ func authCounters(reg *prometheus.Registry) (*decisionCounters, error) {
 		if _, ok := already.ExistingCollector.(decisionCollector); !ok {
 			return nil, fmt.Errorf("a different collector is registered as api_tokens_auth_requests_total: %v", err)
 		}
+	}
+	if err := registerCollector(reg, shadowCollector{}); err != nil {
+		return nil, err
 	}
 	return decisions, nil
 }

@@ -2,43 +2,41 @@ package caddymodule
 
 import (
 	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apitokens/caddy-api-tokens/storage"
-	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
 // NewTestProvider returns a provisioned provider over store, for the
 // benchmark and the fuzz test, with its counters on a private registry.
 func NewTestProvider(store tokenVerifier, requireAdmin, keepAuthorization bool) (*TokenAuth, error) {
-	counts, err := authCounters(prometheus.NewRegistry())
-	if err != nil {
-		return nil, err
-	}
-	return &TokenAuth{
-		RequireAdmin:      requireAdmin,
-		KeepAuthorization: keepAuthorization,
-		verifier:          store,
-		policy:            verifier.Policy{Admin: requireAdmin},
-		counts:            counts,
-	}, nil
+	p := &TokenAuth{RequireAdmin: requireAdmin, KeepAuthorization: keepAuthorization}
+	var err error
+	p.gate, err = newTestGate(store, requireAdmin, RouteScopes{}, nil)
+	return p, err
 }
 
 // NewTestHandler returns a provisioned api_token_auth handler over store,
 // for the benchmark and the fuzz test, with its counters on a private
-// registry.
-func NewTestHandler(store tokenVerifier, cfg AuthHandler) (*AuthHandler, error) {
+// registry; declared is the node's scope catalogue.
+func NewTestHandler(store tokenVerifier, cfg AuthHandler, declared ...string) (*AuthHandler, error) {
+	var err error
+	cfg.gate, err = newTestGate(store, cfg.RequireAdmin, cfg.RouteScopes, declared)
+	return &cfg, err
+}
+
+func newTestGate(store tokenVerifier, requireAdmin bool, rs RouteScopes, declared []string) (*gate, error) {
 	counts, err := authCounters(prometheus.NewRegistry())
 	if err != nil {
 		return nil, err
 	}
-	cfg.verifier = store
-	cfg.policy = verifier.Policy{Admin: cfg.RequireAdmin}
-	cfg.counts = counts
-	return &cfg, nil
+	return newGate(store, declared, requireAdmin, rs, counts, zap.NewNop(), new(atomic.Uint64))
 }
 
 func init() {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/crypto/bcrypt"
 
@@ -64,16 +65,28 @@ func openBenchStore(b *testing.B, backend string) *storage.Store {
 
 func benchmarkGateway(b *testing.B, store *storage.Store) {
 	ctx := context.Background()
-	if _, err := store.CreateUser(ctx, storage.NewUser{Username: "ci", Email: "ci@example.com", Password: "a long enough password"}); err != nil {
+	catalogue := []string{"deploy", "reports:read", "reports:write"}
+	store.SetScopes([]storage.Scope{{Name: "deploy"}, {Name: "reports:read"}, {Name: "reports:write"}})
+	if _, err := store.CreateUser(ctx, storage.NewUser{Username: "ci", Email: "ci@example.com", Password: "a long enough password", Scopes: catalogue}); err != nil {
 		b.Fatal(err)
 	}
-	sec, _, err := store.CreateToken(ctx, storage.NewToken{
-		User: "ci", Name: "deploy", Kind: storage.Permanent, ExpiresAt: time.Now().Add(24 * time.Hour), CreatedBy: "admin",
-	})
-	if err != nil {
-		b.Fatal(err)
+	newToken := func(name string, scopes, cidrs []string) string {
+		sec, _, err := store.CreateToken(ctx, storage.NewToken{
+			User: "ci", Name: name, Kind: storage.Permanent, ExpiresAt: time.Now().Add(24 * time.Hour), CreatedBy: "admin",
+			Scopes: scopes, AllowedCIDRs: cidrs,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return sec
 	}
+	sec := newToken("deploy", []string{"deploy", "reports:read"}, nil)
 	valid := "Bearer " + sec
+	fromOffice := "Bearer " + newToken("office", []string{"deploy"}, []string{"10.0.0.0/8"})
+	fromElsewhere := "Bearer " + newToken("elsewhere", []string{"deploy"}, []string{"192.0.2.0/24"})
+	deploy := caddymodule.RouteScopes{RequireScope: []string{"deploy"}}
+	write := caddymodule.RouteScopes{RequireScope: []string{"reports:write"}}
+	writeShadow := caddymodule.RouteScopes{RequireScope: []string{"reports:write"}, ScopeMode: "shadow"}
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 
 	for _, bc := range []struct {
@@ -85,7 +98,12 @@ func benchmarkGateway(b *testing.B, store *storage.Store) {
 	}{
 		{"valid", caddymodule.AuthHandler{}, []string{valid}, 0, false},
 		{"valid_keep_authorization", caddymodule.AuthHandler{KeepAuthorization: true}, []string{valid}, 0, false},
+		{"valid_scoped_route", caddymodule.AuthHandler{RouteScopes: deploy}, []string{valid}, 0, false},
+		{"valid_allowed_network", caddymodule.AuthHandler{RouteScopes: deploy}, []string{fromOffice}, 0, false},
+		{"shadow_missing_scope_passes", caddymodule.AuthHandler{RouteScopes: writeShadow}, []string{valid}, 0, false},
 		{"forbidden_403", caddymodule.AuthHandler{RequireAdmin: true}, []string{valid}, 403, false},
+		{"insufficient_scope_403", caddymodule.AuthHandler{RouteScopes: write}, []string{valid}, 403, false},
+		{"network_not_allowed_403", caddymodule.AuthHandler{}, []string{fromElsewhere}, 403, false},
 		{"garbage_401", caddymodule.AuthHandler{}, []string{"Bearer caddy_pat_this-is-not-a-token"}, 401, false},
 		{"bad_checksum_401", caddymodule.AuthHandler{}, []string{"Bearer " + sec[:len(sec)-1] + flip(sec[len(sec)-1])}, 401, false},
 		{"unknown_401", caddymodule.AuthHandler{}, []string{"Bearer " + secret.New(storage.Permanent)}, 401, false},
@@ -94,13 +112,14 @@ func benchmarkGateway(b *testing.B, store *storage.Store) {
 		{"garbage_use_handle_errors", caddymodule.AuthHandler{UseHandleErrors: true}, []string{"Bearer caddy_pat_this-is-not-a-token"}, 0, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			h, err := caddymodule.NewTestHandler(store.Verifier(), bc.cfg)
+			h, err := caddymodule.NewTestHandler(store.Verifier(), bc.cfg, catalogue...)
 			if err != nil {
 				b.Fatal(err)
 			}
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			repl := caddyhttp.NewTestReplacer(r) // and puts it in r's context
+			r := serverRequest()
+			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 			fresh := *repl
+			vars := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 			w := &statusWriter{h: http.Header{}}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -110,6 +129,7 @@ func benchmarkGateway(b *testing.B, store *storage.Store) {
 				}
 				w.status = 0
 				*repl = fresh
+				delete(vars, "api_tokens.checked")
 				err := h.ServeHTTP(w, r, next)
 				if w.status != bc.wantStatus || (err != nil) != bc.wantErr {
 					b.Fatalf("status %d, error %v; want %d, error %v", w.status, err, bc.wantStatus, bc.wantErr)
@@ -117,6 +137,17 @@ func benchmarkGateway(b *testing.B, store *storage.Store) {
 			}
 		})
 	}
+}
+
+// serverRequest is a request as a Caddy server hands it to its handlers:
+// with a replacer and the request variables, among them the client
+// address (10.1.2.3), in its context.
+func serverRequest() *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	vars := map[string]any{caddyhttp.TrustedProxyVarKey: false, caddyhttp.ClientIPVarKey: "10.1.2.3"}
+	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, vars))
+	caddyhttp.NewTestReplacer(r) // and puts it in r's context
+	return r
 }
 
 // flip returns a different base62 character than c.

@@ -95,8 +95,8 @@ http://localhost:%d {
 	t.Run("require_admin: the error route sees 403 and who was refused", func(t *testing.T) {
 		resp := send(t, http.MethodGet, adminArea, "Bearer "+alice.Token, nil)
 		wantErrorRoute(t, resp, 403, "error route: 403 this route requires an administrator's API token; candidate alice")
-		if c := resp.header.Get("WWW-Authenticate"); c != "" {
-			t.Errorf("403 carries a challenge %q", c)
+		if c := resp.header.Get("WWW-Authenticate"); c != `Bearer realm="api_tokens", error="insufficient_scope"` {
+			t.Errorf("403's challenge is %q; want insufficient_scope", c)
 		}
 	})
 	t.Run("valid tokens pass as without the option", func(t *testing.T) {

@@ -147,8 +147,9 @@ http://localhost:%d {
 			t.Fatalf("status %d, want 403; body %s", resp.status, resp.body)
 		}
 		wantJSONError(t, resp, "requires an administrator's API token")
-		if c := resp.header.Get("WWW-Authenticate"); c != "" {
-			t.Errorf("403 carries a challenge %q: the token is valid, asking for another is wrong", c)
+		// Section 7: RFC 6750's insufficient_scope, naming no scope.
+		if c := resp.header.Get("WWW-Authenticate"); c != `Bearer realm="api_tokens", error="insufficient_scope"` {
+			t.Errorf("403's challenge is %q; want insufficient_scope", c)
 		}
 
 		if resp := send(t, http.MethodGet, adminOnly, "Bearer "+root, nil); resp.status != http.StatusOK || string(resp.body) != "admin area" {

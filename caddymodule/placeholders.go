@@ -2,11 +2,13 @@ package caddymodule
 
 import (
 	"hash/maphash"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
@@ -15,7 +17,7 @@ import (
 // one prefix. The names are constants: caddyauth builds each name by
 // concatenation and boxes each value, an allocation apiece per request.
 type identityPlaceholders struct {
-	id, tokenID, tokenKind, admin string
+	id, tokenID, tokenKind, admin, scopes string
 }
 
 var (
@@ -26,6 +28,7 @@ var (
 		tokenID:   "http.auth.user.token_id",
 		tokenKind: "http.auth.user.token_kind",
 		admin:     "http.auth.user.admin",
+		scopes:    "http.auth.user.scopes",
 	}
 	// Given on a 403, as caddyauth does for a refused candidate, so the
 	// logs can tell who was refused. They never mean the request is
@@ -35,10 +38,11 @@ var (
 		tokenID:   "http.auth.candidate.token_id",
 		tokenKind: "http.auth.candidate.token_kind",
 		admin:     "http.auth.candidate.admin",
+		scopes:    "http.auth.candidate.scopes",
 	}
 )
 
-func (n *identityPlaceholders) lookup(key string, values *[4]any) (any, bool) {
+func (n *identityPlaceholders) lookup(key string, values *[5]any) (any, bool) {
 	switch key {
 	case n.id:
 		return values[0], true
@@ -48,6 +52,8 @@ func (n *identityPlaceholders) lookup(key string, values *[4]any) (any, bool) {
 		return values[2], true
 	case n.admin:
 		return values[3], true
+	case n.scopes:
+		return values[4], true
 	}
 	return nil, false
 }
@@ -59,17 +65,20 @@ func (n *identityPlaceholders) lookup(key string, values *[4]any) (any, bool) {
 // allocates the replacer's map, and four boxed strings.
 type identityValues struct {
 	identity        verifier.Identity
-	values          [4]any // username, token ID, kind, admin; boxed once
+	values          [5]any // username, token ID, kind, admin, scopes; boxed once
 	user, candidate caddy.ReplacerFunc
 
 	metadataOnce sync.Once
 	metadata     map[string]string
 }
 
-func newIdentityValues(id verifier.Identity) *identityValues {
+// scopeNamer names an identity's effective scopes.
+type scopeNamer interface{ ScopeNames(mask uint64) string }
+
+func newIdentityValues(id verifier.Identity, names scopeNamer) *identityValues {
 	v := &identityValues{
 		identity: id,
-		values:   [4]any{id.Username, id.TokenID, string(id.Kind), strconv.FormatBool(id.Admin)},
+		values:   [5]any{id.Username, id.TokenID, string(id.Kind), strconv.FormatBool(id.Admin), names.ScopeNames(id.Scopes)},
 	}
 	v.user = func(key string) (any, bool) { return userPlaceholders.lookup(key, &v.values) }
 	v.candidate = func(key string) (any, bool) { return candidatePlaceholders.lookup(key, &v.values) }
@@ -82,7 +91,7 @@ func newIdentityValues(id verifier.Identity) *identityValues {
 func (v *identityValues) candidateMetadata() map[string]string {
 	v.metadataOnce.Do(func() {
 		id := v.identity
-		v.metadata = map[string]string{"token_id": id.TokenID, "token_kind": string(id.Kind), "admin": strconv.FormatBool(id.Admin)}
+		v.metadata = map[string]string{"token_id": id.TokenID, "token_kind": string(id.Kind), "admin": strconv.FormatBool(id.Admin), "scopes": v.values[4].(string)}
 	})
 	return v.metadata
 }
@@ -117,23 +126,23 @@ var identities = func() *identityCache {
 	return c
 }()
 
-// of returns the values of id.
-func (c *identityCache) of(id verifier.Identity) *identityValues {
+// of returns the values of id, whose scopes names tells.
+func (c *identityCache) of(id verifier.Identity, names scopeNamer) *identityValues {
 	slot := &c.front[maphash.String(c.seed, id.TokenID)%frontSlots]
 	if v := slot.Load(); v != nil && v.identity == id {
 		return v
 	}
-	v := c.fromAll(id)
+	v := c.fromAll(id, names)
 	slot.Store(v)
 	return v
 }
 
-func (c *identityCache) fromAll(id verifier.Identity) *identityValues {
+func (c *identityCache) fromAll(id verifier.Identity, names scopeNamer) *identityValues {
 	all := c.all.Load()
 	if v, ok := all.Load(id.TokenID); ok && v.(*identityValues).identity == id {
 		return v.(*identityValues)
 	}
-	v := newIdentityValues(id)
+	v := newIdentityValues(id, names)
 	if c.n.Add(1) > maxCachedIdentities {
 		c.n.Store(0)
 		all = new(sync.Map)
@@ -144,12 +153,14 @@ func (c *identityCache) fromAll(id verifier.Identity) *identityValues {
 }
 
 // giveIdentity makes the placeholders of id (user or candidate, by which)
-// known to repl.
-func giveIdentity(repl *caddy.Replacer, id verifier.Identity, candidate bool) {
-	v := identities.of(id)
+// known to r's replacer repl; a user's identity is noted on the request
+// for a later check on its route (varChecked).
+func giveIdentity(r *http.Request, repl *caddy.Replacer, id verifier.Identity, candidate bool, names scopeNamer) {
+	v := identities.of(id, names)
 	if candidate {
 		repl.Map(v.candidate)
-	} else {
-		repl.Map(v.user)
+		return
 	}
+	repl.Map(v.user)
+	caddyhttp.SetVar(r.Context(), varChecked, v)
 }

@@ -20,22 +20,22 @@ func TestIdentityPlaceholdersFollowTheIdentity(t *testing.T) {
 	c.all.Store(new(sync.Map))
 	alice := verifier.Identity{Username: "alice", TokenID: "tok_00000000000000000001", Kind: secret.Permanent}
 	repl := caddy.NewReplacer()
-	repl.Map(c.of(alice).user)
+	repl.Map(c.of(alice, noScopes{}).user)
 	if got := repl.ReplaceAll("{http.auth.user.id} {http.auth.user.token_id} {http.auth.user.token_kind} {http.auth.user.admin}", ""); got != "alice tok_00000000000000000001 permanent false" {
 		t.Fatalf("placeholders = %q", got)
 	}
 	promoted := alice
 	promoted.Admin = true
 	repl = caddy.NewReplacer()
-	repl.Map(c.of(promoted).candidate)
+	repl.Map(c.of(promoted, noScopes{}).candidate)
 	if got := repl.ReplaceAll("{http.auth.candidate.id} {http.auth.candidate.admin}", ""); got != "alice true" {
 		t.Fatalf("after promotion, candidate placeholders = %q", got)
 	}
 
 	other := sameFrontSlot(c, promoted)
-	c.of(other)
+	c.of(other, noScopes{})
 	if a := testing.AllocsPerRun(100, func() {
-		if c.of(promoted).identity != promoted || c.of(other).identity != other {
+		if c.of(promoted, noScopes{}).identity != promoted || c.of(other, noScopes{}).identity != other {
 			t.Fatal("a token got another's placeholders")
 		}
 	}); a != 0 {
@@ -53,3 +53,8 @@ func sameFrontSlot(c *identityCache, id verifier.Identity) verifier.Identity {
 		}
 	}
 }
+
+// noScopes names no scope.
+type noScopes struct{}
+
+func (noScopes) ScopeNames(uint64) string { return "" }

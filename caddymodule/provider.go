@@ -7,7 +7,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 
-	"github.com/apitokens/caddy-api-tokens/internal/bearer"
 	"github.com/apitokens/caddy-api-tokens/storage/verifier"
 )
 
@@ -48,13 +47,13 @@ type TokenAuth struct {
 	// this is the handler's only provider (see Authenticate).
 	RequireAdmin bool `json:"require_admin,omitempty"`
 
+	RouteScopes
+
 	// Keep the Authorization header on the request after authentication
 	// instead of removing it.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
-	verifier tokenVerifier
-	policy   verifier.Policy
-	counts   *decisionCounters
+	gate *gate
 }
 
 // CaddyModule returns the Caddy module information.
@@ -76,9 +75,10 @@ func (p *TokenAuth) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("api_token provider: registering metrics: %v", err)
 	}
-	p.verifier = app.verifier()
-	p.policy = verifier.Policy{Admin: p.RequireAdmin}
-	p.counts = counts
+	p.gate, err = gateOf(app, p.RequireAdmin, p.RouteScopes, counts, ctx.Logger())
+	if err != nil {
+		return fmt.Errorf("api_token provider: %v", err)
+	}
 	return nil
 }
 
@@ -97,42 +97,30 @@ func (p *TokenAuth) Provision(ctx caddy.Context) error {
 // several providers caddyauth buffers each one's answer and the client
 // gets its 401. The api_token_auth handler has neither problem.
 func (p *TokenAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddyauth.User, bool, error) {
-	secret, found := bearer.Parse(r.Header[headerAuthorization])
-	if found != bearer.Found {
-		rf := refusalFor(found)
-		p.counts.count(rf.result)
-		setChallenge(w.Header(), rf)
-		return caddyauth.User{}, false, nil
-	}
-	id, res := p.verifier.Verify(secret, &p.policy)
-	switch res {
-	case verifier.ResultOK:
-	case verifier.ResultUnavailable:
-		// Like the 403 below: caddyauth could only answer 401, which
+	id, rf := p.gate.verify(r)
+	switch {
+	case rf == nil:
+	case rf.result == verifier.ResultUnavailable:
+		// Like the 403s below: caddyauth could only answer 401, which
 		// would tell the client its token is bad.
-		p.counts.count(res)
-		writeRefusal(w, &refusals[res])
+		writeRefusal(w, rf)
 		return caddyauth.User{}, false, nil
-	case verifier.ResultForbidden:
-		p.counts.count(res)
-		writeRefusal(w, &refusals[res])
+	case rf.result.RefusedByRoute():
+		writeRefusal(w, rf)
 		// The user goes back as a candidate, so {http.auth.candidate.*}
 		// tell the logs who was refused.
-		return caddyauth.User{ID: id.Username, Metadata: identities.of(id).candidateMetadata()}, false, nil
+		return caddyauth.User{ID: id.Username, Metadata: identities.of(id, p.gate.verifier).candidateMetadata()}, false, nil
 	default:
-		rf := &refusals[res]
-		p.counts.count(rf.result)
 		setChallenge(w.Header(), rf)
 		return caddyauth.User{}, false, nil
 	}
-	p.counts.count(verifier.ResultOK)
 	if !p.KeepAuthorization {
 		delete(r.Header, headerAuthorization)
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		// caddyauth would set the token placeholders from the user's
 		// Metadata at six allocations per request; set here they cost none.
-		giveIdentity(repl, id, false)
+		giveIdentity(r, repl, id, false, p.gate.verifier)
 	}
 	// No Metadata: the placeholders it would give are set above.
 	return caddyauth.User{ID: id.Username}, true, nil

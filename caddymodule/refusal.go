@@ -15,8 +15,8 @@ import (
 // encoding and no allocation.
 type refusal struct {
 	result    verifier.Result // counted as this in api_tokens_auth_requests_total
-	status    int             // 401, 403 for require_admin, 503 for a node too stale to judge
-	challenge string          // WWW-Authenticate; none on a 403 (the token is valid, asking for another would be wrong) or a 503
+	status    int             // 401; 403 for require_admin, require_scope and allowed networks; 503 for a node too stale to judge
+	challenge string          // WWW-Authenticate; insufficient_scope on a 403 for what the route requires, none for a network or a 503
 	retry     string          // Retry-After, on a 503
 	body      []byte          // the direct answer, {"error":"…"} like the admin API's errors
 	err       error           // the Caddy error's message with use_handle_errors ({err.message})
@@ -34,7 +34,11 @@ var (
 		for _, res := range all {
 			switch res {
 			case verifier.ResultForbidden:
-				rs[res] = newRefusal(res, http.StatusForbidden, "", messageForbidden)
+				rs[res] = newRefusal(res, http.StatusForbidden, bearer.ChallengeInsufficientScope(""), messageForbidden)
+			case verifier.ResultInsufficientScope: // each route has its own, naming its scopes (newScopeRefusal)
+				rs[res] = newScopeRefusal("")
+			case verifier.ResultNetworkNotAllowed:
+				rs[res] = newRefusal(res, http.StatusForbidden, "", bearer.Message(res))
 			case verifier.ResultUnavailable:
 				rs[res] = newRefusal(res, http.StatusServiceUnavailable, "", bearer.Message(res))
 				rs[res].retry = bearer.RetryAfter
@@ -50,13 +54,19 @@ var (
 )
 
 func newRefusal(res verifier.Result, status int, challenge, msg string) refusal {
-	body, err := json.Marshal(struct {
+	body, err := jsonLine(struct {
 		Error string `json:"error"`
 	}{msg})
 	if err != nil {
 		panic(err) // a constant string always encodes
 	}
-	return refusal{result: res, status: status, challenge: challenge, body: append(body, '\n'), err: errors.New(msg)}
+	return refusal{result: res, status: status, challenge: challenge, body: body, err: errors.New(msg)}
+}
+
+// jsonLine encodes v as one line of JSON.
+func jsonLine(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	return append(b, '\n'), err
 }
 
 // refusalFor is the answer to a header that carries no single bearer token.

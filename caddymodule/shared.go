@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -26,6 +27,9 @@ type sharedState struct {
 	store  *storage.Store
 	clock  storage.Clock
 	alerts *alerts.Shared
+	// undeclaredShown are the scopes (a mask) that a refused token carried
+	// undeclared and that were logged already: once per scope and node.
+	undeclaredShown atomic.Uint64
 }
 
 // Destruct closes the database once no config uses it; Close flushes the

@@ -19,23 +19,30 @@ func (s *Store) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []To
 	if len(ts) > maxBatch {
 		return nil, nil, fmt.Errorf("%w: at most %d tokens per batch, got %d", ErrInvalid, maxBatch, len(ts))
 	}
+	c := s.catalogue()
 	checked := make([]NewToken, len(ts))
 	for i, t := range ts {
 		var err error
-		if checked[i], err = checkNewToken(ctx, t); err != nil {
+		if checked[i], err = checkNewToken(ctx, c, t); err != nil {
 			return nil, nil, err
 		}
 	}
 	secrets := make([]string, len(ts))
 	metas := make([]Token, len(ts))
 	err := s.update(ctx, func(w *writeTxn) error {
-		owners := map[string]bool{} // checked already: a batch usually has one owner
-		for _, t := range checked {
-			if !owners[t.User] {
-				if err := checkTokenOwner(w, t.User); err != nil {
+		owners := map[string]*User{} // checked already: a batch usually has one owner
+		scopes := make([][]string, len(checked))
+		for i, t := range checked {
+			if owners[t.User] == nil {
+				owner, err := checkTokenOwner(w, t.User)
+				if err != nil {
 					return err
 				}
-				owners[t.User] = true
+				owners[t.User] = &owner.User
+			}
+			var err error
+			if scopes[i], err = withinCeiling(c, owners[t.User], t.Scopes); err != nil {
+				return err
 			}
 		}
 		if err := namesFree(w, checked); err != nil {
@@ -43,6 +50,7 @@ func (s *Store) CreateTokens(ctx context.Context, ts []NewToken) ([]string, []To
 		}
 		for i, t := range checked {
 			var err error
+			t.Scopes = scopes[i]
 			if secrets[i], metas[i], err = s.mint(ctx, w, t, true); err != nil {
 				return err
 			}

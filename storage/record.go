@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -22,8 +23,27 @@ type tokenRecord struct {
 // start-up time.
 //
 //	version(1) kind(1) hash(32) created(8) expires(8) revoked(8, 0 = none)
-//	then uvarint-length-prefixed: id, user, name, created_by, rotated_to
+//	then uvarint-length-prefixed: id, user, name, created_by, rotated_to,
+//	scopes (space-separated), allowed networks (space-separated)
+//
+// Records written before scopes existed end after rotated_to: they read
+// as a token with no scope, usable from any network.
 const tokenRecordV1 = 1
+
+// The length-prefixed fields of a record, in order.
+const (
+	fieldID = iota
+	fieldUser
+	fieldName
+	fieldCreatedBy
+	fieldRotatedTo
+	fieldScopes
+	fieldNetworks
+	recordFields
+	// fieldsBeforeScopes is how many fields a record written before
+	// scopes holds.
+	fieldsBeforeScopes = fieldScopes
+)
 
 const (
 	kindByteTemporary = 1
@@ -33,7 +53,8 @@ const (
 var errBadRecord = errors.New("storage: corrupt token record")
 
 func (r *tokenRecord) marshal() []byte {
-	b := make([]byte, 0, 2+32+24+5*2+len(r.ID)+len(r.User)+len(r.Name)+len(r.CreatedBy)+len(r.RotatedTo))
+	scopes, networks := strings.Join(r.Scopes, " "), strings.Join(r.AllowedCIDRs, " ")
+	b := make([]byte, 0, 2+32+24+recordFields*2+len(r.ID)+len(r.User)+len(r.Name)+len(r.CreatedBy)+len(r.RotatedTo)+len(scopes)+len(networks))
 	b = append(b, tokenRecordV1, kindByte(r.Kind))
 	b = append(b, r.Hash[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.CreatedAt.UnixNano()))
@@ -43,7 +64,7 @@ func (r *tokenRecord) marshal() []byte {
 		revoked = r.RevokedAt.UnixNano()
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(revoked))
-	for _, s := range []string{r.ID, r.User, r.Name, r.CreatedBy, r.RotatedTo} {
+	for _, s := range [recordFields]string{r.ID, r.User, r.Name, r.CreatedBy, r.RotatedTo, scopes, networks} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
@@ -82,6 +103,22 @@ func parseHeader(b []byte) (recordHeader, error) {
 	return h, nil
 }
 
+// fields reads the record's length-prefixed fields into out; those of a
+// record written before scopes are left empty.
+func (h *recordHeader) fields(out *[recordFields][]byte) error {
+	rest := h.rest
+	for i := range out {
+		if i == fieldsBeforeScopes && len(rest) == 0 {
+			break
+		}
+		var err error
+		if out[i], rest, err = nextField(rest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // nextField returns the next length-prefixed field and what follows it.
 func nextField(b []byte) (field, rest []byte, err error) {
 	n, k := binary.Uvarint(b)
@@ -96,25 +133,26 @@ func unmarshalToken(b []byte) (tokenRecord, error) {
 	if err != nil {
 		return tokenRecord{}, err
 	}
-	var fields [5]string
-	rest := h.rest
-	for i := range fields {
-		var f []byte
-		if f, rest, err = nextField(rest); err != nil {
-			return tokenRecord{}, err
-		}
-		fields[i] = string(f)
+	var f [recordFields][]byte
+	if err := h.fields(&f); err != nil {
+		return tokenRecord{}, err
 	}
 	r := tokenRecord{Hash: h.hash, Token: Token{
-		ID: fields[0], User: fields[1], Name: fields[2], Kind: h.kind,
-		CreatedAt: nanosTime(h.created), CreatedBy: fields[3],
-		ExpiresAt: nanosTime(h.expires), RotatedTo: fields[4],
+		ID: string(f[fieldID]), User: string(f[fieldUser]), Name: string(f[fieldName]), Kind: h.kind,
+		CreatedAt: nanosTime(h.created), CreatedBy: string(f[fieldCreatedBy]),
+		ExpiresAt: nanosTime(h.expires), RotatedTo: string(f[fieldRotatedTo]),
+		Scopes: splitList(f[fieldScopes]), AllowedCIDRs: splitList(f[fieldNetworks]),
 	}}
 	if h.revoked != 0 {
 		t := nanosTime(h.revoked)
 		r.RevokedAt = &t
 	}
 	return r, nil
+}
+
+// splitList splits a space-separated field; never nil, so JSON says [].
+func splitList(b []byte) []string {
+	return orEmpty(strings.Fields(string(b)))
 }
 
 func kindByte(k TokenKind) byte {

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,11 +15,35 @@ func TestTokenRecordRoundTrip(t *testing.T) {
 		{Hash: secret.HashOf("x"), Token: Token{ID: "tok_1", User: "alice", Name: "Déploiement ✓", Kind: Permanent,
 			CreatedAt: t0, CreatedBy: "root", ExpiresAt: t0.Add(24 * time.Hour), RevokedAt: &rev, RotatedTo: "tok_2"}},
 		{Token: Token{ID: "tok_3", User: "b", Name: "login", Kind: Temporary, CreatedAt: t0, ExpiresAt: t0.Add(time.Nanosecond)}},
+		{Token: Token{ID: "tok_4", User: "c", Name: "ci", Kind: Permanent, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour),
+			Scopes: []string{"deploy", "reports:read"}, AllowedCIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}}},
 	} {
 		got, err := unmarshalToken(rec.marshal())
-		if err != nil || got.Hash != rec.Hash || !tokensEqual(got.Token, rec.Token) {
+		if err != nil || got.Hash != rec.Hash || !tokensEqual(got.Token, rec.Token) ||
+			!slices.Equal(got.Scopes, orEmpty(rec.Scopes)) || !slices.Equal(got.AllowedCIDRs, orEmpty(rec.AllowedCIDRs)) {
 			t.Fatalf("round trip = %+v, %v; want %+v", got, err, rec)
 		}
+	}
+}
+
+// A record written before scopes existed (five fields) reads as a token
+// with no scope, usable from any network, for the lists and for the
+// verifier alike.
+func TestTokenRecordFromBeforeScopes(t *testing.T) {
+	rec := tokenRecord{Hash: secret.HashOf("x"), Token: Token{ID: "tok_00000000000000000001", User: "alice", Name: "ci", Kind: Permanent,
+		CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), Scopes: []string{"deploy"}, AllowedCIDRs: []string{"10.0.0.0/8"}}}
+	b := rec.marshal()
+	old := b[:len(b)-(1+len("deploy"))-(1+len("10.0.0.0/8"))]
+	got, err := unmarshalToken(old)
+	if err != nil || got.Scopes == nil || len(got.Scopes) != 0 || got.AllowedCIDRs == nil || len(got.AllowedCIDRs) != 0 || got.Name != "ci" {
+		t.Fatalf("old record = %+v, %v; want no scope, any network", got, err)
+	}
+	v, err := verifierToken(old)
+	if err != nil || len(v.Scopes) != 0 || len(v.Networks) != 0 || string(v.User) != "alice" {
+		t.Fatalf("old record for the verifier = %+v, %v", v, err)
+	}
+	if v, err := verifierToken(b); err != nil || string(v.Scopes) != "deploy" || string(v.Networks) != "10.0.0.0/8" {
+		t.Fatalf("new record for the verifier = %+v, %v", v, err)
 	}
 }
 

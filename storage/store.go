@@ -71,6 +71,8 @@ type Store struct {
 
 	maxStale atomic.Int64 // nanoseconds; 0: never stale
 
+	scopes atomic.Pointer[catalogue] // SetScopes
+
 	closed    atomic.Bool
 	stop      chan struct{}
 	done      chan struct{}

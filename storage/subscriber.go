@@ -92,7 +92,7 @@ func (s *Store) applyUser(name string, c kv.Change) error {
 }
 
 func verifierUser(u User) verifier.User {
-	return verifier.User{Name: u.Username, Admin: u.Admin, Disabled: u.Disabled}
+	return verifier.User{Name: u.Username, Admin: u.Admin, Disabled: u.Disabled, Scopes: strings.Join(u.Scopes, " ")}
 }
 
 // applyToken gives the verifier one changed token. A deleted token is
@@ -125,15 +125,12 @@ func verifierToken(val []byte) (verifier.Token, error) {
 	if err != nil {
 		return verifier.Token{}, err
 	}
-	id, rest, err := nextField(h.rest)
-	if err != nil {
+	var fields [recordFields][]byte
+	if err := h.fields(&fields); err != nil {
 		return verifier.Token{}, err
 	}
-	user, _, err := nextField(rest)
-	if err != nil {
-		return verifier.Token{}, err
-	}
-	return verifier.Token{Hash: h.hash, ID: id, User: user, Kind: h.kind, ExpiresAt: h.expires, RevokedAt: h.revoked}, nil
+	return verifier.Token{Hash: h.hash, ID: fields[fieldID], User: fields[fieldUser], Kind: h.kind, ExpiresAt: h.expires, RevokedAt: h.revoked,
+		Scopes: fields[fieldScopes], Networks: fields[fieldNetworks]}, nil
 }
 
 // tokenCountHint estimates the token records in r, if the backend can, so

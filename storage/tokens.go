@@ -3,9 +3,9 @@ package storage
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -49,14 +49,20 @@ func validateTokenName(name string) error {
 // CreateToken mints a token for an existing, enabled user and returns its
 // secret, which is shown once and never stored (only its SHA-256 is).
 func (s *Store) CreateToken(ctx context.Context, t NewToken) (string, Token, error) {
-	t, err := checkNewToken(ctx, t)
+	t, err := checkNewToken(ctx, s.catalogue(), t)
 	if err != nil {
 		return "", Token{}, err
 	}
 	var sec string
 	var meta Token
+	c := s.catalogue()
 	err = s.update(ctx, func(w *writeTxn) error {
-		if err := checkTokenOwner(w, t.User); err != nil {
+		owner, err := checkTokenOwner(w, t.User)
+		if err != nil {
+			return err
+		}
+		t := t
+		if t.Scopes, err = withinCeiling(c, &owner.User, t.Scopes); err != nil {
 			return err
 		}
 		if t.Kind == Temporary && t.MaxSessions > 0 {
@@ -64,7 +70,6 @@ func (s *Store) CreateToken(ctx context.Context, t NewToken) (string, Token, err
 				return err
 			}
 		}
-		var err error
 		sec, meta, err = s.mint(ctx, w, t, false)
 		return err
 	})
@@ -132,10 +137,11 @@ func (s *Store) GetUserToken(ctx context.Context, user, id string) (Token, error
 	return t, err
 }
 
-// checkNewToken validates a token request and fills in its defaults: an
-// unnamed temporary token is a login token, and the creator defaults to
-// the context's actor.
-func checkNewToken(ctx context.Context, t NewToken) (NewToken, error) {
+// checkNewToken validates a token request against the catalogue c and
+// fills in its defaults: an unnamed temporary token is a login token, and
+// the creator defaults to the context's actor. The scopes' ceiling is
+// checked in the transaction (withinCeiling).
+func checkNewToken(ctx context.Context, c *catalogue, t NewToken) (NewToken, error) {
 	if t.Kind != Permanent && t.Kind != Temporary {
 		return t, fmt.Errorf("%w: token kind must be %q or %q", ErrInvalid, Permanent, Temporary)
 	}
@@ -145,22 +151,47 @@ func checkNewToken(ctx context.Context, t NewToken) (NewToken, error) {
 	if err := validateTokenName(t.Name); err != nil {
 		return t, err
 	}
+	if t.Scopes != nil {
+		var err error
+		if t.Scopes, err = c.checkScopes("scopes", t.Scopes); err != nil {
+			return t, err
+		}
+	}
+	var err error
+	if t.AllowedCIDRs, err = checkNetworks(t.AllowedCIDRs); err != nil {
+		return t, err
+	}
 	if t.CreatedBy == "" {
 		t.CreatedBy = CallerFrom(ctx).Name
 	}
 	return t, nil
 }
 
-// checkTokenOwner refuses tokens for missing or disabled users.
-func checkTokenOwner(r kv.Reader, name string) error {
+// checkTokenOwner refuses tokens for missing or disabled users, and
+// returns the user.
+func checkTokenOwner(r kv.Reader, name string) (userRecord, error) {
 	u, err := getUser(r, name)
 	if err != nil {
-		return err
+		return u, err
 	}
 	if u.Disabled {
-		return fmt.Errorf("%w: user %q is disabled; enable the user before creating tokens", ErrInvalid, name)
+		return u, fmt.Errorf("%w: user %q is disabled; enable the user before creating tokens", ErrInvalid, name)
 	}
-	return nil
+	return u, nil
+}
+
+// withinCeiling checks a new token's scopes (checked against the
+// catalogue already) against its user's ceiling; nil asks for the
+// ceiling itself, as far as the catalogue declares it.
+func withinCeiling(c *catalogue, u *User, scopes []string) ([]string, error) {
+	ceiling := c.ceilingOf(u)
+	if scopes == nil {
+		return c.declaredOf(ceiling), nil
+	}
+	if n := beyond(scopes, ceiling); n != "" {
+		return nil, fmt.Errorf("%w: scopes: user %q does not hold scope %q, so their tokens cannot carry it", ErrInvalid, u.Username, n)
+	}
+	return scopes, nil
 }
 
 // mint is the one place a token is made: a fresh secret, its record and
@@ -173,15 +204,17 @@ func (s *Store) mint(ctx context.Context, w *writeTxn, t NewToken, nameFree bool
 	rec := tokenRecord{Hash: secret.HashOf(sec), Token: Token{
 		ID: NewTokenID(), User: t.User, Name: t.Name, Kind: t.Kind,
 		CreatedAt: w.now, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt.UTC(),
+		Scopes: orEmpty(t.Scopes), AllowedCIDRs: orEmpty(t.AllowedCIDRs),
 	}}
 	if err := s.insertToken(w, &rec, nameFree); err != nil {
 		return "", Token{}, err
 	}
+	grants := fmt.Sprintf("scopes=%s allowed_cidrs=%s", describeScopes(rec.Scopes), describeNetworks(rec.AllowedCIDRs))
 	expires := rec.ExpiresAt.Format(time.RFC3339)
 	if t.Kind == Temporary {
-		w.record(ctx, ActionLogin, rec.ID, fmt.Sprintf("user=%s expires_at=%s", rec.User, expires))
+		w.record(ctx, ActionLogin, rec.ID, fmt.Sprintf("user=%s expires_at=%s %s", rec.User, expires, grants))
 	} else {
-		w.record(ctx, ActionTokenCreate, rec.ID, fmt.Sprintf("user=%s name=%q expires_at=%s", rec.User, rec.Name, expires))
+		w.record(ctx, ActionTokenCreate, rec.ID, fmt.Sprintf("user=%s name=%q expires_at=%s %s", rec.User, rec.Name, expires, grants))
 	}
 	meta := rec.Token
 	meta.Status = rec.StatusAt(w.now)
@@ -392,7 +425,8 @@ func deleteTokens(w kv.Writer, recs []tokenRecord) error {
 
 // tokenViews turns records into the metadata callers see: the status at
 // now and the last use, the later of what this node saw (in memory) and
-// what any node flushed to storage.
+// what any node flushed to storage; the last use's address and the
+// scopes' use as flushed.
 func (s *Store) tokenViews(r kv.Reader, recs []tokenRecord, now time.Time) ([]Token, error) {
 	out := make([]Token, len(recs))
 	keys := make([]string, len(recs))
@@ -405,13 +439,15 @@ func (s *Store) tokenViews(r kv.Reader, recs []tokenRecord, now time.Time) ([]To
 		}
 	}
 	err := r.GetMany(keys, func(i int, val []byte) error {
-		if len(val) != 8 {
+		use := decodeUse(val)
+		if use.at == 0 {
 			return nil
 		}
-		stored := nanosTime(int64(binary.BigEndian.Uint64(val)))
+		stored := nanosTime(use.at)
 		if out[i].LastUsedAt == nil || stored.After(*out[i].LastUsedAt) {
 			out[i].LastUsedAt = &stored
 		}
+		out[i].LastUsedIP, out[i].ScopeUsage = use.IP, use.scopeUsage()
 		return nil
 	})
 	if err != nil {
@@ -481,7 +517,7 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 		if err != nil {
 			return err
 		}
-		if err := checkTokenOwner(w, user); err != nil {
+		if _, err := checkTokenOwner(w, user); err != nil {
 			return err
 		}
 		// Free the name for the new token; the old one keeps working until
@@ -490,7 +526,9 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 			return err
 		}
 		// The name was freed just above.
-		sec, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: CallerFrom(ctx).Name}, true)
+		// The new token keeps the old one's scopes and networks.
+		sec, meta, err = s.mint(ctx, w, NewToken{User: user, Name: old.Name, Kind: Permanent, ExpiresAt: expiresAt, CreatedBy: CallerFrom(ctx).Name,
+			Scopes: old.Scopes, AllowedCIDRs: old.AllowedCIDRs}, true)
 		if err != nil {
 			return err
 		}
@@ -506,6 +544,62 @@ func (s *Store) RotateToken(ctx context.Context, user, id string, grace time.Dur
 		return "", Token{}, err
 	}
 	return sec, meta, nil
+}
+
+// UpdateToken narrows a token of the given user: it may lose scopes (a
+// scope it does not hold is refused: create a new token for it) and have
+// its allowed networks replaced. Every node refuses what it lost on its
+// next request once the change reaches it.
+func (s *Store) UpdateToken(ctx context.Context, user, id string, p TokenPatch) (Token, error) {
+	if p.AllowedCIDRs != nil {
+		cidrs, err := checkNetworks(*p.AllowedCIDRs)
+		if err != nil {
+			return Token{}, err
+		}
+		p.AllowedCIDRs = &cidrs
+	}
+	if p.Scopes != nil {
+		scopes, err := checkScopeNames(*p.Scopes)
+		if err != nil {
+			return Token{}, err
+		}
+		p.Scopes = &scopes
+	}
+	var out Token
+	err := s.update(ctx, func(w *writeTxn) error {
+		rec, found, err := newLiveTokens(w, w.now).get(id)
+		if err != nil {
+			return err
+		}
+		if !found || rec.User != user {
+			return notUsersToken(user, id)
+		}
+		var changed []string
+		if p.Scopes != nil && !slices.Equal(*p.Scopes, rec.Scopes) {
+			if n := beyond(*p.Scopes, rec.Scopes); n != "" {
+				return fmt.Errorf("%w: scopes: token %q does not hold scope %q; scopes can only be removed (create a new token to add one)", ErrInvalid, id, n)
+			}
+			changed = append(changed, fmt.Sprintf("scopes=%s (was %s)", describeScopes(*p.Scopes), describeScopes(rec.Scopes)))
+			rec.Scopes = orEmpty(*p.Scopes)
+		}
+		if p.AllowedCIDRs != nil && !slices.Equal(*p.AllowedCIDRs, rec.AllowedCIDRs) {
+			changed = append(changed, fmt.Sprintf("allowed_cidrs=%s (was %s)", describeNetworks(*p.AllowedCIDRs), describeNetworks(rec.AllowedCIDRs)))
+			rec.AllowedCIDRs = orEmpty(*p.AllowedCIDRs)
+		}
+		if len(changed) > 0 {
+			if err := s.putTokenRecord(w, &rec); err != nil {
+				return err
+			}
+			w.record(ctx, ActionTokenUpdate, id, fmt.Sprintf("user=%s name=%q changed %s", rec.User, rec.Name, strings.Join(changed, ", ")))
+		}
+		views, err := s.tokenViews(w, []tokenRecord{rec}, w.now)
+		if err != nil {
+			return err
+		}
+		out = views[0]
+		return nil
+	})
+	return out, err
 }
 
 // rotatable returns the user's token id if it can be rotated.

@@ -40,6 +40,9 @@ type User struct {
 	Admin     bool      `json:"admin"`
 	Disabled  bool      `json:"disabled"`
 	CreatedAt time.Time `json:"created_at"`
+	// Scopes is the most the user's tokens may carry (sorted); an
+	// administrator holds every scope whatever it says.
+	Scopes []string `json:"scopes"`
 }
 
 // Token is a token's metadata. It never carries the secret or its hash.
@@ -56,6 +59,25 @@ type Token struct {
 	Status     TokenStatus `json:"status"`
 	// RotatedTo is the ID of the token that replaced this one, if any.
 	RotatedTo string `json:"rotated_to,omitempty"`
+	// Scopes are what the token may do (sorted), within its user's
+	// ceiling at each request.
+	Scopes []string `json:"scopes"`
+	// AllowedCIDRs are the networks it may be used from (sorted); empty:
+	// any.
+	AllowedCIDRs []string `json:"allowed_cidrs"`
+	// LastUsedIP is the client address of its last recorded use.
+	LastUsedIP string `json:"last_used_ip,omitempty"`
+	// ScopeUsage says, for each scope a route needed of it, when last;
+	// and for each scope a shadow route found missing, when last.
+	ScopeUsage map[string]ScopeUse `json:"scope_usage,omitempty"`
+}
+
+// ScopeUse is what the gateways saw of one scope of a token.
+type ScopeUse struct {
+	// LastNeededAt: a request last passed a route that required it.
+	LastNeededAt *time.Time `json:"last_needed_at,omitempty"`
+	// LastMissingAt: a shadow route last found the token without it.
+	LastMissingAt *time.Time `json:"last_missing_at,omitempty"`
 }
 
 // StatusAt derives a token's status at the given time: a revocation that
@@ -77,6 +99,7 @@ type NewUser struct {
 	Email    string
 	Password string
 	Admin    bool
+	Scopes   []string // declared scopes; nil: none
 }
 
 // UserPatch changes only the fields that are non-nil.
@@ -85,6 +108,9 @@ type UserPatch struct {
 	Password *string
 	Admin    *bool
 	Disabled *bool
+	// Scopes replaces the user's ceiling: the user's tokens lose at once
+	// what it no longer holds.
+	Scopes *[]string
 	// KeepSession is the id of a login session that survives a password
 	// change: the caller's own, when users change their own password.
 	// Every other login session of the user ends with the change.
@@ -100,10 +126,23 @@ type NewToken struct {
 	Kind      TokenKind
 	ExpiresAt time.Time
 	CreatedBy string
+	// Scopes are the token's scopes, within the user's ceiling; nil: the
+	// user's ceiling as it is now (written out in the record).
+	Scopes []string
+	// AllowedCIDRs are the networks it may be used from; nil or empty:
+	// any.
+	AllowedCIDRs []string
 	// MaxSessions, for a temporary token (a login session), caps the
 	// user's live sessions: if the user has this many already, the oldest
 	// are ended, audited as session_ended, to make room. 0: no cap.
 	MaxSessions int
+}
+
+// TokenPatch changes only the fields that are non-nil. Scopes may only
+// narrow: a scope the token does not hold is refused.
+type TokenPatch struct {
+	Scopes       *[]string
+	AllowedCIDRs *[]string
 }
 
 // TokenFilter narrows ListTokensPage and ListTokens. Zero values mean
@@ -151,6 +190,7 @@ const (
 	ActionTokenCreate   = "token_create"
 	ActionTokenDelete   = "token_delete"
 	ActionTokenRotate   = "token_rotate"
+	ActionTokenUpdate   = "token_update"
 	ActionSettingPut    = "setting_put"
 	ActionSettingDelete = "setting_delete"
 	ActionAuditPrune    = "audit_prune"

@@ -77,11 +77,15 @@ func (s *Store) newUserRecord(u NewUser) (userRecord, error) {
 	if err := validatePassword(u.Password); err != nil {
 		return userRecord{}, err
 	}
+	scopes, err := s.catalogue().checkScopes("scopes", u.Scopes)
+	if err != nil {
+		return userRecord{}, err
+	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(u.Password), s.cost)
 	if err != nil {
 		return userRecord{}, fmt.Errorf("storage: hash password: %w", err)
 	}
-	return userRecord{User: User{Username: u.Username, Email: u.Email, Admin: u.Admin}, PasswordHash: hash}, nil
+	return userRecord{User: User{Username: u.Username, Email: u.Email, Admin: u.Admin, Scopes: scopes}, PasswordHash: hash}, nil
 }
 
 // CreateUser adds a user; ErrConflict if the name is taken.
@@ -121,7 +125,7 @@ func (s *Store) insertUser(ctx context.Context, w *writeTxn, rec *userRecord) er
 	if err := putUser(w, rec); err != nil {
 		return err
 	}
-	w.record(ctx, ActionUserCreate, rec.Username, fmt.Sprintf("admin=%t", rec.Admin))
+	w.record(ctx, ActionUserCreate, rec.Username, fmt.Sprintf("admin=%t scopes=%s", rec.Admin, describeScopes(rec.Scopes)))
 	return nil
 }
 
@@ -177,6 +181,7 @@ func getUser(r kv.Reader, name string) (userRecord, error) {
 	if err := json.Unmarshal(val, &rec); err != nil {
 		return userRecord{}, fmt.Errorf("storage: corrupt user record: %w", err)
 	}
+	rec.Scopes = orEmpty(rec.Scopes) // a record from before scopes
 	return rec, nil
 }
 
@@ -213,6 +218,7 @@ func decodeUser(val []byte) (User, error) {
 	if err := json.Unmarshal(val, &u); err != nil {
 		return User{}, fmt.Errorf("storage: corrupt user record: %w", err)
 	}
+	u.Scopes = orEmpty(u.Scopes) // a record from before scopes
 	return u, nil
 }
 
@@ -238,6 +244,13 @@ func (s *Store) UpdateUser(ctx context.Context, name string, p UserPatch) (User,
 			return User{}, fmt.Errorf("storage: hash password: %w", err)
 		}
 		newHash = h
+	}
+	if p.Scopes != nil {
+		scopes, err := s.catalogue().checkScopes("scopes", *p.Scopes)
+		if err != nil {
+			return User{}, err
+		}
+		p.Scopes = &scopes
 	}
 	var out User
 	var disabling, newPassword bool
@@ -333,6 +346,10 @@ func applyPatch(rec *userRecord, p UserPatch, newHash []byte) []string {
 	if p.Disabled != nil && *p.Disabled != rec.Disabled {
 		rec.Disabled = *p.Disabled
 		changed = append(changed, fmt.Sprintf("disabled=%t", rec.Disabled))
+	}
+	if p.Scopes != nil && !slices.Equal(*p.Scopes, rec.Scopes) {
+		changed = append(changed, fmt.Sprintf("scopes=%s (was %s)", describeScopes(*p.Scopes), describeScopes(rec.Scopes)))
+		rec.Scopes = *p.Scopes
 	}
 	return changed
 }

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +23,12 @@ func TestCreateAndGetUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := User{Username: "alice", Email: "alice@example.com", Admin: true, CreatedAt: t0}
-		if u != want {
+		want := User{Username: "alice", Email: "alice@example.com", Admin: true, CreatedAt: t0, Scopes: []string{}}
+		if !reflect.DeepEqual(u, want) {
 			t.Fatalf("CreateUser = %+v; want %+v", u, want)
 		}
 		got, err := s.GetUser(ctx, "alice")
-		if err != nil || got != want {
+		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("GetUser = %+v, %v; want %+v", got, err, want)
 		}
 		_, err = s.CreateUser(ctx, NewUser{Username: "alice", Password: "x"})
@@ -155,7 +156,7 @@ func TestUpdateUser(t *testing.T) {
 		if u.Email != "a2@example.com" || !u.Admin || u.Disabled {
 			t.Fatalf("UpdateUser = %+v", u)
 		}
-		if got, _ := s.GetUser(ctx, "alice"); got != u {
+		if got, _ := s.GetUser(ctx, "alice"); !reflect.DeepEqual(got, u) {
 			t.Fatalf("GetUser after update = %+v; want %+v", got, u)
 		}
 		if _, err := s.CheckPassword(ctx, "alice", "new-pw"); err != nil {
@@ -175,7 +176,7 @@ func TestUpdateUser(t *testing.T) {
 		wantErr(t, err, ErrInvalid, "plain address")
 		_, err = s.UpdateUser(ctx, "alice", UserPatch{Password: ptr("")})
 		wantErr(t, err, ErrInvalid, "password")
-		if got, _ := s.GetUser(ctx, "alice"); got != u {
+		if got, _ := s.GetUser(ctx, "alice"); !reflect.DeepEqual(got, u) {
 			t.Fatalf("rejected update changed the user: %+v", got)
 		}
 	})

@@ -99,6 +99,18 @@ func Challenge(res verifier.Result) string {
 	return ChallengeInvalidToken
 }
 
+// ChallengeInsufficientScope is the WWW-Authenticate value of a 403 for a
+// valid token that lacks what the route requires (RFC 6750 section 3.1):
+// scope lists the required scopes, space-separated; "" for
+// require_admin's, which names none.
+func ChallengeInsufficientScope(scope string) string {
+	c := `Bearer realm="api_tokens", error="insufficient_scope"`
+	if scope != "" {
+		c += `, scope="` + scope + `"`
+	}
+	return c
+}
+
 // MessageUnavailable is the answer of a fleet node that has not synced
 // with the token database for longer than its max_staleness: it will not
 // judge tokens on data that old. The request may succeed on another node,
@@ -128,6 +140,9 @@ func Message(res verifier.Result) string {
 		return "token is of a disabled user"
 	case verifier.ResultUnavailable:
 		return MessageUnavailable
+	case verifier.ResultInsufficientScope, verifier.ResultNetworkNotAllowed:
+		// Section 7's bodies are the error codes themselves, as RFC 6750's.
+		return res.String()
 	default:
 		return "token is invalid"
 	}

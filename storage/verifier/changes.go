@@ -18,6 +18,9 @@ type Token struct {
 	Kind      secret.Kind
 	ExpiresAt int64 // unix nanoseconds
 	RevokedAt int64 // unix nanoseconds; 0: not revoked
+	// Scopes are its scope names, space-separated; Networks its allowed
+	// networks, canonical prefixes space-separated (none: any network).
+	Scopes, Networks []byte
 }
 
 // ErrUnknownUser is returned for a token whose user the verifier does not
@@ -31,7 +34,7 @@ func (v *Verifier) PutUser(u User) {
 	t := v.cur.Load()
 	t.writeMu.Lock()
 	defer t.writeMu.Unlock()
-	t.users.put(u)
+	t.users.put(u, v.grants)
 }
 
 // RemoveUser forgets a deleted user: its tokens verify as unknown from now
@@ -43,8 +46,8 @@ func (v *Verifier) RemoveUser(name string) {
 	t.users.forget(name)
 }
 
-// PutToken adds a token, or records its revocation if it is held already
-// (the only change a token's record can make to what the verifier keeps).
+// PutToken adds a token, or records what may change of one held already:
+// its revocation, scopes and networks.
 // An expired temporary token is removed instead: it can never verify
 // again.
 func (v *Verifier) PutToken(tok Token) error {
@@ -52,7 +55,7 @@ func (v *Verifier) PutToken(tok Token) error {
 	now := v.clock.Now().UnixNano()
 	t.writeMu.Lock()
 	defer t.writeMu.Unlock()
-	e, keep, err := t.entry(tok, now)
+	e, keep, err := t.entry(v.grants, tok, now)
 	switch {
 	case err != nil:
 		return err
@@ -60,7 +63,7 @@ func (v *Verifier) PutToken(tok Token) error {
 		t.remove(tok.Hash)
 	default:
 		if _, found := t.lookup(tok.Hash); found {
-			t.revoke(tok.Hash, tok.RevokedAt, now)
+			t.update(e, now)
 		} else {
 			t.add(e, now)
 		}
@@ -101,7 +104,7 @@ func (v *Verifier) RemoveTokenByID(id string) {
 
 // entry checks a token and finds its user. It reports keep false for a
 // temporary token that has expired at now.
-func (t *table) entry(tok Token, now int64) (e entry, keep bool, err error) {
+func (t *table) entry(g *grants, tok Token, now int64) (e entry, keep bool, err error) {
 	if tok.Kind == secret.Temporary && tok.ExpiresAt <= now {
 		return entry{}, false, nil
 	}
@@ -112,7 +115,12 @@ func (t *table) entry(tok Token, now int64) (e entry, keep bool, err error) {
 	if user == nil {
 		return entry{}, false, ErrUnknownUser
 	}
-	return entry{hash: tok.Hash, id: tok.ID, user: user, kind: kindByte(tok.Kind), expires: tok.ExpiresAt, revoked: tok.RevokedAt}, true, nil
+	networks, err := g.networksOf(tok.Networks)
+	if err != nil {
+		return entry{}, false, err
+	}
+	return entry{hash: tok.Hash, id: tok.ID, user: user, kind: kindByte(tok.Kind), expires: tok.ExpiresAt, revoked: tok.RevokedAt,
+		scopes: g.maskOf(tok.Scopes), networks: networks}, true, nil
 }
 
 // A Load builds the verifier's memory anew, from a snapshot of the
@@ -133,11 +141,11 @@ func (v *Verifier) NewLoad(sizeHint int) *Load {
 }
 
 // AddUser adds a user. Every user is added before the first token.
-func (l *Load) AddUser(u User) { l.t.users.put(u) }
+func (l *Load) AddUser(u User) { l.t.users.put(u, l.v.grants) }
 
 // Part returns a part of the Load for one goroutine to add tokens to.
 func (l *Load) Part() *LoadPart {
-	p := &LoadPart{t: l.t, now: l.now}
+	p := &LoadPart{t: l.t, g: l.v.grants, now: l.now}
 	l.mu.Lock()
 	l.parts = append(l.parts, p)
 	l.mu.Unlock()
@@ -148,6 +156,7 @@ func (l *Load) Part() *LoadPart {
 // Install, so the goroutines do not contend on one lock for them.
 type LoadPart struct {
 	t    *table
+	g    *grants
 	now  int64
 	ends endHeap
 	live [3]int
@@ -156,7 +165,7 @@ type LoadPart struct {
 // AddToken adds a token, as PutToken does. ErrUnknownUser says that its
 // user was not added.
 func (p *LoadPart) AddToken(tok Token) error {
-	e, keep, err := p.t.entry(tok, p.now)
+	e, keep, err := p.t.entry(p.g, tok, p.now)
 	if err != nil || !keep {
 		return err
 	}

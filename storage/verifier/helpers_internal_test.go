@@ -3,6 +3,7 @@ package verifier
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -58,11 +59,17 @@ func put(t testing.TB, v *Verifier, user string, kind secret.Kind, expires time.
 
 // isHot reports whether the hot table would answer for presented now.
 func (v *Verifier) isHot(presented string, p *Policy) bool {
+	return v.isHotFrom(presented, p, netip.Addr{})
+}
+
+// isHotFrom reports whether the hot table would answer for presented now,
+// sent from client.
+func (v *Verifier) isHotFrom(presented string, p *Policy, client netip.Addr) bool {
 	e := v.cur.Load().hot.find(presented)
 	if e == nil {
 		return false
 	}
-	_, _, ok := e.decide(v.clock.Now().UnixNano(), p)
+	_, _, ok := e.decide(v.grants, v.clock.Now().UnixNano(), p, client)
 	return ok
 }
 
@@ -72,7 +79,17 @@ func (v *Verifier) holdsSecret(presented string) bool {
 }
 
 // lockedVerify decides presented on the locked path alone.
-func (v *Verifier) lockedVerify(presented string, p *Policy) (Identity, Result) {
-	id, r, _ := v.cur.Load().verify(secret.HashOf(presented), v.clock.Now().UnixNano(), "", p)
+func (v *Verifier) lockedVerify(presented string, p *Policy, client netip.Addr) (Identity, Result) {
+	id, r, _ := v.cur.Load().verify(v.grants, secret.HashOf(presented), v.clock.Now().UnixNano(), "", p, client)
 	return id, r
+}
+
+// mustPolicy compiles a route's policy for the test.
+func mustPolicy(t testing.TB, v *Verifier, required, declared []string, shadow, admin bool) *Policy {
+	t.Helper()
+	p, err := v.Policy(required, declared, shadow, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &p
 }

@@ -3,6 +3,7 @@ package verifier
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"net/netip"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -57,6 +58,7 @@ type hotEntry struct {
 	slot    *tokenSlot
 	user    *userState // flagDeleted is set on it when the user is deleted
 	tokenID string
+	hash    secret.Hash
 }
 
 // set returns the seats of a secret.
@@ -77,31 +79,38 @@ func (t *hotTable) find(presented string) *hotEntry {
 	return nil
 }
 
-// decide decides the entry's token at now for a route with policy p, as
-// the locked path would. It reports false when the locked path must
-// decide instead: the slot no longer holds the token the entry was made
-// for, or the token passes and its use is due to be recorded.
-func (e *hotEntry) decide(now int64, p *Policy) (Identity, Result, bool) {
+// decide decides the entry's token at now for a route with policy p and
+// a request from client, as the locked path would. It reports false when
+// the locked path must decide instead: the slot no longer holds the token
+// the entry was made for, or the token passes and its use is due to be
+// recorded (a second since the last, or a scope its uses have not needed
+// since the last flush).
+func (e *hotEntry) decide(g *grants, now int64, p *Policy, client netip.Addr) (Identity, Result, bool) {
 	slot := e.slot
 	if slot.gen.Load() != e.gen {
 		return Identity{}, 0, false
 	}
-	revoked := slot.revoked.Load()
+	s := state{expires: e.expires, revoked: slot.revoked.Load()}
+	scopes, networks := slot.scopes.Load(), slot.networks.Load()
 	lastUsed := slot.lastUsed.Load()
+	used, missing := slot.usedScopes.Load(), slot.missingScopes.Load()
 	// A slot's generation changes before it is refilled, so if it is
-	// unchanged now, the two reads above were of this token.
+	// unchanged now, the reads above were of this token.
 	if slot.gen.Load() != e.gen {
 		return Identity{}, 0, false
 	}
-	flags := e.user.flags.Load()
-	r := decide(e.expires, revoked, flags, p, now)
-	if r != ResultOK && r != ResultForbidden {
+	s.userFlags = e.user.flags.Load()
+	s.inNetwork = g.allows(networks, client)
+	s.effective = effectiveScopes(scopes, e.user.scopes.Load(), s.userFlags)
+	r := decide(&s, p, now)
+	if r != ResultOK && !r.RefusedByRoute() {
 		return Identity{}, r, true
 	}
-	if now-lastUsed >= int64(time.Second) { // markUsed's pace
+	if u := usageOf(&s, p, r); now-lastUsed >= int64(time.Second) || // markUsed's pace
+		u.needed&^used != 0 || u.missing&^missing != 0 {
 		return Identity{}, 0, false
 	}
-	return Identity{Username: e.user.name, TokenID: e.tokenID, Kind: kindOf(e.kind), Admin: flags&flagAdmin != 0}, r, true
+	return Identity{Username: e.user.name, TokenID: e.tokenID, Kind: kindOf(e.kind), Admin: s.userFlags&flagAdmin != 0, Scopes: s.effective, Hash: e.hash}, r, true
 }
 
 // sameSecret compares in constant time, eight bytes at a time: the

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +92,7 @@ func (g *missGuard) allow(now time.Time) bool {
 // verifyMiss handles a well-formed token that is not in memory while
 // other nodes write the database: it catches up with the feed (within the
 // bounds above) and looks again.
-func (v *Verifier) verifyMiss(h secret.Hash, p *Policy) (Identity, Result) {
+func (v *Verifier) verifyMiss(h secret.Hash, p *Policy, client netip.Addr) (Identity, Result) {
 	// Real time, not the verifier's clock: these bounds protect the
 	// database.
 	now := time.Now()
@@ -113,7 +114,7 @@ func (v *Verifier) verifyMiss(h secret.Hash, p *Policy) (Identity, Result) {
 	if err != nil {
 		return Identity{}, ResultUnknown
 	}
-	id, r, _ := v.cur.Load().verify(h, v.clock.Now().UnixNano(), "", p)
+	id, r, _ := v.cur.Load().verify(v.grants, h, v.clock.Now().UnixNano(), "", p, client)
 	if r == ResultUnknown {
 		v.misses.remember(h, time.Now())
 	}

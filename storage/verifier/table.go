@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"hash/maphash"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,9 +54,10 @@ type table struct {
 	live    [3]int // by kind byte
 	ends    endHeap
 
-	// dirty lists the slots whose last use changed since the last flush.
+	// dirty lists the uses not flushed yet, one per slot and flush.
 	dirtyMu sync.Mutex
-	dirty   []slotRef
+	dirty   []pendingUse
+	epoch   uint32 // counts the flushes; a slot's queued is of one epoch
 }
 
 const numShards = 256
@@ -89,20 +91,27 @@ const removedPerShard = 256
 // kept.
 const idleAfter = 10 * time.Minute
 
-// tokenSlot is one token in memory, 96 bytes without a pointer. Only
-// revoked, lastUsed, dirty and gen change while a token occupies it;
-// counted is guarded by table.countMu.
+// tokenSlot is one token in memory, 120 bytes without a pointer. Only
+// revoked, scopes, networks, the uses and gen change while a token
+// occupies it; counted is guarded by table.countMu, queued by
+// table.dirtyMu.
 type tokenSlot struct {
 	hash     secret.Hash
 	id       [TokenIDLen]byte
-	expires  int64        // unix nanoseconds
-	revoked  atomic.Int64 // unix nanoseconds; 0 = not revoked
-	lastUsed atomic.Int64 // unix nanoseconds; 0 = never used since the Load
-	user     uint32       // number in table.users
-	gen      atomic.Uint32
-	dirty    atomic.Bool // queued for the next last-use flush
-	kind     byte        // kindTemporary or kindPermanent
-	counted  bool        // in table.live
+	expires  int64         // unix nanoseconds
+	revoked  atomic.Int64  // unix nanoseconds; 0 = not revoked
+	scopes   atomic.Uint64 // mask (grants.go)
+	lastUsed atomic.Int64  // unix nanoseconds; 0 = never used since the Load
+	// usedScopes and missingScopes are the scopes routes needed and
+	// shadow routes found missing since the last flush (masks).
+	usedScopes    atomic.Uint64
+	missingScopes atomic.Uint64
+	queued        uint64        // where the slot's use waits for the flush (uses.go)
+	user          uint32        // number in table.users
+	networks      atomic.Uint32 // number in grants' network lists; 0 = any
+	gen           atomic.Uint32
+	kind          byte // kindTemporary or kindPermanent
+	counted       bool // in table.live
 }
 
 // TokenIDLen is the length of every token id: the verifier keeps ids
@@ -161,6 +170,8 @@ type entry struct {
 	user             *userState
 	kind             byte
 	expires, revoked int64
+	scopes           uint64
+	networks         uint32
 }
 
 // add puts a token in the table and counts it if it is active at now.
@@ -180,8 +191,11 @@ func (t *table) place(f entry) uint32 {
 	e.hash, e.user, e.kind, e.expires = f.hash, f.user.num, f.kind, f.expires
 	copy(e.id[:], f.id)
 	e.revoked.Store(f.revoked)
+	e.scopes.Store(f.scopes)
+	e.networks.Store(f.networks)
 	e.lastUsed.Store(0)
-	e.dirty.Store(false)
+	e.usedScopes.Store(0)
+	e.missingScopes.Store(0)
 	sh := t.shardFor(f.hash)
 	sh.mu.Lock()
 	sh.m[f.hash] = i
@@ -256,18 +270,20 @@ func (sh *shard) remember(h secret.Hash) {
 	sh.removed[h] = struct{}{}
 }
 
-// revoke sets the revocation time of the token with hash h and re-files it
-// in the end order.
-func (t *table) revoke(h secret.Hash, at, now int64) {
-	sh := t.shardFor(h)
+// update sets what may change of a held token (its revocation time,
+// scopes and networks) from f, and re-files it in the end order.
+func (t *table) update(f entry, now int64) {
+	sh := t.shardFor(f.hash)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	i, ok := sh.m[h]
+	i, ok := sh.m[f.hash]
 	if !ok {
 		return
 	}
 	e := t.slots.at(i)
-	e.revoked.Store(at)
+	e.scopes.Store(f.scopes)
+	e.networks.Store(f.networks)
+	e.revoked.Store(f.revoked)
 	t.countMu.Lock()
 	t.uncount(e)
 	t.count(i, e, now)
@@ -345,11 +361,12 @@ func (t *table) counts(now time.Time) map[secret.Kind]int {
 	}
 }
 
-// verify decides the token with hash h at now, taking its shard's lock.
-// A token found valid (or refused only by p) is put in the hot table under
-// its secret, when one is given. unseen reports a token the table neither
-// holds nor removed lately: one that another node may have just created.
-func (t *table) verify(h secret.Hash, now int64, presented string, p *Policy) (id Identity, r Result, unseen bool) {
+// verify decides the token with hash h at now for a request from client,
+// taking its shard's lock. A token found valid (or refused only by what
+// the route or request asks) is put in the hot table under its secret,
+// when one is given. unseen reports a token the table neither holds nor
+// removed lately: one that another node may have just created.
+func (t *table) verify(g *grants, h secret.Hash, now int64, presented string, p *Policy, client netip.Addr) (id Identity, r Result, unseen bool) {
 	sh := t.shardFor(h)
 	sh.mu.RLock()
 	i, ok := sh.m[h]
@@ -360,13 +377,15 @@ func (t *table) verify(h secret.Hash, now int64, presented string, p *Policy) (i
 	}
 	e := t.slots.at(i)
 	user := t.users.at(e.user)
-	flags := user.flags.Load()
-	r = decide(e.expires, e.revoked.Load(), flags, p, now)
-	if r != ResultOK && r != ResultForbidden {
+	s := state{expires: e.expires, revoked: e.revoked.Load(), userFlags: user.flags.Load()}
+	s.inNetwork = g.allows(e.networks.Load(), client)
+	s.effective = effectiveScopes(e.scopes.Load(), user.scopes.Load(), s.userFlags)
+	r = decide(&s, p, now)
+	if r != ResultOK && !r.RefusedByRoute() {
 		sh.mu.RUnlock()
 		return Identity{}, r, false
 	}
-	t.markUsed(i, e, now)
+	t.markUsed(i, e, now, usageOf(&s, p, r), client)
 	// The slot cannot change occupant while the lock is held: these are
 	// this token's.
 	gen, kind, expires := e.gen.Load(), e.kind, e.expires
@@ -378,9 +397,9 @@ func (t *table) verify(h secret.Hash, now int64, presented string, p *Policy) (i
 		}
 	}
 	if presented != "" {
-		t.hot.put(presented, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, tokenID: tokenID}, now)
+		t.hot.put(presented, &hotEntry{gen: gen, kind: kind, expires: expires, slot: e, user: user, tokenID: tokenID, hash: h}, now)
 	}
-	return Identity{Username: user.name, TokenID: tokenID, Kind: kindOf(kind), Admin: flags&flagAdmin != 0}, r, false
+	return Identity{Username: user.name, TokenID: tokenID, Kind: kindOf(kind), Admin: s.userFlags&flagAdmin != 0, Scopes: s.effective, Hash: h}, r, false
 }
 
 // cacheID makes and caches the id string of slot i (hash h); it returns

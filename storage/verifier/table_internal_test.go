@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"runtime"
 	"sync"
@@ -457,7 +458,7 @@ func TestRemovedTokensAreRememberedBounded(t *testing.T) {
 		v.RemoveToken(hashes[i])
 	}
 	unseen := func(h secret.Hash) bool {
-		_, _, u := v.cur.Load().verify(h, t0.UnixNano(), "", nil)
+		_, _, u := v.cur.Load().verify(v.grants, h, t0.UnixNano(), "", nil, netip.Addr{})
 		return u
 	}
 	if !unseen(hashes[0]) || unseen(hashes[1]) || unseen(hashes[removedPerShard]) {

@@ -7,6 +7,9 @@ type User struct {
 	Name     string
 	Admin    bool
 	Disabled bool
+	// Scopes is the most the user's tokens may carry: scope names,
+	// space-separated. An administrator's ceiling is every scope.
+	Scopes string
 }
 
 // userTable numbers the users for the slots. Every method runs under
@@ -21,9 +24,10 @@ type userTable struct {
 // userState is shared by all of a user's tokens, so disabling or promoting
 // a user is one atomic store that the very next Verify sees.
 type userState struct {
-	name  string
-	num   uint32
-	flags atomic.Uint32
+	name   string
+	num    uint32
+	flags  atomic.Uint32
+	scopes atomic.Uint64 // the ceiling's mask
 }
 
 const (
@@ -46,13 +50,17 @@ func userFlags(u User) uint32 {
 	return f
 }
 
-// put adds a user under a new number, or changes the flags of a known one.
-func (t *userTable) put(u User) {
+// put adds a user under a new number, or changes the flags and ceiling
+// of a known one.
+func (t *userTable) put(u User, g *grants) {
+	ceiling := g.maskOf([]byte(u.Scopes))
 	if st := t.byName[u.Name]; st != nil {
+		st.scopes.Store(ceiling)
 		st.flags.Store(userFlags(u))
 		return
 	}
 	st := &userState{name: u.Name, num: t.byNum.alloc()}
+	st.scopes.Store(ceiling)
 	st.flags.Store(userFlags(u))
 	t.byNum.at(st.num).Store(st)
 	t.byName[u.Name] = st

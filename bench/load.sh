@@ -12,6 +12,7 @@
 # Caddy something whether or not anything checks it:
 #
 #   api_token/plain_token            valid tokens            bar: >= 0.97
+#   scoped/plain_token               valid tokens on a route that requires a scope they hold  bar: >= 0.97
 #   garbage/plain_garbage            tokens with a bad checksum, refused 401  bar: >= 0.95
 #   basic_auth/plain_basic           the peer: basic_auth, right password
 #   basic_auth_401/plain_basic_wrong the peer: basic_auth refusing a wrong password
@@ -119,6 +120,7 @@ host() {
 	plain*) echo plain.localhost ;;
 	pass) echo floor.localhost ;;
 	api_token | garbage) echo token.localhost ;;
+	scoped) echo scoped.localhost ;;
 	basic_auth*) echo basic.localhost ;;
 	*) echo "unknown target $1" >&2; exit 1 ;;
 	esac
@@ -126,7 +128,7 @@ host() {
 auth() {
 	case $1 in
 	plain) echo "" ;;
-	plain_token | api_token | pass) echo "Bearer $token" ;;
+	plain_token | api_token | scoped | pass) echo "Bearer $token" ;;
 	plain_garbage | garbage) echo "Bearer $garbage" ;;
 	plain_basic | basic_auth) echo "$basic_header" ;;
 	plain_basic_wrong | basic_auth_401) echo "$basic_wrong" ;;
@@ -204,6 +206,8 @@ write_caddyfile() {
 		$storage
 		alert_interval 1h
 		bootstrap_admin bench-admin bench-admin-password
+		scope deploy "Trigger deployments"
+		scope reports:read "Read reports"
 	}
 }
 CADDY
@@ -213,6 +217,7 @@ CADDY
 		floor) printf 'http://floor.localhost:18081 {\n\tbench_pass\n\trespond "hello"\n}\n' ;;
 		basic) printf 'http://basic.localhost:18081 {\n\tbasic_auth {\n\t\tbench %s\n\t}\n\trespond "hello"\n}\n' "$basic_hash" ;;
 		token) printf 'http://token.localhost:18081 {\n\tapi_token_auth\n\trespond "hello"\n}\n' ;;
+		scoped) printf 'http://scoped.localhost:18081 {\n\tapi_token_auth {\n\t\trequire_scope deploy\n\t}\n\trespond "hello"\n}\n' ;;
 		esac
 	done >>"$file"
 	cat >>"$file" <<CADDY
@@ -249,7 +254,7 @@ use_order() {
 # The comparisons, target/reference: each target against plain Caddy sent
 # the same request, then the floor of any handler, then what the token
 # header alone costs plain Caddy, then the method's noise.
-pairs=(api_token/plain_token garbage/plain_garbage basic_auth/plain_basic basic_auth_401/plain_basic_wrong
+pairs=(api_token/plain_token scoped/plain_token garbage/plain_garbage basic_auth/plain_basic basic_auth_401/plain_basic_wrong
 	pass/plain_token api_token/pass plain_token/plain plain/plain)
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -313,8 +318,8 @@ for n in $TOKENS; do
 	seed_end=$(date +%s.%N)
 	token=$(cat "$work/token-$n")
 
-	write_caddyfile "$work/Caddyfile" plain floor basic token
-	write_caddyfile "$work/Caddyfile.reversed" token basic floor plain
+	write_caddyfile "$work/Caddyfile" plain floor basic token scoped
+	write_caddyfile "$work/Caddyfile.reversed" scoped token basic floor plain
 	# The first start after seeding is slower than a restart: Badger
 	# compacts the freshly written tables while the index loads.
 	start_caddy "$n"
@@ -325,7 +330,7 @@ for n in $TOKENS; do
 	# checksum.
 	garbage="${token%??????}000000"
 	for check in "plain 200" "plain_token 200" "plain_garbage 200" "plain_basic 200" "plain_basic_wrong 200" \
-		"pass 200" "api_token 200" "garbage 401" "basic_auth 200" "basic_auth_401 401"; do
+		"pass 200" "api_token 200" "scoped 200" "garbage 401" "basic_auth 200" "basic_auth_401 401"; do
 		target=${check% *} want=${check#* }
 		header=(-H "Host: $(host "$target")")
 		[ -n "$(auth "$target")" ] && header+=(-H "Authorization: $(auth "$target")")
@@ -339,7 +344,7 @@ for n in $TOKENS; do
 	# Warm up every target unmeasured: basic_auth pays bcrypt (cost 14) until
 	# its hash cache is warm (for right and wrong passwords alike), and every
 	# path should be in the CPU caches.
-	for target in plain plain_token pass api_token garbage basic_auth basic_auth_401; do
+	for target in plain plain_token pass api_token scoped garbage basic_auth basic_auth_401; do
 		DURATION=3s measure "$target" >/dev/null
 	done
 
@@ -395,12 +400,14 @@ for n in $TOKENS; do
 		"$(echo "$scrape_bytes / 1024" | bc -l)" "$(echo "$scrape_s * 1000" | bc -l)" "$scrape_series"
 	pair_table
 	valid=$(pair_median api_token/plain_token) basic=$(pair_median basic_auth/plain_basic)
+	scoped=$(pair_median scoped/plain_token)
 	bad=$(pair_median garbage/plain_garbage) basic_bad=$(pair_median basic_auth_401/plain_basic_wrong)
 	# at_least A B / above A B -> "yes" or "NO"
 	at_least() { awk -v a="$1" -v b="$2" 'BEGIN {print ((a >= b) ? "yes" : "NO")}'; }
 	above() { awk -v a="$1" -v b="$2" 'BEGIN {print ((a > b) ? "yes" : "NO")}'; }
 	printf "valid tokens:   %.3f of plain Caddy sent the same request (bar 0.97: %s); basic_auth %.3f (ahead of it: %s)\n" \
 		"$valid" "$(at_least "$valid" 0.97)" "$basic" "$(above "$valid" "$basic")"
+	printf "scoped route:   %.3f of plain Caddy sent the same request (bar 0.97: %s)\n" "$scoped" "$(at_least "$scoped" 0.97)"
 	printf "garbage tokens: %.3f of plain Caddy sent the same request (bar 0.95: %s); basic_auth's 401 %.3f (ahead of it: %s)\n" \
 		"$bad" "$(at_least "$bad" 0.95)" "$basic_bad" "$(above "$bad" "$basic_bad")"
 	for p in "${profiles[@]}"; do

@@ -65,7 +65,11 @@ func open(dir string, postgres bool) (*storage.Store, error) {
 func seed(s *storage.Store, n int, out string, spread bool) error {
 	defer s.Close()
 	ctx := storage.WithActor(context.Background(), "bench-seed", "")
-	if _, err := s.CreateUser(ctx, storage.NewUser{Username: "bench", Email: "bench@example.com", Password: "bench-password-not-used"}); err != nil {
+	// The load test's catalogue: every token carries its user's two
+	// scopes, and its scoped route requires one of them.
+	s.SetScopes([]storage.Scope{{Name: "deploy"}, {Name: "reports:read"}})
+	if _, err := s.CreateUser(ctx, storage.NewUser{Username: "bench", Email: "bench@example.com", Password: "bench-password-not-used",
+		Scopes: []string{"deploy", "reports:read"}}); err != nil {
 		return err
 	}
 	now := time.Now().UTC()

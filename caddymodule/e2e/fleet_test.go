@@ -46,7 +46,7 @@ func startFleet(t *testing.T, n int, dsn, appCfg string) []*site {
 // refusalDelays runs act (which returns once its 2xx has arrived) while
 // every node in watch is asked for the gateway with secret as fast as it
 // answers, and returns, per node, how long after the 2xx the first 401
-// came (0 if it came before the 2xx arrived).
+// (403 for a narrowed token) came (0 if it came before the 2xx arrived).
 func refusalDelays(t *testing.T, watch []*site, secret string, act func()) []time.Duration {
 	t.Helper()
 	refused, _, acked := refusalTimes(t, watch, secret, act)
@@ -74,7 +74,7 @@ func refusalTimes(t *testing.T, watch []*site, secret string, act func()) (refus
 					return
 				default:
 				}
-				if n.gatewayAs(secret).status == http.StatusUnauthorized {
+				if st := n.gatewayAs(secret).status; st == http.StatusUnauthorized || st == http.StatusForbidden {
 					firstRefusal[i] = time.Now()
 					return
 				}
@@ -84,7 +84,7 @@ func refusalTimes(t *testing.T, watch []*site, secret string, act func()) (refus
 	sent = time.Now()
 	act()
 	acked = time.Now()
-	// The watchers stop at the first 401, or after 10s, which fails below.
+	// The watchers stop at the first refusal, or after 10s, which fails below.
 	wg.Wait()
 	close(stop)
 	for i, at := range firstRefusal {

@@ -3,6 +3,9 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ type copyWorld struct {
 	perm, session, rotatedOld, rotatedNew string
 	permID                                string
 	audit                                 []AuditEntry
+	scoped                                Token // with scopes, allowed networks and their use
 }
 
 func fillForCopy(t *testing.T, s *Store, clock *testtools.FakeClock) copyWorld {
@@ -27,6 +31,10 @@ func fillForCopy(t *testing.T, s *Store, clock *testtools.FakeClock) copyWorld {
 	ctx := ctxAs("root")
 	mustCreateUser(t, s, "root", true)
 	mustCreateUser(t, s, "alice", false)
+	s.SetScopes(catalogue)
+	if _, err := s.UpdateUser(ctx, "alice", UserPatch{Scopes: &[]string{"deploy", "reports:read"}}); err != nil {
+		t.Fatal(err)
+	}
 	var w copyWorld
 	var tk Token
 	w.perm, tk, _ = mustToken(t, s, "alice", "ci", Permanent, clock.Now().Add(30*24*time.Hour))
@@ -51,6 +59,19 @@ func fillForCopy(t *testing.T, s *Store, clock *testtools.FakeClock) copyWorld {
 	tryLogin(t, s, "alice", "198.51.100.1", throttle.Failed) // throttle keys, with their TTLs
 	clock.Advance(time.Minute)
 	s.Verify(w.perm) // a last use, flushed at Close
+	scopedSecret, scoped, err := s.CreateToken(ctx, NewToken{User: "alice", Name: "scoped", Kind: Permanent, ExpiresAt: clock.Now().Add(time.Hour),
+		Scopes: []string{"deploy"}, AllowedCIDRs: []string{"192.0.2.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deploy, _ := s.Verifier().Policy([]string{"deploy"}, []string{"deploy", "reports:read", "reports:write"}, false, false)
+	if _, r := s.Verifier().VerifyFrom(scopedSecret, &deploy, netip.MustParseAddr("192.0.2.9")); r != verifier.ResultOK {
+		t.Fatal(r)
+	}
+	s.FlushLastUsed()
+	if w.scoped, err = s.GetUserToken(ctx, "alice", scoped.ID); err != nil || w.scoped.LastUsedIP == "" || w.scoped.ScopeUsage["deploy"].LastNeededAt == nil {
+		t.Fatalf("the scoped token before the copy: %+v, %v", w.scoped, err)
+	}
 	if w.audit, err = s.ListAudit(context.Background(), 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -97,12 +118,20 @@ func checkCopy(t *testing.T, s *Store, w copyWorld, when string) {
 	if tk, err := s.GetToken(ctx, w.permID); err != nil || tk.LastUsedAt == nil {
 		t.Errorf("%s: the permanent token lost its last use: %+v, %v", when, tk, err)
 	}
+	scoped, err := s.GetUserToken(ctx, "alice", w.scoped.ID)
+	if err != nil || !slices.Equal(scoped.Scopes, []string{"deploy"}) || !slices.Equal(scoped.AllowedCIDRs, []string{"192.0.2.0/24"}) ||
+		scoped.LastUsedIP != "192.0.2.9" || !reflect.DeepEqual(scoped.ScopeUsage, w.scoped.ScopeUsage) {
+		t.Errorf("%s: the scoped token is %+v (%v), was %+v", when, scoped, err, w.scoped)
+	}
+	if u, err := s.GetUser(ctx, "alice"); err != nil || !slices.Equal(u.Scopes, []string{"deploy", "reports:read"}) {
+		t.Errorf("%s: alice's scopes %v, %v", when, u.Scopes, err)
+	}
 	audit, err := s.ListAudit(ctx, 1000)
 	if err != nil || len(audit) != len(w.audit) || audit[0] != w.audit[0] || audit[len(audit)-1] != w.audit[len(w.audit)-1] {
 		t.Errorf("%s: audit has %d entries (%v), want the %d of the source", when, len(audit), err, len(w.audit))
 	}
-	if n := s.Alerting().CountTokens(); n[Permanent] != 3 || n[Temporary] != 1 {
-		t.Errorf("%s: tokens %v; want 3 permanent and the live session", when, n)
+	if n := s.Alerting().CountTokens(); n[Permanent] != 4 || n[Temporary] != 1 {
+		t.Errorf("%s: tokens %v; want 4 permanent and the live session", when, n)
 	}
 	// Names are still unique: the copied name index holds.
 	if _, _, err := s.CreateToken(ctxAs("root"), NewToken{User: "alice", Name: "ci", Kind: Permanent, ExpiresAt: t0.Add(time.Hour)}); !errors.Is(err, ErrConflict) {
@@ -159,7 +188,7 @@ func copyBetween(t *testing.T, dst, src *testDB, clock Clock) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts.Users != 2 || counts.Tokens != 4 {
-		t.Fatalf("copied %+v; want 2 users and 4 tokens", counts)
+	if counts.Users != 2 || counts.Tokens != 5 {
+		t.Fatalf("copied %+v; want 2 users and 5 tokens", counts)
 	}
 }

@@ -448,3 +448,55 @@ func metricByLabel(t *testing.T, prefix string) map[string]float64 {
 	}
 	return values
 }
+
+// The api_token provider inside Caddy's authentication handler takes the
+// same scope options, from JSON: a missing scope is the same 403, with
+// the challenge; shadow mode passes; the scopes reach the placeholders.
+func TestProviderScopes(t *testing.T) {
+	port := freePort(t)
+	route := func(path string, provider map[string]any) map[string]any {
+		return map[string]any{"match": []any{map[string]any{"path": []string{path}}}, "handle": []any{
+			map[string]any{"handler": "authentication", "providers": map[string]any{"api_token": provider}},
+			map[string]any{"handler": "static_response", "status_code": 200, "body": "scopes={http.auth.user.scopes}"},
+		}}
+	}
+	config, err := json.Marshal(map[string]any{
+		"admin": map[string]any{"listen": adminEndpoint, "config": map[string]any{"persist": false}},
+		"apps": map[string]any{
+			"api_tokens": map[string]any{
+				"storage":         map[string]any{"module": "test", "path": t.TempDir()},
+				"bootstrap_admin": map[string]string{"username": "root", "password": "root-password-1"},
+				"scopes":          []map[string]string{{"name": "deploy", "description": "Trigger deployments"}, {"name": "reports:read", "description": "Read reports"}},
+			},
+			"http": map[string]any{"servers": map[string]any{"gateway": map[string]any{
+				"listen": []string{fmt.Sprintf("127.0.0.1:%d", port)},
+				"routes": []any{
+					map[string]any{"match": []any{map[string]any{"path": []string{"/api-tokens/*"}}}, "handle": []any{
+						map[string]any{"handler": "rewrite", "strip_path_prefix": "/api-tokens"},
+						map[string]any{"handler": "api_token_admin"},
+					}},
+					route("/deploy/*", map[string]any{"require_scope": []string{"deploy"}}),
+					route("/reports/*", map[string]any{"require_scope": []string{"reports:read"}, "scope_mode": "shadow"}),
+				},
+			}}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadConfig(t, "application/json", string(config))
+	base := fmt.Sprintf("http://localhost:%d", port)
+	root := login(t, base+"/api-tokens", "root", "root-password-1")
+	api(t, base+"/api-tokens", root, http.MethodPost, "/users", map[string]any{"username": "ci", "password": "password-of-ci", "scopes": []string{"deploy"}}, http.StatusCreated, nil)
+	var deploy, none tokenView
+	api(t, base+"/api-tokens", root, http.MethodPost, "/users/ci/tokens", map[string]any{"name": "deploy"}, http.StatusCreated, &deploy)
+	api(t, base+"/api-tokens", root, http.MethodPost, "/users/ci/tokens", map[string]any{"name": "none", "scopes": []string{}}, http.StatusCreated, &none)
+
+	if resp := send(t, http.MethodGet, base+"/deploy/x", "Bearer "+deploy.Token, nil); resp.status != http.StatusOK || string(resp.body) != "scopes=deploy" {
+		t.Errorf("the deploy token: %d %q", resp.status, resp.body)
+	}
+	wantScopeRefusal(t, send(t, http.MethodGet, base+"/deploy/x", "Bearer "+none.Token, nil), "deploy")
+	if resp := send(t, http.MethodGet, base+"/reports/x", "Bearer "+none.Token, nil); resp.status != http.StatusOK || string(resp.body) != "scopes=" {
+		t.Errorf("shadow route: %d %q", resp.status, resp.body)
+	}
+}

@@ -26,15 +26,12 @@ type patchTokenRequest struct {
 }
 
 // asked turns an optional list from a request into storage's: nil when
-// absent, never nil when present (even empty).
+// absent (or null), never nil when present, even empty.
 func asked(list *[]string) []string {
 	if list == nil {
 		return nil
 	}
-	if *list == nil {
-		return []string{}
-	}
-	return *list
+	return append([]string{}, *list...)
 }
 
 type rotateTokenRequest struct {
@@ -118,12 +115,6 @@ func (h *handler) patchToken(w http.ResponseWriter, r *http.Request, c caller) e
 		return badRequest("nothing to change: send scopes, allowed_cidrs or both")
 	}
 	patch := storage.TokenPatch{Scopes: req.Scopes, AllowedCIDRs: req.AllowedCIDRs}
-	if patch.Scopes != nil && *patch.Scopes == nil {
-		patch.Scopes = &[]string{} // "scopes": null is read as none
-	}
-	if patch.AllowedCIDRs != nil && *patch.AllowedCIDRs == nil {
-		patch.AllowedCIDRs = &[]string{}
-	}
 	tok, err := h.cfg.Store.UpdateToken(c.ctx(r), r.PathValue("username"), r.PathValue("id"), patch)
 	if err != nil {
 		return err

@@ -104,9 +104,6 @@ func (h *handler) patchUser(w http.ResponseWriter, r *http.Request, c caller) er
 	if !c.Admin && (req.Admin != nil || req.Disabled != nil || req.Scopes != nil) {
 		return newError(http.StatusForbidden, "you may change only your own email and password; admin, disabled and scopes need an administrator")
 	}
-	if req.Scopes != nil && *req.Scopes == nil {
-		req.Scopes = &[]string{} // "scopes": null is read as none
-	}
 	if err := h.checkCredentialChange(r, c, req); err != nil {
 		return err
 	}

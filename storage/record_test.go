@@ -86,3 +86,21 @@ func timePtrEqual(a, b *time.Time) bool {
 	}
 	return a.Equal(*b)
 }
+
+// checkNetworks never panics; what it accepts is canonical (checking its
+// answer again gives the same answer) and every prefix parses.
+func FuzzCheckNetworks(f *testing.F) {
+	for _, s := range []string{"10.0.0.0/8", "10.0.0.1/8", "::ffff:10.0.0.0/104", "2001:db8::/32", "2001:DB8::/32", "fe80::/10%eth0", "0.0.0.0/0", "", "1.2.3.4/33"} {
+		f.Add(s, "192.168.0.0/16")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		out, err := checkNetworks([]string{a, b})
+		if err != nil {
+			return
+		}
+		again, err := checkNetworks(out)
+		if err != nil || !slices.Equal(again, out) {
+			t.Fatalf("accepted %q %q as %v, which checks as %v, %v", a, b, out, again, err)
+		}
+	})
+}

@@ -26,12 +26,12 @@ import (
 const (
 	maxScopeBits = 63
 	bitUnnamed   = uint64(1) << maxScopeBits
-	// allScopes is an administrator's ceiling: every scope.
-	allScopes = ^uint64(0)
 )
 
 // grants interns scope names and network lists. Writers take mu; readers
-// on the request path read only the published tables.
+// on the request path read only the published tables. What it interns is
+// never forgotten while the verifier lives: distinct scope sets and
+// network lists, which only administrators make, are few.
 type grants struct {
 	mu       sync.RWMutex
 	bits     map[string]uint64 // one name -> its bit

@@ -49,14 +49,23 @@ type testEnv struct {
 	shared *alerts.Shared
 }
 
-func newEnv(t *testing.T) *testEnv {
+// newEnv starts a test environment; options may change how its store is
+// opened.
+func newEnv(t *testing.T, options ...func(*storage.Options)) *testEnv {
 	t.Helper()
 	clock := testtools.NewFakeClock(start)
 	db, err := badgerstore.Open(t.TempDir(), nil)
 	if err != nil {
 		t.Fatalf("OpenBadger: %v", err)
 	}
-	store, err := storage.Open(context.Background(), db, storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost})
+	// Last uses reach storage (with their address and scopes) only when
+	// a test asks for it: a flush in the middle of another test would
+	// change what its rows show.
+	opts := storage.Options{Clock: clock, PasswordCost: bcrypt.MinCost, LastUsedFlushInterval: time.Hour}
+	for _, o := range options {
+		o(&opts)
+	}
+	store, err := storage.Open(context.Background(), db, opts)
 	if err != nil {
 		t.Fatalf("OpenBadger: %v", err)
 	}
@@ -92,6 +101,9 @@ func newEnv(t *testing.T) *testEnv {
 		for k, v := range rec.Header() {
 			w.Header()[k] = v
 		}
+		// The page reads the server's time from the Date header (for
+		// "unused for 30 days"); this server's clock is the fake one.
+		w.Header().Set("Date", clock.Now().UTC().Format(http.TimeFormat))
 		w.WriteHeader(rec.Code)
 		_, _ = w.Write(rec.Body.Bytes())
 	})
@@ -332,7 +344,7 @@ func TestBrowserTokensCreateCopyRotateRevoke(t *testing.T) {
 
 	expires := start.Add(admin.DefaultPermanentTokenLifetime)
 	p.waitRows("tokens-body", [][]string{
-		{"deploy-pipeline", "Permanent", utc(start), utc(expires), "Never", "Active", "Rotate Revoke"},
+		{"deploy-pipeline", "Permanent", "none", "any Edit", utc(start), utc(expires), "Never", "Active", "Rotate Revoke"},
 	})
 
 	// Rotate an hour later: a new secret with a fresh expiry; the old one
@@ -359,8 +371,8 @@ func TestBrowserTokensCreateCopyRotateRevoke(t *testing.T) {
 	newExpires := rotatedAt.Add(admin.DefaultPermanentTokenLifetime)
 	p.waitRows("tokens-body", sortedRows([][]string{
 		// Last used: the check of the first secret above, at the start.
-		{"deploy-pipeline", "Permanent", utc(start), utc(expires), utc(start), "Active until " + utc(rotatedAt.Add(time.Hour)), "Revoke"},
-		{"deploy-pipeline", "Permanent", utc(rotatedAt), utc(newExpires), "Never", "Active", "Rotate Revoke"},
+		{"deploy-pipeline", "Permanent", "none", "any", utc(start), utc(expires), utc(start), "Active until " + utc(rotatedAt.Add(time.Hour)), "Revoke"},
+		{"deploy-pipeline", "Permanent", "none", "any Edit", utc(rotatedAt), utc(newExpires), "Never", "Active", "Rotate Revoke"},
 	}, p.rows("tokens-body")))
 
 	// Revoke is DELETE: the row goes and the secret stops working at once.
@@ -392,7 +404,8 @@ func TestBrowserTokensCreateCopyRotateRevoke(t *testing.T) {
 // sortedRows orders want like got by the Created column, since rows with the
 // same name may come back in either order.
 func sortedRows(want, got [][]string) [][]string {
-	if len(got) == len(want) && len(got) == 2 && len(got[0]) > 2 && got[0][2] != want[0][2] {
+	const created = 4
+	if len(got) == len(want) && len(got) == 2 && len(got[0]) > created && got[0][created] != want[0][created] {
 		return [][]string{want[1], want[0]}
 	}
 	return want
@@ -545,7 +558,7 @@ func TestBrowserNonAdminSeesOnlyOwnProfileAndTokens(t *testing.T) {
 	for _, adminOnly := range []string{"Users", "System Settings", "Faults"} {
 		p.absent("link", adminOnly)
 	}
-	if got := p.text("#profile"); got != "Username\ndev\nEmail\ndev@example.com\nRole\nUser\nStatus\nActive\nCreated\n"+utc(start) {
+	if got := p.text("#profile"); got != "Username\ndev\nEmail\ndev@example.com\nRole\nUser\nStatus\nActive\nCreated\n"+utc(start)+"\nScopes\nNone" {
 		t.Errorf("profile shows %q", got)
 	}
 
@@ -568,6 +581,7 @@ func TestBrowserNonAdminSeesOnlyOwnProfileAndTokens(t *testing.T) {
 	p.absent("rowheader", "not-yours")
 	p.absent("button", "Add")
 	p.absent("button", "Rotate laptop")
+	p.absent("button", "Edit allowed networks of laptop") // narrowing is for administrators
 
 	// Typing an admin address shows the own profile, never others' data.
 	eval[chromedp.Void](p, `location.hash = '#/users/other/tokens'`)

@@ -28,6 +28,21 @@ const $ = (id) => document.getElementById(id);
 // me is the logged-in user, or null before login.
 let me = null;
 
+// catalogue is the gateway's scopes, [{name, description}], read again
+// whenever a page with scope checkboxes opens (a config reload may change
+// it), so that the forms on it open at once.
+let catalogue = [];
+
+// A scope is "unused" when no request needed it for this long.
+const UNUSED_DAYS = 30;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+// serverSkew is how far the server's clock (its Date header) runs ahead of
+// the browser's. Token times are the server's, so "unused for 30 days" is
+// judged by its clock, not by a browser clock that may be wrong.
+let serverSkew = 0;
+const serverNow = () => Date.now() + serverSkew;
+
 // ---- API --------------------------------------------------------------
 
 class ApiError extends Error {
@@ -87,6 +102,8 @@ async function send(method, url, path, body) {
   } catch {
     throw new ApiError(0, 'The server cannot be reached. Check the connection and try again.');
   }
+  const date = Date.parse(res.headers.get('Date') || '');
+  if (!isNaN(date)) serverSkew = date - Date.now();
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { /* not JSON: use the status below */ }
@@ -140,7 +157,52 @@ function fmtTime(value, none) {
   return d.toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
 }
 
+// timeCell shows a time as fmtTime does, in a table cell that a narrow
+// column wraps between the date and the time of day, never inside them.
+function timeCell(value, none) {
+  const text = fmtTime(value, none);
+  const at = text.indexOf(' ');
+  if (at < 0) return h('td', { text });
+  return h('td', {}, h('span', { class: 'nobr', text: text.slice(0, at) }), ' ', h('span', { class: 'nobr', text: text.slice(at + 1) }));
+}
+
 const capitalize = (s) => (s ? s[0].toUpperCase() + s.slice(1) : '');
+
+// wordList shows scope names or CIDRs as words, or none when there are none.
+const wordList = (words, none) => (words && words.length ? words.join(' ') : none);
+
+// renderScopeChoices fills container with a checkbox per scope of the
+// catalogue, named by the scope and described by its description. The
+// names in checked are ticked; only those in allowed can be changed (null:
+// all), so a form cannot offer what the server would refuse.
+function renderScopeChoices(container, checked, allowed) {
+  if (!catalogue.length) {
+    container.replaceChildren(h('p', { class: 'hint', text: 'This gateway declares no scopes.' }));
+    return;
+  }
+  container.replaceChildren(...catalogue.map((scope, i) => {
+    const id = container.id + '-' + i;
+    const held = !allowed || allowed.includes(scope.name);
+    const description = scope.description + (held ? '' : ' (the user does not hold it)');
+    return h('div', { class: 'scope-choice' },
+      h('input', { type: 'checkbox', id, value: scope.name, checked: checked.includes(scope.name),
+        disabled: !held, 'aria-describedby': id + '-description' }),
+      h('label', { for: id, text: scope.name }),
+      h('span', { id: id + '-description', class: 'hint', text: description }));
+  }));
+}
+
+// chosenScopes returns the names ticked in a container of scope checkboxes.
+function chosenScopes(container) {
+  return [...container.querySelectorAll('input[type=checkbox]:checked')].map((box) => box.value);
+}
+
+// parseNetworks splits typed CIDRs at spaces, commas and line breaks;
+// nothing typed is [] (any network). The server checks each and says what
+// is wrong with it.
+function parseNetworks(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
 
 function showError(message) {
   $('page-status').textContent = '';
@@ -213,10 +275,14 @@ function confirmAction(text, okLabel) {
   });
 }
 
-function showSecret(title, secret) {
+// showSecret shows a new token's secret, once, with what it may do.
+function showSecret(title, created) {
   const dialog = $('dlg-secret');
   $('dlg-secret-title').textContent = title;
-  $('secret-value').value = secret;
+  $('secret-value').value = created.token;
+  $('secret-facts').replaceChildren(
+    h('dt', { text: 'Scopes' }), h('dd', { text: wordList(created.scopes, 'none') }),
+    h('dt', { text: 'Allowed networks' }), h('dd', { text: wordList(created.allowed_cidrs, 'any') }));
   $('secret-status').textContent = '';
   dialog.showModal();
   $('secret-value').select();
@@ -336,7 +402,8 @@ function focusHeading(id) {
 // ---- Users ------------------------------------------------------------
 
 async function showUsers() {
-  const users = await apiList('users');
+  const [users, scopes] = await Promise.all([apiList('users'), api('GET', 'scopes')]);
+  catalogue = scopes;
   renderUsers(users);
   showView('users');
   focusHeading('users-title');
@@ -369,12 +436,14 @@ function renderUsers(users) {
 function addUser() {
   const dialog = $('dlg-user');
   dialog.querySelector('form').reset();
+  renderScopeChoices($('user-scopes'), [], null);
   openForm(dialog, async (form) => {
     const user = await api('POST', 'users', {
       username: form.username.value.trim(),
       email: form.email.value.trim(),
       password: form.password.value,
       admin: form.admin.checked,
+      scopes: chosenScopes($('user-scopes')),
     });
     await reloadUsers();
     showStatus('User ' + user.username + ' created.');
@@ -405,16 +474,20 @@ async function deleteUser(user) {
 let shown = null;
 
 async function showUser(username, tab) {
-  const [user, tokens] = await Promise.all([
+  const [user, tokens, scopes] = await Promise.all([
     api('GET', 'users/' + enc(username)),
     apiList('users/' + enc(username) + '/tokens'),
+    // Only administrators get forms with scope checkboxes.
+    me.admin ? api('GET', 'scopes') : [],
   ]);
   shown = user;
+  catalogue = scopes;
   const self = username === me.username;
   $('user-title').textContent = self ? 'My profile' : user.username;
   $('user-back').hidden = !me.admin;
   $('token-add').hidden = !me.admin; // only administrators create permanent tokens
   renderProfile(user);
+  if (me.admin) renderUserScopes(user);
   renderTokens(tokens);
   // Users change their own password; administrators anyone's. One's own
   // needs the current one too (a stolen session alone must not do it).
@@ -433,8 +506,38 @@ function renderProfile(user) {
     ['Role', user.admin ? 'Administrator' : 'User'],
     ['Status', user.disabled ? 'Disabled' : 'Active'],
     ['Created', fmtTime(user.created_at)],
+    ['Scopes', user.admin ? 'Every scope (administrator)' : wordList(user.scopes, 'None')],
   ];
   $('profile').replaceChildren(...facts.flatMap(([term, value]) => [h('dt', { text: term }), h('dd', { text: value })]));
+}
+
+// renderUserScopes fills the form that sets the user's scopes: the most
+// their tokens may carry.
+function renderUserScopes(user) {
+  $('scopes-hint').textContent = user.admin
+    ? 'Administrators hold every scope; these count only if ' + user.username + ' stops being one.'
+    : 'The most the tokens of ' + user.username + ' may carry. Taking a scope away here takes it from all of them at once.';
+  renderScopeChoices($('profile-scopes'), user.scopes, null);
+  $('scopes-form').querySelector('.error').textContent = '';
+}
+
+async function saveUserScopes(event) {
+  event.preventDefault();
+  const form = event.target;
+  const error = form.querySelector('.error');
+  const submit = form.querySelector('button[type=submit]');
+  error.textContent = '';
+  submit.disabled = true;
+  try {
+    shown = await api('PATCH', 'users/' + enc(shown.username), { scopes: chosenScopes($('profile-scopes')) });
+    renderProfile(shown);
+    renderUserScopes(shown);
+    showStatus('Scopes of ' + shown.username + ' saved.');
+  } catch (err) {
+    if (err.status !== 401) error.textContent = err.message;
+  } finally {
+    submit.disabled = false;
+  }
 }
 
 async function reloadTokens() {
@@ -453,13 +556,77 @@ function tokenLabel(t) {
   return t.name || 'Login session';
 }
 
+// unusedScopes returns the token's scopes that no request needed in the
+// last 30 days. A token younger than that has had no fair chance to use
+// them, so none of its scopes count as unused.
+function unusedScopes(t) {
+  const since = serverNow() - UNUSED_DAYS * DAY_MS;
+  if (!(Date.parse(t.created_at) < since)) return [];
+  return t.scopes.filter((name) => {
+    const use = t.scope_usage && Object.hasOwn(t.scope_usage, name) ? t.scope_usage[name] : {};
+    return !(use.last_needed_at && Date.parse(use.last_needed_at) >= since);
+  });
+}
+
+// scopesCell lists the token's scopes, marks those unused for 30 days
+// and, for an administrator, offers to remove one or all unused ones.
+// The scopes it lacked on shadow routes follow: those routes will refuse
+// it once they enforce.
+function scopesCell(t, label, narrowable) {
+  const unused = unusedScopes(t);
+  const usage = t.scope_usage || {};
+  const items = t.scopes.map((name) => {
+    const use = Object.hasOwn(usage, name) ? usage[name] : {};
+    return h('li', { title: use.last_needed_at ? 'Last needed ' + fmtTime(use.last_needed_at) : 'Never needed by a request' },
+      ...spaced([
+        h('code', { text: name }),
+        unused.includes(name) && h('span', { class: 'badge warn', text: 'unused 30 d' }),
+        narrowable && button('remove', () => removeScopes(t, [name]),
+          { class: 'link', 'aria-label': 'Remove scope ' + name + ' from ' + label }),
+      ].filter(Boolean)));
+  });
+  const missing = Object.keys(usage).sort()
+    .filter((name) => !t.scopes.includes(name) && usage[name].last_missing_at)
+    .map((name) => h('code', { title: 'Last missing ' + fmtTime(usage[name].last_missing_at), text: name }));
+  const cell = h('td', {}, items.length ? h('ul', { class: 'plain' }, ...items) : h('span', { class: 'hint', text: 'none' }));
+  if (missing.length) {
+    cell.append(h('span', { class: 'sub' }, 'Missing on shadow routes: ', ...spaced(missing)));
+  }
+  if (narrowable && unused.length) {
+    cell.append(button('Remove unused scopes', () => removeScopes(t, unused),
+      { class: 'secondary small', 'aria-label': 'Remove unused scopes from ' + label }));
+  }
+  return cell;
+}
+
+// networksCell lists where the token may be used from, with an Edit
+// button for an administrator.
+function networksCell(t, label, narrowable) {
+  const cidrs = t.allowed_cidrs || [];
+  return h('td', {}, ...spaced([
+    cidrs.length ? h('ul', { class: 'plain' }, ...cidrs.map((c) => h('li', {}, h('code', { text: c })))) : 'any',
+    narrowable && button('Edit', () => editNetworks(t, label),
+      { class: 'secondary small', 'aria-label': 'Edit allowed networks of ' + label }),
+  ].filter(Boolean)));
+}
+
+// lastUsedCell shows when the token was last used, and from where.
+function lastUsedCell(t) {
+  const cell = timeCell(t.last_used_at, 'Never');
+  if (t.last_used_ip) cell.append(h('span', { class: 'sub', text: 'from ' + t.last_used_ip }));
+  return cell;
+}
+
 function renderTokens(tokens) {
   const body = $('tokens-body');
-  if (!tokens.length) return emptyRow(body, 7, 'No tokens yet.');
+  if (!tokens.length) return emptyRow(body, 9, 'No tokens yet.');
   body.replaceChildren(...tokens.map((t) => {
     const label = tokenLabel(t);
     const actions = [];
-    if (me.admin && t.kind === 'permanent' && t.status === 'active' && !t.rotated_to) {
+    // An administrator may rotate and narrow a permanent token in use;
+    // one replaced by a rotation only has its grace period left.
+    const current = me.admin && t.kind === 'permanent' && t.status === 'active' && !t.rotated_to;
+    if (current) {
       actions.push(button('Rotate', () => rotateToken(t), { class: 'secondary small', 'aria-label': 'Rotate ' + label }));
     }
     // Rotation leaves two rows with one name; the expiry tells them apart.
@@ -468,9 +635,11 @@ function renderTokens(tokens) {
     return h('tr', {},
       h('th', { scope: 'row', text: label }),
       h('td', { text: capitalize(t.kind) }),
-      h('td', { text: fmtTime(t.created_at) }),
-      h('td', { text: fmtTime(t.expires_at) }),
-      h('td', { text: fmtTime(t.last_used_at, 'Never') }),
+      scopesCell(t, label, current),
+      networksCell(t, label, current),
+      timeCell(t.created_at),
+      timeCell(t.expires_at),
+      lastUsedCell(t),
       h('td', {}, tokenStatus(t)),
       h('td', { class: 'actions' }, ...spaced(actions)));
   }));
@@ -484,13 +653,21 @@ function dateToExpiry(value) {
 function addToken() {
   const dialog = $('dlg-token');
   dialog.querySelector('form').reset();
-  openForm(dialog, async (form) => {
-    const body = { name: $('token-name').value.trim() };
+  // Ticked: what the token would get by default, the user's scopes (an
+  // administrator's: every scope); only those may be given.
+  const ceiling = shown.admin ? catalogue.map((scope) => scope.name) : shown.scopes;
+  renderScopeChoices($('token-scopes'), ceiling, shown.admin ? null : shown.scopes);
+  openForm(dialog, async () => {
+    const body = {
+      name: $('token-name').value.trim(),
+      scopes: chosenScopes($('token-scopes')),
+      allowed_cidrs: parseNetworks($('token-cidrs').value),
+    };
     const expires = dateToExpiry($('token-expires').value);
     if (expires) body.expires_at = expires;
     const created = await api('POST', 'users/' + enc(shown.username) + '/tokens', body);
     await reloadTokens();
-    return () => showSecret('Token ' + created.name + ' created', created.token);
+    return () => showSecret('Token ' + created.name + ' created', created);
   });
 }
 
@@ -502,7 +679,40 @@ function rotateToken(t) {
     const body = form.grace.value ? { grace: form.grace.value } : {};
     const rotated = await api('POST', 'users/' + enc(shown.username) + '/tokens/' + enc(t.id) + '/rotate', body);
     await reloadTokens();
-    return () => showSecret('Token ' + rotated.name + ' rotated', rotated.token);
+    return () => showSecret('Token ' + rotated.name + ' rotated', rotated);
+  });
+}
+
+// removeScopes takes names away from a token, after asking: a scope
+// cannot be given back, only a new token can carry it. It narrows the
+// token as the server has it now, not as this page last saw it.
+async function removeScopes(t, names) {
+  const label = tokenLabel(t);
+  const which = (names.length === 1 ? 'scope ' : 'scopes ') + names.join(', ');
+  const question = 'Remove ' + which + ' from ' + label + '? Requests that need ' +
+    (names.length === 1 ? 'it' : 'them') + ' are refused at once; only a new token can have ' +
+    (names.length === 1 ? 'it' : 'them') + ' again.';
+  if (!(await confirmAction(question, 'Remove'))) return;
+  await guard(async () => {
+    const path = 'users/' + enc(shown.username) + '/tokens/' + enc(t.id);
+    const current = await api('GET', path);
+    await api('PATCH', path, { scopes: current.scopes.filter((name) => !names.includes(name)) });
+    showStatus('Token ' + label + ' no longer has ' + which + '.');
+    await reloadTokens();
+  });
+}
+
+function editNetworks(t, label) {
+  const dialog = $('dlg-networks');
+  dialog.querySelector('form').reset();
+  $('networks-text').textContent = 'Token ' + label + ' is refused from addresses outside these networks.';
+  $('networks-cidrs').value = (t.allowed_cidrs || []).join(' ');
+  openForm(dialog, async () => {
+    const cidrs = parseNetworks($('networks-cidrs').value);
+    const path = 'users/' + enc(shown.username) + '/tokens/' + enc(t.id);
+    const updated = await api('PATCH', path, { allowed_cidrs: cidrs });
+    await reloadTokens();
+    showStatus('Token ' + label + ' may be used from ' + wordList(updated.allowed_cidrs, 'any network') + '.');
   });
 }
 
@@ -653,6 +863,7 @@ async function start() {
   $('logout').addEventListener('click', logout);
   $('user-add').addEventListener('click', addUser);
   $('token-add').addEventListener('click', addToken);
+  $('scopes-form').addEventListener('submit', saveUserScopes);
   $('config-add').addEventListener('click', () => editSetting(null));
   $('config-key').addEventListener('change', updateValueHint);
   $('secret-copy').addEventListener('click', copySecret);

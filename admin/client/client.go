@@ -114,6 +114,9 @@ type User struct {
 	Admin     bool      `json:"admin"`
 	Disabled  bool      `json:"disabled"`
 	CreatedAt time.Time `json:"created_at"`
+	// Scopes is the most the user's tokens may carry; an administrator
+	// holds every scope whatever it says.
+	Scopes []string `json:"scopes"`
 }
 
 // Token is a token's metadata, never its secret.
@@ -129,6 +132,32 @@ type Token struct {
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
 	Status     string     `json:"status"`
 	RotatedTo  string     `json:"rotated_to,omitempty"`
+	// Scopes are what the token may do, within its user's scopes at each
+	// request.
+	Scopes []string `json:"scopes"`
+	// AllowedCIDRs are the networks it may be used from; empty: any.
+	AllowedCIDRs []string `json:"allowed_cidrs"`
+	// LastUsedIP is the client address of its last recorded use, if known.
+	LastUsedIP string `json:"last_used_ip,omitempty"`
+	// ScopeUsage says, for each scope a route needed of the token and each
+	// scope a shadow route found it lacked, when last.
+	ScopeUsage map[string]ScopeUse `json:"scope_usage,omitempty"`
+}
+
+// ScopeUse is what the gateways saw of one scope of a token, written with
+// the last-use batches (so up to about 30 s late).
+type ScopeUse struct {
+	// LastNeededAt: a request last passed a route that required it.
+	LastNeededAt *time.Time `json:"last_needed_at,omitempty"`
+	// LastMissingAt: a shadow route (scope_mode shadow) last let the
+	// token through without it.
+	LastMissingAt *time.Time `json:"last_missing_at,omitempty"`
+}
+
+// Scope is one scope of the gateway's catalogue.
+type Scope struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
 }
 
 // NewToken is a created or rotated permanent token: its secret, shown only
@@ -144,6 +173,7 @@ type Session struct {
 	ID        string    `json:"id"`
 	Kind      string    `json:"kind"`
 	ExpiresAt time.Time `json:"expires_at"`
+	Scopes    []string  `json:"scopes"`
 	User      User      `json:"user"`
 }
 
@@ -181,6 +211,8 @@ type NewUser struct {
 	Email    string `json:"email,omitempty"`
 	Password string `json:"password"`
 	Admin    bool   `json:"admin"`
+	// Scopes is the user's ceiling; nil or empty: none.
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 // UserChange is the body of UpdateUser: only the fields that are set change.
@@ -189,9 +221,36 @@ type UserChange struct {
 	Password *string `json:"password,omitempty"`
 	Admin    *bool   `json:"admin,omitempty"`
 	Disabled *bool   `json:"disabled,omitempty"`
+	// Scopes replaces the user's ceiling (administrators only); an empty
+	// list takes every scope away.
+	Scopes *[]string `json:"scopes,omitempty"`
 	// CurrentPassword goes with a change of the caller's own password or
 	// email, which the server accepts only from a login session.
 	CurrentPassword *string `json:"current_password,omitempty"`
+}
+
+// TokenOptions are what CreateTokenWith may ask of a new token besides its
+// name; the zero value asks for the defaults.
+type TokenOptions struct {
+	// ExpiresAt, if not zero, is an earlier expiry than the server's
+	// default lifetime.
+	ExpiresAt time.Time
+	// Scopes are the token's scopes, within its user's. nil: the user's
+	// scopes as they are now (the answer lists them); an empty list: none.
+	Scopes *[]string
+	// AllowedCIDRs are the networks it may be used from, like 10.0.0.0/8;
+	// empty: any.
+	AllowedCIDRs []string
+}
+
+// TokenChange is the body of UpdateToken: only the fields that are set
+// change.
+type TokenChange struct {
+	// Scopes are the scopes the token keeps: some of those it has (a scope
+	// cannot be added; create a new token for it). An empty list: none.
+	Scopes *[]string `json:"scopes,omitempty"`
+	// AllowedCIDRs replaces the token's networks; an empty list: any.
+	AllowedCIDRs *[]string `json:"allowed_cidrs,omitempty"`
 }
 
 // TokenFilter narrows ListTokens; zero values mean no filter.
@@ -203,8 +262,27 @@ type TokenFilter struct {
 // Login trades a username and password for a temporary token. It does
 // not change c.Token.
 func (c *Client) Login(ctx context.Context, username, password string) (Session, error) {
+	return c.login(ctx, username, password, nil)
+}
+
+// LoginWithScopes is Login for a session with only some of the user's
+// scopes (an empty list: none). It does not change c.Token.
+func (c *Client) LoginWithScopes(ctx context.Context, username, password string, scopes []string) (Session, error) {
+	if scopes == nil {
+		scopes = []string{} // none, not null
+	}
+	return c.login(ctx, username, password, &scopes)
+}
+
+// login logs in; scopes nil asks for all of the user's.
+func (c *Client) login(ctx context.Context, username, password string, scopes *[]string) (Session, error) {
+	body := struct {
+		Username string    `json:"username"`
+		Password string    `json:"password"`
+		Scopes   *[]string `json:"scopes,omitempty"`
+	}{username, password, scopes}
 	var out Session
-	err := c.call(ctx, http.MethodPost, "/login", nil, map[string]string{"username": username, "password": password}, &out, false)
+	err := c.call(ctx, http.MethodPost, "/login", nil, body, &out, false)
 	return out, err
 }
 
@@ -244,6 +322,9 @@ func (c *Client) GetUser(ctx context.Context, username string) (User, error) {
 
 // UpdateUser changes the fields of ch that are set.
 func (c *Client) UpdateUser(ctx context.Context, username string, ch UserChange) (User, error) {
+	if ch.Scopes != nil && *ch.Scopes == nil {
+		ch.Scopes = &[]string{} // none, not null
+	}
 	var out User
 	return out, c.call(ctx, http.MethodPatch, "/users/"+url.PathEscape(username), nil, ch, &out, true)
 }
@@ -270,15 +351,49 @@ func (c *Client) GetToken(ctx context.Context, username, id string) (Token, erro
 	return out, c.call(ctx, http.MethodGet, "/users/"+url.PathEscape(username)+"/tokens/"+url.PathEscape(id), nil, nil, &out, true)
 }
 
-// CreateToken creates a permanent token for a user. A zero expiresAt means
-// the server's default lifetime.
+// CreateToken creates a permanent token for a user, with the user's
+// scopes, usable from any network. A zero expiresAt means the server's
+// default lifetime.
 func (c *Client) CreateToken(ctx context.Context, username, name string, expiresAt time.Time) (NewToken, error) {
-	body := map[string]string{"name": name}
-	if !expiresAt.IsZero() {
-		body["expires_at"] = expiresAt.UTC().Format(time.RFC3339)
+	return c.CreateTokenWith(ctx, username, name, TokenOptions{ExpiresAt: expiresAt})
+}
+
+// CreateTokenWith creates a permanent token for a user as o asks.
+func (c *Client) CreateTokenWith(ctx context.Context, username, name string, o TokenOptions) (NewToken, error) {
+	body := struct {
+		Name         string    `json:"name"`
+		ExpiresAt    string    `json:"expires_at,omitempty"`
+		Scopes       *[]string `json:"scopes,omitempty"`
+		AllowedCIDRs []string  `json:"allowed_cidrs,omitempty"`
+	}{Name: name, Scopes: o.Scopes, AllowedCIDRs: o.AllowedCIDRs}
+	if !o.ExpiresAt.IsZero() {
+		body.ExpiresAt = o.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if body.Scopes != nil && *body.Scopes == nil {
+		body.Scopes = &[]string{} // none, not null
 	}
 	var out NewToken
 	return out, c.call(ctx, http.MethodPost, "/users/"+url.PathEscape(username)+"/tokens", nil, body, &out, true)
+}
+
+// UpdateToken narrows a token (administrators): it takes scopes away and
+// replaces its allowed networks, as far as ch says. It returns the token
+// as it is now.
+func (c *Client) UpdateToken(ctx context.Context, username, id string, ch TokenChange) (Token, error) {
+	if ch.Scopes != nil && *ch.Scopes == nil {
+		ch.Scopes = &[]string{} // none, not null
+	}
+	if ch.AllowedCIDRs != nil && *ch.AllowedCIDRs == nil {
+		ch.AllowedCIDRs = &[]string{} // any network, not null
+	}
+	var out Token
+	return out, c.call(ctx, http.MethodPatch, "/users/"+url.PathEscape(username)+"/tokens/"+url.PathEscape(id), nil, ch, &out, true)
+}
+
+// ListScopes returns the gateway's scope catalogue, in its config's order.
+func (c *Client) ListScopes(ctx context.Context) ([]Scope, error) {
+	var out []Scope
+	return out, c.call(ctx, http.MethodGet, "/scopes", nil, nil, &out, true)
 }
 
 // DeleteToken deletes a token; it stops working at once.

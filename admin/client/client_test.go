@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -35,6 +36,7 @@ func newServer(t *testing.T) (*client.Client, *testtools.FakeClock) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
+	store.SetScopes([]storage.Scope{{Name: "deploy", Description: "Trigger deployments"}, {Name: "reports:read", Description: "Read reports"}})
 	if _, err := store.EnsureAdmin(context.Background(), storage.NewUser{Username: "root", Password: "root-password-1", Admin: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +68,15 @@ func TestEveryCall(t *testing.T) {
 	if me.Username != "root" {
 		t.Errorf("Me = %+v", me)
 	}
-	u, err := c.CreateUser(ctx, client.NewUser{Username: "ci-bot", Email: "ci@example.com", Password: "ci-password-1"})
+	u, err := c.CreateUser(ctx, client.NewUser{Username: "ci-bot", Email: "ci@example.com", Password: "ci-password-1", Scopes: []string{"deploy", "reports:read"}})
 	must("CreateUser", err)
-	if u.Username != "ci-bot" || u.Admin {
+	if u.Username != "ci-bot" || u.Admin || !slices.Equal(u.Scopes, []string{"deploy", "reports:read"}) {
 		t.Errorf("CreateUser = %+v", u)
+	}
+	scopes, err := c.ListScopes(ctx)
+	must("ListScopes", err)
+	if len(scopes) != 2 || scopes[0] != (client.Scope{Name: "deploy", Description: "Trigger deployments"}) {
+		t.Errorf("ListScopes = %+v", scopes)
 	}
 	_, err = c.GetUser(ctx, "ci-bot")
 	must("GetUser", err)
@@ -84,14 +91,61 @@ func TestEveryCall(t *testing.T) {
 	if u.Email != email {
 		t.Errorf("UpdateUser = %+v", u)
 	}
+	u, err = c.UpdateUser(ctx, "ci-bot", client.UserChange{Scopes: &[]string{"deploy"}})
+	must("UpdateUser scopes", err)
+	if !slices.Equal(u.Scopes, []string{"deploy"}) {
+		t.Errorf("UpdateUser scopes = %+v", u)
+	}
+	u, err = c.UpdateUser(ctx, "ci-bot", client.UserChange{Scopes: new([]string)})
+	must("UpdateUser no scopes", err)
+	if len(u.Scopes) != 0 {
+		t.Errorf("UpdateUser with a nil list of scopes = %+v; want none", u)
+	}
+	_, err = c.UpdateUser(ctx, "ci-bot", client.UserChange{Scopes: &[]string{"deploy", "reports:read"}})
+	must("UpdateUser scopes back", err)
+	scoped, err := c.LoginWithScopes(ctx, "ci-bot", "ci-password-1", []string{"deploy"})
+	must("LoginWithScopes", err)
+	if !slices.Equal(scoped.Scopes, []string{"deploy"}) {
+		t.Errorf("LoginWithScopes = %+v", scoped)
+	}
+	if none, err := c.LoginWithScopes(ctx, "ci-bot", "ci-password-1", nil); err != nil || len(none.Scopes) != 0 {
+		t.Errorf("LoginWithScopes(nil) = %+v, %v; want a session without scopes", none, err)
+	}
 
 	nt, err := c.CreateToken(ctx, "ci-bot", "github-actions", time.Time{})
 	must("CreateToken", err)
 	if !strings.HasPrefix(nt.Secret, "caddy_pat_") || nt.Name != "github-actions" || !nt.ExpiresAt.Equal(clock.Now().Add(365*24*time.Hour)) {
 		t.Errorf("CreateToken = %+v", nt)
 	}
+	if !slices.Equal(nt.Scopes, []string{"deploy", "reports:read"}) || len(nt.AllowedCIDRs) != 0 {
+		t.Errorf("CreateToken without scopes or networks = %+v; want the user's scopes, any network", nt)
+	}
 	short, err := c.CreateToken(ctx, "ci-bot", "short", clock.Now().Add(10*24*time.Hour))
 	must("CreateToken with expiry", err)
+	narrow, err := c.CreateTokenWith(ctx, "ci-bot", "narrow", client.TokenOptions{Scopes: &[]string{"deploy"}, AllowedCIDRs: []string{"10.0.0.0/8"}})
+	must("CreateTokenWith", err)
+	if !slices.Equal(narrow.Scopes, []string{"deploy"}) || !slices.Equal(narrow.AllowedCIDRs, []string{"10.0.0.0/8"}) {
+		t.Errorf("CreateTokenWith = %+v", narrow)
+	}
+	none, err := c.CreateTokenWith(ctx, "ci-bot", "none", client.TokenOptions{Scopes: new([]string)})
+	must("CreateTokenWith no scopes", err)
+	if len(none.Scopes) != 0 {
+		t.Errorf("CreateTokenWith a nil list of scopes = %+v; want none", none)
+	}
+	narrowed, err := c.UpdateToken(ctx, "ci-bot", narrow.ID, client.TokenChange{Scopes: new([]string), AllowedCIDRs: &[]string{"192.168.0.0/16"}})
+	must("UpdateToken", err)
+	if len(narrowed.Scopes) != 0 || !slices.Equal(narrowed.AllowedCIDRs, []string{"192.168.0.0/16"}) {
+		t.Errorf("UpdateToken = %+v", narrowed)
+	}
+	narrowed, err = c.UpdateToken(ctx, "ci-bot", narrow.ID, client.TokenChange{AllowedCIDRs: new([]string)})
+	must("UpdateToken to any network", err)
+	if len(narrowed.AllowedCIDRs) != 0 {
+		t.Errorf("UpdateToken to any network = %+v", narrowed)
+	}
+	_, err = c.UpdateToken(ctx, "ci-bot", none.ID, client.TokenChange{Scopes: &[]string{"deploy"}})
+	if ae, ok := errors.AsType[*client.Error](err); !ok || ae.Status != 400 || !strings.Contains(ae.Message, "can only be removed") {
+		t.Errorf("UpdateToken adding a scope = %v; want 400", err)
+	}
 	rot, err := c.RotateToken(ctx, "ci-bot", nt.ID, "1h")
 	must("RotateToken", err)
 	if rot.ID == nt.ID || rot.Secret == nt.Secret {
@@ -101,7 +155,7 @@ func TestEveryCall(t *testing.T) {
 	must("RotateToken without grace", err)
 	toks, err := c.ListUserTokens(ctx, "ci-bot")
 	must("ListUserTokens", err)
-	if len(toks) != 4 {
+	if len(toks) != 8 { // 6 permanent, 2 login sessions
 		t.Errorf("ListUserTokens = %d tokens", len(toks))
 	}
 	toks, err = c.ListTokens(ctx, client.TokenFilter{ExpiringWithin: "30d", Kind: "permanent"})

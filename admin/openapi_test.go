@@ -172,6 +172,16 @@ func TestContractCatchesDrift(t *testing.T) {
 	extra := bytes.Replace(body, []byte(`{`), []byte(`{"last_login_at":"2030-01-02T03:04:05Z",`), 1)
 	mustFail("undocumented field", real, req, nil, res.StatusCode, res.Header, extra, "additional properties 'last_login_at' not allowed")
 
+	// A map the document allows (scope_usage) in a list's item passes;
+	// an undeclared field there does not.
+	reqList, resList, bodyList := get("/tokens", e.root)
+	used := bytes.Replace(bodyList, []byte(`{`), []byte(`{"scope_usage":{"deploy":{"last_needed_at":"2030-01-02T03:04:05Z"}},`), 1)
+	if p := real.Check(reqList, nil, resList.StatusCode, resList.Header, used); p != nil {
+		t.Errorf("a token list with scope_usage does not match the document: %v", p)
+	}
+	mustFail("undocumented field in a list", real, reqList, nil, resList.StatusCode, resList.Header,
+		bytes.Replace(bodyList, []byte(`{`), []byte(`{"owner_email":"x@example.com",`), 1), "additional properties 'owner_email' not allowed")
+
 	// A status the document does not list for the operation.
 	mustFail("undocumented status", real, req, nil, 502, res.Header.Clone(), []byte(`{"error":"bad gateway"}`), "502")
 

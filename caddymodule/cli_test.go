@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/apitokens/caddy-api-tokens/admin/cli"
 	"github.com/apitokens/caddy-api-tokens/admin/client"
+	"github.com/apitokens/caddy-api-tokens/caddymodule"
 )
 
 // cliRun is one run of `caddy api-tokens ...` as a user sees it.
@@ -28,6 +31,13 @@ func (r cliRun) String() string {
 // variables (pairs), with its HTTP checked against the OpenAPI document.
 func runCLI(t *testing.T, stdin string, env []string, args ...string) cliRun {
 	t.Helper()
+	return runCLIAt(t, nil, stdin, env, args...)
+}
+
+// runCLIAt is runCLI with the CLI's clock set to now (nil: the real one),
+// for a gateway on a fake clock.
+func runCLIAt(t *testing.T, now func() time.Time, stdin string, env []string, args ...string) cliRun {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	vars := map[string]string{}
 	for i := 0; i+1 < len(env); i += 2 {
@@ -37,6 +47,7 @@ func runCLI(t *testing.T, stdin string, env []string, args ...string) cliRun {
 		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut,
 		Getenv:     func(k string) string { return vars[k] },
 		HTTPClient: adminContract(t).Client(t, httpClient),
+		Now:        now,
 	}, args)
 	return cliRun{code, out.String(), errOut.String()}
 }
@@ -269,4 +280,262 @@ http://localhost:%d {
 	wantRun(t, runCLI(t, "", as, "settings", "delete", "EnableUserTokenNotification"), 0, "", "unset")
 	wantRun(t, runCLI(t, "", as, "logout"), 0, "", "logged out")
 	wantRun(t, runCLI(t, "", as, "whoami"), 2, "", "401")
+}
+
+// TestCLIScopesThroughCaddy runs section 7's least-privilege flows with
+// `caddy api-tokens` against a real Caddy on a fake clock: the catalogue,
+// a user's scopes, tokens created with scopes and networks, narrowed, and
+// the report of the scopes each token really used over 30 days.
+func TestCLIScopesThroughCaddy(t *testing.T) {
+	dir := t.TempDir()
+	clock := useFakeClock(dir)
+	// Scope usage reaches storage with the batched last uses only; a
+	// short flush interval shows it to the API within the test.
+	caddymodule.UseTestFlushInterval(dir, 50*time.Millisecond)
+	port := freePort(t)
+	loadCaddy(t, fmt.Sprintf(`{
+%s
+	api_tokens {
+		storage test {
+			path %s
+		}
+		bootstrap_admin ops-admin cli-admin-password-1
+		scope deploy "Trigger deployments"
+		scope reports:read "Read reports"
+		scope reports:write "Create and change reports"
+	}
+}
+http://localhost:%d {
+	handle_path /api-tokens/* {
+		api_token_admin
+	}
+	handle /deploy/* {
+		api_token_auth {
+			require_scope deploy
+		}
+		respond "deployed by {http.auth.user.id}" 200
+	}
+	handle /reports/* {
+		api_token_auth {
+			require_scope reports:write
+			scope_mode shadow
+		}
+		respond "reports" 200
+	}
+	handle {
+		api_token_auth
+		respond "hello {http.auth.user.id}" 200
+	}
+}
+`, globalOptions, dir, port))
+	site := fmt.Sprintf("http://localhost:%d", port)
+	base := site + "/api-tokens"
+	files := t.TempDir()
+	session := filepath.Join(files, "session.token")
+	adminFile := filepath.Join(files, "admin.token")
+	urlEnv := []string{cli.EnvURL, base}
+	at := func(stdin string, args ...string) cliRun {
+		t.Helper()
+		return runCLIAt(t, clock.Now, stdin, []string{cli.EnvURL, base, cli.EnvTokenFile, adminFile}, args...)
+	}
+	readSecret := func(path string) string {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+
+	// A login session lasts 12 hours of the fake clock; the 31 days below
+	// need the administrator's permanent token.
+	wantRun(t, runCLI(t, "cli-admin-password-1\n", urlEnv, "login", "--user", "ops-admin", "--token-out", session), 0, "", "scopes: deploy,reports:read,reports:write")
+	wantRun(t, runCLI(t, "", []string{cli.EnvURL, base, cli.EnvTokenFile, session}, "tokens", "create", "ops-admin", "cli", "--secret-file", adminFile), 0, "", "created token")
+	adminToken := readSecret(adminFile)
+
+	r := at("", "scopes")
+	wantRun(t, r, 0, "reports:write", "")
+	if !strings.Contains(r.stdout, "NAME") || !strings.Contains(r.stdout, "Trigger deployments") {
+		t.Errorf("scopes: %s", r)
+	}
+
+	// A user's scopes: set at creation, replaced, taken, given back.
+	r = at("ci-bot-password-1\n", "users", "create", "ci-bot", "--scope", "deploy,reports:read")
+	wantRun(t, r, 0, "deploy,reports:read", "")
+	if !strings.Contains(r.stdout, "SCOPES") {
+		t.Errorf("users create: %s", r)
+	}
+	wantRun(t, at("", "users", "get", "ops-admin"), 0, "(every scope)", "")
+	wantRun(t, at("", "users", "update", "ci-bot", "--no-scopes", "--json"), 0, `"scopes": []`, "")
+	wantRun(t, at("", "users", "update", "ci-bot", "--scope", "reports:read", "--scope", "deploy"), 0, "deploy,reports:read", "")
+
+	// Tokens with scopes and networks; what they got is said on standard
+	// error, the secret alone goes to its file.
+	pipelineFile := filepath.Join(files, "pipeline.token")
+	r = at("", "tokens", "create", "ci-bot", "pipeline", "--scope", "deploy", "--scope", "reports:read", "--allow-cidr", "127.0.0.0/8", "--allow-cidr", "::1/128", "--secret-file", pipelineFile)
+	wantRun(t, r, 0, "", "(scopes: deploy,reports:read; networks: 127.0.0.0/8,::1/128)")
+	pipeline := readSecret(pipelineFile)
+	clock.Advance(time.Minute) // lists are by creation time
+	wantRun(t, at("", "tokens", "create", "ci-bot", "nothing", "--no-scopes", "--secret-file", filepath.Join(files, "nothing.token")), 0, "", "(scopes: none; networks: any)")
+	clock.Advance(time.Minute)
+	wantRun(t, at("", "tokens", "create", "ci-bot", "default", "--secret-file", filepath.Join(files, "default.token")), 0, "", "(scopes: deploy,reports:read; networks: any)")
+	defaultToken := readSecret(filepath.Join(files, "default.token"))
+	r = at("", "tokens", "list", "ci-bot", "--json")
+	var toks []client.Token
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &toks) != nil || len(toks) != 3 {
+		t.Fatalf("tokens list ci-bot --json: %s", r)
+	}
+	ids := map[string]string{}
+	for _, tk := range toks {
+		ids[tk.Name] = tk.ID
+	}
+	r = at("", "tokens", "list", "ci-bot")
+	for _, want := range []string{"SCOPES", "NETWORKS", "LAST IP", "127.0.0.0/8,::1/128", "any"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("tokens list ci-bot lacks %q: %s", want, r)
+		}
+	}
+
+	// Narrowing: the API answers the narrowed token, and the gateway
+	// holds to it at once.
+	wantRun(t, at("", "tokens", "narrow", "ci-bot", ids["default"], "--scope", "deploy", "--allow-cidr", "10.0.0.0/8"), 0, "10.0.0.0/8", "")
+	var got tokenView
+	api(t, base, adminToken, http.MethodGet, "/users/ci-bot/tokens/"+ids["default"], nil, http.StatusOK, &got)
+	if !slices.Equal(got.Scopes, []string{"deploy"}) || !slices.Equal(got.AllowedCIDRs, []string{"10.0.0.0/8"}) {
+		t.Errorf("after tokens narrow: scopes %v, allowed_cidrs %v; want [deploy], [10.0.0.0/8]", got.Scopes, got.AllowedCIDRs)
+	}
+	wantNetworkRefusal(t, send(t, http.MethodGet, site+"/deploy/x", "Bearer "+defaultToken, nil))
+	wantRun(t, at("", "tokens", "narrow", "ci-bot", ids["default"], "--any-network", "--json"), 0, `"allowed_cidrs": []`, "")
+	if resp := send(t, http.MethodGet, site+"/deploy/x", "Bearer "+defaultToken, nil); resp.status != http.StatusOK {
+		t.Errorf("after --any-network: %d %s", resp.status, resp.body)
+	}
+
+	// A session with fewer scopes.
+	r = runCLI(t, "ci-bot-password-1\n", urlEnv, "login", "--user", "ci-bot", "--scope", "deploy")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "caddy_tmp_") || !strings.Contains(r.stderr, "(scopes: deploy)") {
+		t.Errorf("login --scope deploy: %s", r)
+	}
+
+	// 31 days on, the pipeline deploys and meets a shadow route that wants
+	// reports:write; it never read reports.
+	clock.Advance(31 * 24 * time.Hour)
+	if resp := send(t, http.MethodGet, site+"/deploy/x", "Bearer "+pipeline, nil); resp.status != http.StatusOK {
+		t.Fatalf("the pipeline deploying: %d %s", resp.status, resp.body)
+	}
+	if resp := send(t, http.MethodPost, site+"/reports/x", "Bearer "+pipeline, nil); resp.status != http.StatusOK {
+		t.Fatalf("the pipeline on the shadow route: %d %s", resp.status, resp.body)
+	}
+	wantRun(t, at("", "tokens", "create", "ci-bot", "fresh", "--secret-file", filepath.Join(files, "fresh.token")), 0, "", "created")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r = at("", "tokens", "get", "ci-bot", ids["pipeline"], "--json")
+		var one client.Token
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &one) != nil {
+			t.Fatalf("tokens get --json: %s", r)
+		}
+		if one.LastUsedIP != "" && one.ScopeUsage["deploy"].LastNeededAt != nil && one.ScopeUsage["reports:write"].LastMissingAt != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pipeline's uses were not flushed within 10 s: %s", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r = at("", "tokens", "get", "ci-bot", ids["pipeline"])
+	for _, want := range []string{"127.0.0.1", "LAST MISSING IN SHADOW", "reports:write  no", "reports:read   yes", clock.Now().Format("2006-01-02 15:04Z")} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("tokens get lacks %q: %s", want, r)
+		}
+	}
+
+	// The report: the pipeline's unused reports:read and the
+	// reports:write it lacks; the default token, whose one deploy is 31
+	// days old; not the token without scopes, nor the fresh one.
+	r = at("", "tokens", "unused-scopes", "--user", "ci-bot")
+	wantReport(t, r, [][]string{
+		{"USER", "TOKEN", "ID", "NAME", "UNUSED", "SCOPES", "MISSING", "IN", "SHADOW"},
+		{"ci-bot", ids["pipeline"], "pipeline", "reports:read", "reports:write"},
+		{"ci-bot", ids["default"], "default", "deploy", "-"},
+		{},
+		{"caddy", "api-tokens", "tokens", "narrow", "ci-bot", ids["pipeline"], "--scope", "deploy"},
+		{"caddy", "api-tokens", "tokens", "narrow", "ci-bot", ids["default"], "--no-scopes"},
+	})
+	if !strings.Contains(r.stderr, "checked 3 active permanent tokens created more than 30 days ago: 2 with scopes not needed since") {
+		t.Errorf("tokens unused-scopes summary: %s", r)
+	}
+	r = at("", "tokens", "unused-scopes", "--user", "ci-bot", "--json")
+	var report []struct {
+		TokenID string   `json:"token_id"`
+		Unused  []string `json:"unused_scopes"`
+		Missing []string `json:"missing_in_shadow"`
+		Narrow  string   `json:"narrow_command"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &report) != nil || len(report) != 2 || report[0].TokenID != ids["pipeline"] ||
+		!slices.Equal(report[0].Unused, []string{"reports:read"}) || !slices.Equal(report[0].Missing, []string{"reports:write"}) {
+		t.Errorf("tokens unused-scopes --json: %s", r)
+	}
+	// Every user's, for an administrator: the administrator's own token
+	// used none of its scopes on the gateway either.
+	r = at("", "tokens", "unused-scopes")
+	if r.code != 0 || !strings.Contains(r.stdout, "deploy,reports:read,reports:write") || strings.Count(r.stdout, "tokens narrow") != 3 {
+		t.Errorf("tokens unused-scopes of every user: %s", r)
+	}
+	// Over 40 days no token is old enough to tell.
+	wantReport(t, at("", "tokens", "unused-scopes", "--days", "40"), [][]string{{"USER", "TOKEN", "ID", "NAME", "UNUSED", "SCOPES", "MISSING", "IN", "SHADOW"}})
+
+	// The printed command narrows the pipeline to what it uses; it is not
+	// reported for unused scopes any more, still for the one it lacks.
+	narrow := strings.Fields(report[0].Narrow)
+	wantRun(t, at("", narrow[2:]...), 0, "deploy", "")
+	api(t, base, adminToken, http.MethodGet, "/users/ci-bot/tokens/"+ids["pipeline"], nil, http.StatusOK, &got)
+	if !slices.Equal(got.Scopes, []string{"deploy"}) {
+		t.Errorf("after the printed narrow command: scopes %v, want [deploy]", got.Scopes)
+	}
+	wantReport(t, at("", "tokens", "unused-scopes", "--user", "ci-bot"), [][]string{
+		{"USER", "TOKEN", "ID", "NAME", "UNUSED", "SCOPES", "MISSING", "IN", "SHADOW"},
+		{"ci-bot", ids["pipeline"], "pipeline", "-", "reports:write"},
+		{"ci-bot", ids["default"], "default", "deploy", "-"},
+		{},
+		{"caddy", "api-tokens", "tokens", "narrow", "ci-bot", ids["default"], "--no-scopes"},
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		for _, c := range []struct {
+			name   string
+			args   []string
+			code   int
+			stderr string
+		}{
+			{"a scope cannot be added", []string{"tokens", "narrow", "ci-bot", ids["nothing"], "--scope", "deploy"}, 2, "scopes can only be removed"},
+			{"scopes and none", []string{"tokens", "narrow", "ci-bot", ids["default"], "--scope", "deploy", "--no-scopes"}, 1, "either --scope or --no-scopes, not both"},
+			{"networks and any", []string{"tokens", "narrow", "ci-bot", ids["default"], "--allow-cidr", "10.0.0.0/8", "--any-network"}, 1, "either --allow-cidr or --any-network"},
+			{"nothing to narrow", []string{"tokens", "narrow", "ci-bot", ids["default"]}, 1, "nothing to change: give --scope"},
+			{"an empty scope", []string{"tokens", "create", "ci-bot", "x", "--scope", "deploy,,reports:read"}, 1, "has an empty value"},
+			{"an empty --scope", []string{"tokens", "create", "ci-bot", "x", "--scope", ""}, 1, "for none, give --no-scopes"},
+			{"a scope beyond the user's", []string{"tokens", "create", "ci-bot", "x", "--scope", "reports:write"}, 2, `does not hold scope "reports:write"`},
+			{"an undeclared scope", []string{"users", "update", "ci-bot", "--scope", "deploi"}, 2, `scope "deploi" is not declared`},
+			{"a host address as network", []string{"tokens", "create", "ci-bot", "x", "--allow-cidr", "10.0.0.1/8"}, 2, "did you mean 10.0.0.0/8"},
+			{"no days", []string{"tokens", "unused-scopes", "--days", "0"}, 1, "--days must be at least 1"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				if r := at("", c.args...); r.code != c.code || !strings.Contains(r.stderr, c.stderr) {
+					t.Errorf("want exit %d and stderr with %q; got %s", c.code, c.stderr, r)
+				}
+			})
+		}
+	})
+}
+
+// wantReport checks a command's table and lines, word by word (the
+// columns' widths depend on the token ids).
+func wantReport(t *testing.T, r cliRun, want [][]string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	ok := r.code == 0 && len(lines) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = slices.Equal(strings.Fields(lines[i]), want[i])
+	}
+	if !ok {
+		t.Errorf("want exit 0 and the lines %q; got %s", want, r)
+	}
 }

@@ -25,7 +25,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "api-tokens",
-		Usage: "login|logout|whoami|tokens|users|settings|faults|audit|backup|restore|reset-password|migrate [flags]",
+		Usage: "login|logout|whoami|tokens|users|scopes|settings|faults|audit|backup|restore|reset-password|migrate [flags]",
 		Short: "Administers API tokens on a running gateway; backs up, restores or migrates the database, resets a password",
 		Long: `
 Day-to-day administration against a running gateway, through the admin
@@ -34,17 +34,19 @@ at GET /openapi.json):
 
     caddy api-tokens login --url http://localhost:8080/api-tokens --user admin --token-out ~/.api-tokens
     export API_TOKENS_URL=http://localhost:8080/api-tokens API_TOKENS_TOKEN_FILE=~/.api-tokens
-    caddy api-tokens users create ci-bot --email ci@example.com < ci-password.txt
-    caddy api-tokens tokens create ci-bot github-actions --secret-file ci.token
+    caddy api-tokens users create ci-bot --email ci@example.com --scope deploy < ci-password.txt
+    caddy api-tokens tokens create ci-bot github-actions --scope deploy --allow-cidr 10.0.0.0/8 --secret-file ci.token
     caddy api-tokens tokens list --expiring-within 30d
+    caddy api-tokens tokens unused-scopes --days 30
     caddy api-tokens tokens rotate ci-bot tok_2c1f08345a0bd3dd5823 --grace 1h > new.token
     caddy api-tokens settings set EnableUserTokenNotification '30;7;1'
     caddy api-tokens settings set UserTokenExpirationNotificationEmails 'ops@example.com'
     caddy api-tokens faults
 
-Commands: login, logout, whoami; tokens list|create|rotate|delete; users
-list|get|create|update|delete; settings list|get|set|delete; faults;
-audit. 'caddy api-tokens COMMAND --help' shows each one's flags.
+Commands: login, logout, whoami; tokens list|get|create|narrow|rotate|
+delete|unused-scopes; users list|get|create|update|delete; scopes;
+settings list|get|set|delete; faults; audit. 'caddy api-tokens COMMAND
+--help' shows each one's flags.
 
 --url (or API_TOKENS_URL) is the base of the api_token_admin handler. The
 API token is read from --token-file or API_TOKENS_TOKEN_FILE (a file), or

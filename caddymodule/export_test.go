@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -61,6 +62,9 @@ func (s *TestStorage) setStoreOptions(o *storage.Options) {
 	if c, ok := testClocks.Load(s.Path); ok {
 		o.Clock = c.(storage.Clock)
 	}
+	if d, ok := testFlushIntervals.Load(s.Path); ok {
+		o.LastUsedFlushInterval = d.(time.Duration)
+	}
 }
 
 // testClocks maps a TestStorage directory to its store's clock.
@@ -69,5 +73,14 @@ var testClocks sync.Map
 // UseTestClock makes the store that `storage test` opens in dir run on
 // clock.
 func UseTestClock(dir string, clock storage.Clock) { testClocks.Store(dir, clock) }
+
+// testFlushIntervals maps a TestStorage directory to its store's
+// LastUsedFlushInterval.
+var testFlushIntervals sync.Map
+
+// UseTestFlushInterval makes the store that `storage test` opens in dir
+// write its batched last uses every d (real time) instead of every 30 s,
+// so a test sees a token's last_used_ip and scope_usage without waiting.
+func UseTestFlushInterval(dir string, d time.Duration) { testFlushIntervals.Store(dir, d) }
 
 var _ storeOptionsSetter = (*TestStorage)(nil)

@@ -1,6 +1,8 @@
 // Package cli is the day-to-day command line of the admin API: log in,
-// list, create, rotate and delete tokens, manage users, get and set the
-// settings, list faults and the audit log, against a running gateway. It
+// list, create, narrow, rotate and delete tokens, report the scopes they
+// do not use, manage users and their scopes, list the scope catalogue,
+// get and set the settings, list faults and the audit log, against a
+// running gateway. It
 // is built on package client and has no Caddy dependency; caddymodule
 // wires its commands into `caddy api-tokens`.
 //
@@ -73,6 +75,9 @@ type Env struct {
 	// HTTPClient, if set, sends the requests (tests check them against the
 	// OpenAPI document with it); its Timeout is set from --timeout.
 	HTTPClient *http.Client
+	// Now, if set, is the time (tests of reports over days set the
+	// gateway's fake clock); nil means time.Now.
+	Now func() time.Time
 
 	lines *bufio.Reader // standard input, when secrets are read from it line by line
 }
@@ -96,6 +101,13 @@ func (e *Env) stderr() io.Writer {
 		return os.Stderr
 	}
 	return e.Stderr
+}
+
+func (e *Env) now() time.Time {
+	if e.Now == nil {
+		return time.Now()
+	}
+	return e.Now()
 }
 
 func (e *Env) getenv(k string) string {
@@ -161,8 +173,8 @@ func message(err error) string {
 func Commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
 		loginCommand(env), logoutCommand(env), whoamiCommand(env),
-		tokensCommand(env), usersCommand(env), settingsCommand(env),
-		faultsCommand(env), auditCommand(env),
+		tokensCommand(env), usersCommand(env), scopesCommand(env),
+		settingsCommand(env), faultsCommand(env), auditCommand(env),
 	}
 }
 

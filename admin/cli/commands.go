@@ -29,21 +29,28 @@ func group(use, short string, subs ...*cobra.Command) *cobra.Command {
 func loginCommand(env *Env) *cobra.Command {
 	var c conn
 	var user, out string
+	var sf scopeFlags
 	cmd := &cobra.Command{
-		Use:   "login --url URL --user NAME [--token-out FILE] < password",
+		Use:   "login --url URL --user NAME [--scope S ... | --no-scopes] [--token-out FILE] < password",
 		Short: "Logs in and prints a temporary token (or writes it to --token-out, mode 0600)",
 		Long: `Logs in with a username and password and prints the temporary token of the
 session on standard output, or writes it to --token-out (mode 0600) to use
 with --token-file. The password is read at a prompt without echo, or from
-the first line of standard input; never from a flag.`,
+the first line of standard input; never from a flag. The session carries
+all of the user's scopes, or only those --scope names.`,
 		Args: cobra.NoArgs,
 	}
 	c.flags(cmd, false)
 	cmd.Flags().StringVar(&user, "user", "", "the username (required)")
 	cmd.Flags().StringVar(&out, "token-out", "", "write the token to this file (0600) instead of standard output")
+	sf.add(cmd, "a session with only these of the user's scopes", "a session without any scope")
 	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, _ []string) error {
 		if user == "" {
 			return usageError("--user is required")
+		}
+		scopes, err := sf.list()
+		if err != nil {
+			return err
 		}
 		cl, err := c.client(env, false)
 		if err != nil {
@@ -58,7 +65,12 @@ the first line of standard input; never from a flag.`,
 		if err != nil {
 			return err
 		}
-		s, err := cl.Login(ctxOr(ctx), user, password)
+		var s client.Session
+		if scopes != nil {
+			s, err = cl.LoginWithScopes(ctxOr(ctx), user, password, *scopes)
+		} else {
+			s, err = cl.Login(ctxOr(ctx), user, password)
+		}
 		if err != nil {
 			return err
 		}
@@ -72,13 +84,15 @@ the first line of standard input; never from a flag.`,
 				ID        string      `json:"id"`
 				Kind      string      `json:"kind"`
 				ExpiresAt time.Time   `json:"expires_at"`
+				Scopes    []string    `json:"scopes"`
 				User      client.User `json:"user"`
-			}{s.ID, s.Kind, s.ExpiresAt, s.User})
+			}{s.ID, s.Kind, s.ExpiresAt, s.Scopes, s.User})
 		}
 		if sink.write(env, s.Secret) {
-			fmt.Fprintf(env.stderr(), "logged in as %s; the session token is in %s (use --token-file %s) until %s\n", s.User.Username, out, out, when(s.ExpiresAt))
+			fmt.Fprintf(env.stderr(), "logged in as %s (scopes: %s); the session token is in %s (use --token-file %s) until %s\n",
+				s.User.Username, scopesText(s.Scopes), out, out, when(s.ExpiresAt))
 		} else {
-			fmt.Fprintf(env.stderr(), "logged in as %s until %s\n", s.User.Username, when(s.ExpiresAt))
+			fmt.Fprintf(env.stderr(), "logged in as %s (scopes: %s) until %s\n", s.User.Username, scopesText(s.Scopes), when(s.ExpiresAt))
 		}
 		return nil
 	})
@@ -126,8 +140,9 @@ func whoamiCommand(env *Env) *cobra.Command {
 }
 
 func tokensCommand(env *Env) *cobra.Command {
-	return group("tokens", "Lists, shows, creates, rotates and deletes API tokens",
-		tokensList(env), tokensGet(env), tokensCreate(env), tokensRotate(env), tokensDelete(env))
+	return group("tokens", "Lists, shows, creates, narrows, rotates and deletes API tokens; reports unused scopes",
+		tokensList(env), tokensGet(env), tokensCreate(env), tokensNarrow(env), tokensRotate(env), tokensDelete(env),
+		tokensUnusedScopes(env))
 }
 
 func tokensList(env *Env) *cobra.Command {
@@ -178,14 +193,23 @@ func (c *conn) printTokens(toks []client.Token, env *Env) error {
 	}
 	rows := make([][]string, len(toks))
 	for i, t := range toks {
-		rows[i] = []string{t.ID, t.User, t.Name, t.Kind, t.Status, when(t.ExpiresAt), whenPtr(t.LastUsedAt), t.CreatedBy}
+		rows[i] = []string{t.ID, t.User, t.Name, t.Kind, t.Status, scopesCell(t.Scopes), networksText(t.AllowedCIDRs),
+			when(t.ExpiresAt), whenPtr(t.LastUsedAt), t.LastUsedIP, t.CreatedBy}
 	}
-	return table(env.stdout(), []string{"ID", "USER", "NAME", "KIND", "STATUS", "EXPIRES", "LAST USED", "CREATED BY"}, rows)
+	return table(env.stdout(), []string{"ID", "USER", "NAME", "KIND", "STATUS", "SCOPES", "NETWORKS", "EXPIRES", "LAST USED", "LAST IP", "CREATED BY"}, rows)
 }
 
 func tokensGet(env *Env) *cobra.Command {
 	var c conn
-	cmd := &cobra.Command{Use: "get USER ID", Short: "Shows one token (never its secret)", Args: cobra.ExactArgs(2)}
+	cmd := &cobra.Command{
+		Use:   "get USER ID",
+		Short: "Shows one token (never its secret) and the use of its scopes",
+		Long: `Shows one token (never its secret), then, for each scope it holds or a
+shadow route found it without, when a request last needed the scope and
+when a shadow route (scope_mode shadow) last found it missing. Uses are
+written in batches, so they show up to about 30 s late.`,
+		Args: cobra.ExactArgs(2),
+	}
 	c.flags(cmd, true)
 	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, args []string) error {
 		cl, err := c.client(env, true)
@@ -199,7 +223,10 @@ func tokensGet(env *Env) *cobra.Command {
 		if c.json {
 			return printJSON(env.stdout(), t)
 		}
-		return c.printTokens([]client.Token{t}, env)
+		if err := c.printTokens([]client.Token{t}, env); err != nil {
+			return err
+		}
+		return printScopeUsage(env, t)
 	})
 	return cmd
 }
@@ -269,8 +296,8 @@ func (f *newTokenFlags) emit(env *Env, sink *secretOut, verb string, t client.Ne
 	if inFile {
 		where = "in " + f.secretFile
 	}
-	fmt.Fprintf(env.stderr(), "%s token %s %q of %s, expires %s; the secret is %s and is shown only this once\n",
-		verb, t.ID, t.Name, t.User, when(t.ExpiresAt), where)
+	fmt.Fprintf(env.stderr(), "%s token %s %q of %s (scopes: %s; networks: %s), expires %s; the secret is %s and is shown only this once\n",
+		verb, t.ID, t.Name, t.User, scopesText(t.Scopes), networksText(t.AllowedCIDRs), when(t.ExpiresAt), where)
 	return nil
 }
 
@@ -279,21 +306,41 @@ func (f *newTokenFlags) prepare() (*secretOut, error) { return newSecretOut(f.se
 func tokensCreate(env *Env) *cobra.Command {
 	var f newTokenFlags
 	var expires string
+	var sf scopeFlags
+	var cidrs []string
 	cmd := &cobra.Command{
-		Use:   "create USER NAME [--expires-at TIME] [--secret-file FILE]",
+		Use:   "create USER NAME [--scope S ... | --no-scopes] [--allow-cidr CIDR ...] [--expires-at TIME] [--secret-file FILE]",
 		Short: "Creates a permanent token for a user (administrators); prints its secret once",
-		Args:  cobra.ExactArgs(2),
+		Long: `Creates a permanent token for a user and prints its secret once. The token
+carries the user's scopes as they are now, or only those --scope names
+(each one the user holds; 'caddy api-tokens scopes' lists them), or none
+with --no-scopes. It works from any network, or only from those
+--allow-cidr names. Give it only what its job needs: 'tokens narrow' can
+take scopes away later, but none can be added.`,
+		Args: cobra.ExactArgs(2),
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&expires, "expires-at", "", "an earlier expiry than the default year, as RFC 3339 (2030-01-02T15:04:05Z)")
+	sf.add(cmd, "a scope of the token, one the user holds", "a token without any scope (default: the user's scopes)")
+	cidrFlag(cmd, &cidrs, "a network the token may be used from, like 10.0.0.0/8; default: any")
 	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, args []string) error {
-		var at time.Time
+		var o client.TokenOptions
+		var err error
+		if o.AllowedCIDRs, err = checkNames("--allow-cidr", cidrs); err != nil {
+			return err
+		}
+		if cidrs != nil && len(o.AllowedCIDRs) == 0 {
+			return usageError("--allow-cidr needs a network like 10.0.0.0/8; leave it out for any network")
+		}
 		if expires != "" {
 			t, err := time.Parse(time.RFC3339, expires)
 			if err != nil {
 				return usageError("--expires-at %q is not an RFC 3339 time like 2030-01-02T15:04:05Z", expires)
 			}
-			at = t
+			o.ExpiresAt = t
+		}
+		if o.Scopes, err = sf.list(); err != nil {
+			return err
 		}
 		cl, err := f.client(env, true)
 		if err != nil {
@@ -304,7 +351,7 @@ func tokensCreate(env *Env) *cobra.Command {
 			return err
 		}
 		defer sink.discard()
-		t, err := cl.CreateToken(ctxOr(ctx), args[0], args[1], at)
+		t, err := cl.CreateTokenWith(ctxOr(ctx), args[0], args[1], o)
 		if err != nil {
 			return err
 		}
@@ -387,9 +434,13 @@ func (c *conn) printUsers(users []client.User, env *Env) error {
 	}
 	rows := make([][]string, len(users))
 	for i, u := range users {
-		rows[i] = []string{u.Username, u.Email, yesNo(u.Admin), yesNo(u.Disabled), when(u.CreatedAt)}
+		scopes := scopesCell(u.Scopes)
+		if u.Admin {
+			scopes = "(every scope)"
+		}
+		rows[i] = []string{u.Username, u.Email, yesNo(u.Admin), yesNo(u.Disabled), scopes, when(u.CreatedAt)}
 	}
-	return table(env.stdout(), []string{"USERNAME", "EMAIL", "ADMIN", "DISABLED", "CREATED"}, rows)
+	return table(env.stdout(), []string{"USERNAME", "EMAIL", "ADMIN", "DISABLED", "SCOPES", "CREATED"}, rows)
 }
 
 func usersList(env *Env) *cobra.Command {
@@ -437,15 +488,24 @@ func usersCreate(env *Env) *cobra.Command {
 	var c conn
 	var email string
 	var admin bool
+	var scopes []string
 	cmd := &cobra.Command{
-		Use:   "create USER [--email ADDRESS] [--admin] < password",
+		Use:   "create USER [--email ADDRESS] [--admin] [--scope S ...] < password",
 		Short: "Creates a user (administrators); the password is read at a prompt or from standard input",
-		Args:  cobra.ExactArgs(1),
+		Long: `Creates a user. The password is read at a prompt or from standard input.
+--scope gives the user scopes: the most their tokens may carry (default:
+none; an administrator holds every scope).`,
+		Args: cobra.ExactArgs(1),
 	}
 	c.flags(cmd, true)
 	cmd.Flags().StringVar(&email, "email", "", "the user's email address")
 	cmd.Flags().BoolVar(&admin, "admin", false, "make the user an administrator")
+	cmd.Flags().StringSliceVar(&scopes, "scope", nil, "a scope the user's tokens may carry (repeat the flag or separate with commas)")
 	cmd.RunE = run(env, func(ctx context.Context, _ *cobra.Command, args []string) error {
+		names, err := checkNames("--scope", scopes)
+		if err != nil {
+			return err
+		}
 		cl, err := c.client(env, true)
 		if err != nil {
 			return err
@@ -454,7 +514,7 @@ func usersCreate(env *Env) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		u, err := cl.CreateUser(ctxOr(ctx), client.NewUser{Username: args[0], Email: email, Password: password, Admin: admin})
+		u, err := cl.CreateUser(ctxOr(ctx), client.NewUser{Username: args[0], Email: email, Password: password, Admin: admin, Scopes: names})
 		if err != nil {
 			return err
 		}
@@ -467,15 +527,20 @@ func usersUpdate(env *Env) *cobra.Command {
 	var c conn
 	var email string
 	var admin, disabled, password bool
+	var sf scopeFlags
 	cmd := &cobra.Command{
-		Use:   "update USER [--email ADDRESS] [--admin=true|false] [--disabled=true|false] [--password < password]",
-		Short: "Changes a user's email, password, admin or disabled flag",
+		Use:   "update USER [--email ADDRESS] [--admin=true|false] [--disabled=true|false] [--scope S ... | --no-scopes] [--password < password]",
+		Short: "Changes a user's email, password, scopes, admin or disabled flag",
 		Long: `Changes what the flags name. Users may change their own email and password,
 with a login session (not a permanent token) and their current password;
---admin and --disabled need an administrator, who changes another user's
-email and password without one. Passwords are read at a prompt or from
-standard input: the current password first (only for your own user), then
-with --password the new one, each on its own line.`,
+--admin, --disabled and --scope need an administrator, who changes another
+user's email and password without one. Passwords are read at a prompt or
+from standard input: the current password first (only for your own user),
+then with --password the new one, each on its own line.
+
+--scope replaces the user's scopes, the most their tokens may carry;
+--no-scopes takes them all. A scope taken away is refused at once to every
+token of the user, on every node.`,
 		Args: cobra.ExactArgs(1),
 	}
 	c.flags(cmd, true)
@@ -483,8 +548,13 @@ with --password the new one, each on its own line.`,
 	cmd.Flags().BoolVar(&admin, "admin", false, "make an administrator (true) or not (false)")
 	cmd.Flags().BoolVar(&disabled, "disabled", false, "disable (true) or enable (false) the user")
 	cmd.Flags().BoolVar(&password, "password", false, "set a new password, read at a prompt or from standard input")
+	sf.add(cmd, "the scopes the user's tokens may carry, replacing those they have", "take every scope from the user")
 	cmd.RunE = run(env, func(ctx context.Context, cmd *cobra.Command, args []string) error {
 		var ch client.UserChange
+		var err error
+		if ch.Scopes, err = sf.list(); err != nil {
+			return err
+		}
 		fl := cmd.Flags()
 		if fl.Changed("email") {
 			ch.Email = &email
@@ -495,8 +565,8 @@ with --password the new one, each on its own line.`,
 		if fl.Changed("disabled") {
 			ch.Disabled = &disabled
 		}
-		if ch.Email == nil && ch.Admin == nil && ch.Disabled == nil && !password {
-			return usageError("nothing to change: give --email, --password, --admin or --disabled")
+		if ch.Email == nil && ch.Admin == nil && ch.Disabled == nil && ch.Scopes == nil && !password {
+			return usageError("nothing to change: give --email, --password, --admin, --disabled, --scope or --no-scopes")
 		}
 		cl, err := c.client(env, true)
 		if err != nil {

@@ -173,6 +173,16 @@ func TestScopesInTheBrowser(t *testing.T) {
 		return res == verifier.ResultNetworkNotAllowed
 	})
 
+	// Taking reports:read from ci marks it on the token, which can no
+	// longer use it.
+	p.click("tab", "Profile")
+	p.click("checkbox", "reports:read")
+	p.click("button", "Save scopes")
+	p.waitText("#page-status", "Scopes of ci saved.")
+	p.click("tab", "Tokens")
+	p.waitRows("tokens-body", [][]string{{"reports-sync", "Permanent", "reports:read not held by user remove\nMissing on shadow routes: deploy",
+		"192.0.2.0/24\nEdit", utc(start), utc(expires), utc(usedAt) + "\nfrom 10.1.2.3", "Active", "Rotate Revoke"}})
+
 	// A scope is removed on its own with its remove button.
 	p.click("button", "Remove scope reports:read from reports-sync")
 	p.find("dialog", "Remove scope reports:read from reports-sync? Requests that need it are refused at once; only a new token can have it again.")

@@ -532,6 +532,7 @@ async function saveUserScopes(event) {
     shown = await api('PATCH', 'users/' + enc(shown.username), { scopes: chosenScopes($('profile-scopes')) });
     renderProfile(shown);
     renderUserScopes(shown);
+    await reloadTokens(); // their scopes the user no longer holds are marked
     showStatus('Scopes of ' + shown.username + ' saved.');
   } catch (err) {
     if (err.status !== 401) error.textContent = err.message;
@@ -568,6 +569,13 @@ function unusedScopes(t) {
   });
 }
 
+// userHolds reports whether the user shown holds a scope: a token's
+// scope that its user no longer holds does not work (its effective
+// scopes are its own within its user's).
+function userHolds(name) {
+  return shown.admin || (shown.scopes || []).includes(name);
+}
+
 // scopesCell lists the token's scopes, marks those unused for 30 days
 // and, for an administrator, offers to remove one or all unused ones.
 // The scopes it lacked on shadow routes follow: those routes will refuse
@@ -581,6 +589,7 @@ function scopesCell(t, label, narrowable) {
       ...spaced([
         h('code', { text: name }),
         unused.includes(name) && h('span', { class: 'badge warn', text: 'unused 30 d' }),
+        !userHolds(name) && h('span', { class: 'badge', title: 'Taken from the user: the token cannot use it', text: 'not held by user' }),
         narrowable && button('remove', () => removeScopes(t, [name]),
           { class: 'link', 'aria-label': 'Remove scope ' + name + ' from ' + label }),
       ].filter(Boolean)));

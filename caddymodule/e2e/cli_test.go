@@ -88,7 +88,7 @@ func TestCLIBinary(t *testing.T) {
 	}
 
 	help := runCLI(t, "", nil, "help", "api-tokens")
-	for _, want := range []string{"tokens list|create|rotate|delete", "API_TOKENS_TOKEN_FILE", "Exit codes: 0 done", "backup"} {
+	for _, want := range []string{"tokens list|get|create|narrow|rotate|", "unused-scopes", "API_TOKENS_TOKEN_FILE", "Exit codes: 0 done", "backup"} {
 		if !strings.Contains(help.stdout+help.stderr, want) {
 			t.Errorf("caddy help api-tokens does not mention %q:\n%s%s", want, help.stdout, help.stderr)
 		}

@@ -91,7 +91,7 @@ const removedPerShard = 256
 // kept.
 const idleAfter = 10 * time.Minute
 
-// tokenSlot is one token in memory, 120 bytes without a pointer. Only
+// tokenSlot is one token in memory, 128 bytes without a pointer. Only
 // revoked, scopes, networks, the uses and gen change while a token
 // occupies it; counted is guarded by table.countMu, queued by
 // table.dirtyMu.

@@ -25,7 +25,12 @@ func init() {
 //     when the token is malformed, unknown, expired, revoked or belongs to a
 //     disabled user, and when the request has more than one Authorization
 //     header;
-//   - 403 when require_admin is set and the token is not an administrator's.
+//   - 403 with `error="insufficient_scope"` when require_admin is set and
+//     the token is not an administrator's, or when it lacks a scope that
+//     require_scope lists (the challenge and the body then name them);
+//   - 403 `{"error":"network_not_allowed"}` when the client address
+//     (Caddy's, which honours trusted_proxies) is outside the token's
+//     allowed networks.
 //
 // Such an answer is not a Caddy error: the site's error routes
 // (handle_errors) do not run and nothing is logged as an error, which keeps
@@ -39,6 +44,7 @@ func init() {
 //	{http.auth.user.token_id}    the token's non-secret ID
 //	{http.auth.user.token_kind}  "permanent" or "temporary"
 //	{http.auth.user.admin}       "true" or "false"
+//	{http.auth.user.scopes}      the effective scopes, sorted, space-separated
 //
 // After a 403 the same values are in {http.auth.candidate.*}. By default
 // the Authorization header is removed before the request goes on (for

@@ -37,6 +37,11 @@ func init() {
 //	{http.auth.user.token_id}    the token's non-secret ID
 //	{http.auth.user.token_kind}  "permanent" or "temporary"
 //	{http.auth.user.admin}       "true" or "false"
+//	{http.auth.user.scopes}      the effective scopes, sorted, space-separated
+//
+// A valid token refused for what the route or the request asks
+// (require_admin, require_scope, allowed networks) is answered 403 here,
+// as api_token_auth answers it (see Authenticate).
 //
 // By default the Authorization header is removed before the request goes
 // on (for example to reverse_proxy), so upstreams never see the secret.
@@ -87,7 +92,8 @@ func (p *TokenAuth) Provision(ctx caddy.Context) error {
 // storage for a malformed token, and allocates nothing itself
 // (caddyauth's {http.auth.user.id} after it does).
 //
-// A valid token that require_admin refuses is answered 403 here: caddyauth
+// A valid token that require_admin, require_scope or its allowed networks
+// refuse is answered 403 here: caddyauth
 // can only refuse with 401 and offers no way to return 403. With a single
 // provider caddyauth hands us the real response writer, so the 403 status
 // and body written here are what the client receives; caddyauth's 401
